@@ -1,0 +1,158 @@
+"""One source, two targets: compile per-particle bodies for numba CPU and numba.cuda.
+
+A kernel is written once as Python source: a per-particle *body* ``BODY(i, args...)``
+that reads and writes flat arrays at particle index ``i``.  ``build_kernel`` wraps it
+
+* for the CPU: a serial loop ``for i in range(count)`` compiled with
+  ``error_model="numpy"`` and ``_nrt=False`` (no zero-division branches, no reference
+  counting in the loop: both stop LLVM's loop vectoriser), called by a ``prange``
+  loop over fixed blocks of ``CPU_BLOCK`` particles on array slices (a loop that
+  starts at a non-zero offset makes numba emit negative-index wrap-around code,
+  which also blocks vectorisation; slices start at zero).  Blocks are fixed, so the
+  work a particle sees never depends on the thread count.
+* for the GPU: a ``numba.cuda.jit`` kernel, one thread per particle, over CuPy (or,
+  under ``NUMBA_ENABLE_CUDASIM=1``, numpy) arrays.
+
+Target-specific pieces are looked up by name in the namespace the source runs in:
+``EXP``, ``LOG``, ``SQRT``, ``SINCOS2PI`` (the vectorisable polynomials of
+``vmath`` on the CPU, hardware math on the GPU), ``FL`` (the float type) and the
+helpers compiled earlier into the same namespace (Philox, uniforms, normals).
+
+We raise LLVM's full-unroll threshold: the bodies have short constant-trip loops
+(mixture components, Philox rounds) that must be fully unrolled for the particle
+loop to become the innermost loop and vectorise.  This only changes unrolling
+heuristics inside this process, never results.
+"""
+import inspect
+import math
+
+import llvmlite.binding as _llvm
+import numpy as np
+import numba
+from numba import prange
+
+from . import vmath
+
+_llvm.set_option("", "--unroll-threshold=50000")
+
+CPU_BLOCK = 512          # particles per CPU work item (fits L1 for d <= 8)
+GPU_THREADS = 128        # threads per CUDA block
+
+_CPU_DEVICE = dict(inline="always", error_model="numpy", _nrt=False)
+
+
+def _cuda():
+    from numba import cuda
+    return cuda
+
+
+def _sincos2pi_exact(u):
+    a = 2.0 * math.pi * u
+    return math.sin(a), math.cos(a)
+
+
+class Target:
+    """A compilation target: ``"cpu"`` (numba) or ``"cuda"`` (numba.cuda)."""
+
+    def __init__(self, name):
+        if name not in ("cpu", "cuda"):
+            raise ValueError(f"target must be 'cpu' or 'cuda'; got {name!r}")
+        self.name = name
+
+    def device(self, fn):
+        if self.name == "cpu":
+            return numba.njit(**_CPU_DEVICE)(fn)
+        return _cuda().jit(device=True)(fn)
+
+    def math_namespace(self, dtype):
+        dtype = np.dtype(dtype)
+        fl = dtype.type
+        ns = dict(np=np, math=math, FL=fl, SQRT=math.sqrt)
+        if self.name == "cpu":
+            if dtype == np.float64:
+                ns.update(EXP=vmath.exp64, LOG=vmath.log64, SINCOS2PI=vmath.sincos2pi64)
+            else:
+                ns.update(EXP=vmath.exp32, LOG=vmath.log32, SINCOS2PI=vmath.sincos2pi32)
+        else:
+            ns.update(EXP=math.exp, LOG=math.log,
+                      SINCOS2PI=self.device(_sincos2pi_exact))
+        return ns
+
+    def __repr__(self):
+        return f"Target({self.name!r})"
+
+
+CPU = Target("cpu")
+CUDA = Target("cuda")
+
+
+def compile_source(ns, src, target, filename="<particleflow-kernel>"):
+    """Exec ``src`` in namespace ``ns``; compile each function it defines as a device
+    function of ``target`` and store it back in ``ns`` under the same name."""
+    before = set(ns)
+    exec(compile(src, filename, "exec"), ns)
+    for name in set(ns) - before:
+        if inspect.isfunction(ns[name]):
+            ns[name] = target.device(ns[name])
+    return ns
+
+
+def build_kernel(ns, body, args, target):
+    """Wrap per-particle ``body`` into a launcher ``launch(n, *arrays_and_scalars)``.
+
+    Parameters
+    ----------
+    ns : dict
+        Namespace holding the compiled ``body`` (see ``compile_source``).
+    body : str
+        Name of the body in ``ns``; called as ``body(i, *args)``.
+    args : list of (name, slicing)
+        ``slicing`` is ``None`` for shared arrays and scalars, ``1`` for per-particle
+        vectors ``[n]`` and an integer ``w`` (or the name of a scalar argument
+        holding it) for flattened rows ``[n * w]``.
+    """
+    names = [a for a, _ in args]
+    arglist = ", ".join(names)
+    if target.name == "cpu":
+        def sl(name, w):
+            if w is None:
+                return name
+            return f"{name}[s0 * {w}:s1 * {w}]"
+        sliced = ", ".join(sl(a, w) for a, w in args)
+        src = (f"def _range(count, {arglist}):\n"
+               f"    for i in range(count):\n"
+               f"        {body}(i, {arglist})\n")
+        g = dict(ns)
+        exec(src, g)
+        rng = numba.njit(error_model="numpy", _nrt=False)(g["_range"])
+        drv_src = (f"def _drive(n, {arglist}):\n"
+                   f"    nb = (n + {CPU_BLOCK} - 1) // {CPU_BLOCK}\n"
+                   f"    for b in prange(nb):\n"
+                   f"        s0 = b * {CPU_BLOCK}\n"
+                   f"        s1 = min(n, s0 + {CPU_BLOCK})\n"
+                   f"        _range(s1 - s0, {sliced})\n")
+        g2 = dict(_range=rng, prange=prange, min=min)
+        exec(drv_src, g2)
+        drive = numba.njit(parallel=True, error_model="numpy")(g2["_drive"])
+
+        def launch(n, *a):
+            if n:
+                drive(n, *a)
+        launch.drive = drive
+        launch.range_kernel = rng
+        return launch
+    cuda = _cuda()
+    src = (f"def _kernel(n, {arglist}):\n"
+           f"    i = cuda.grid(1)\n"
+           f"    if i < n:\n"
+           f"        {body}(i, {arglist})\n")
+    g = dict(ns)
+    g["cuda"] = cuda
+    exec(src, g)
+    kern = cuda.jit(g["_kernel"])
+
+    def launch(n, *a):
+        if n:
+            kern[(n + GPU_THREADS - 1) // GPU_THREADS, GPU_THREADS](n, *a)
+    launch.kernel = kern
+    return launch

@@ -1,0 +1,174 @@
+"""Ensembles: n particles with positions, optional log-weights, signs and persistent ids.
+
+Every moving thing of particleflow (MCMC chains, noisy data, neurons, parameter
+vectors) is an ``Ensemble``.  The backend is the array's module (numpy or CuPy).
+"""
+import numpy as np
+
+from .backend import array_module, to_device, to_numpy
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Ensemble:
+    """n particles with positions ``x`` of shape ``(n, *event_shape)``.
+
+    Parameters
+    ----------
+    x : array [n, *event_shape], float32 or float64 (numpy or CuPy)
+        Positions; copied into a C-contiguous array owned by the ensemble.
+    log_weights : array [n] or None
+        Unnormalised log importance weights (None = equal weights).
+    signs : array [n] of +1 / -1 or None
+        Signs of a signed measure (F1 neurons' output weights); None = all +1.
+    ids : int array [n] or None
+        Persistent particle ids (default ``arange(n)``); the random stream of a
+        particle follows its id, not its slot.
+    name : str or None
+
+    Moves may replace the arrays held by an ensemble (double buffering); hold on to
+    the ensemble, not to ``ensemble.x``.
+    """
+
+    def __init__(self, x, log_weights=None, signs=None, ids=None, name=None):
+        xp = array_module(x)
+        x = xp.asarray(x)
+        if x.dtype not in _FLOATS:
+            if x.dtype.kind in "iub":
+                x = x.astype(np.float64)
+            else:
+                raise ValueError(f"x must hold float32 or float64 values; got dtype {x.dtype}")
+        if x.ndim < 1 or x.shape[0] < 1:
+            raise ValueError(f"x must have shape (n, *event_shape) with n >= 1; got shape {x.shape}")
+        if x.ndim == 1:
+            raise ValueError(
+                f"x must have shape (n, *event_shape); got a 1-D array of shape {x.shape}. "
+                "For n scalar particles pass x[:, None]")
+        if not bool(xp.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf positions; all positions must be finite")
+        self.x = xp.array(x, copy=True, order="C")
+        n = self.x.shape[0]
+        self.log_weights = self._vector(log_weights, "log_weights", n, self.x.dtype, xp)
+        if self.log_weights is not None and bool(xp.isnan(self.log_weights).any()):
+            raise ValueError("log_weights contains NaN; use -inf for zero weight")
+        if self.log_weights is not None and not bool(xp.isfinite(self.log_weights).any()):
+            raise ValueError("log_weights are all -inf or +inf: at least one weight must be finite and positive")
+        self.signs = self._vector(signs, "signs", n, self.x.dtype, xp)
+        if self.signs is not None and not bool(((self.signs == 1) | (self.signs == -1)).all()):
+            raise ValueError("signs must be +1 or -1")
+        if ids is None:
+            self.ids = xp.arange(n, dtype=xp.int64)
+        else:
+            ids = xp.asarray(ids)
+            if ids.shape != (n,) or ids.dtype.kind not in "iu":
+                raise ValueError(f"ids must be an integer array of shape ({n},); got {ids.dtype} {ids.shape}")
+            self.ids = xp.array(ids, dtype=xp.int64, copy=True)
+            if int(self.ids.min()) < 0:
+                raise ValueError("ids must be non-negative")
+            if xp.unique(self.ids).size != n:
+                raise ValueError("ids must be unique")
+        self.next_id = int(self.ids.max()) + 1
+        self.name = name
+
+    @staticmethod
+    def _vector(v, what, n, dtype, xp):
+        if v is None:
+            return None
+        v = xp.asarray(v)
+        if v.shape != (n,):
+            raise ValueError(f"{what} must have shape ({n},) to match x; got {v.shape}")
+        return xp.array(v, dtype=dtype, copy=True)
+
+    # ------------------------------------------------------------ shape
+    @property
+    def n(self):
+        return self.x.shape[0]
+
+    @property
+    def event_shape(self):
+        return tuple(self.x.shape[1:])
+
+    @property
+    def dim(self):
+        return int(np.prod(self.event_shape))
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    @property
+    def xp(self):
+        return array_module(self.x)
+
+    @property
+    def device(self):
+        return "cpu" if self.xp is np else "gpu"
+
+    # ------------------------------------------------------------ weights
+    def weights(self):
+        """Normalised weights [n] (uniform when ``log_weights`` is None)."""
+        xp = self.xp
+        if self.log_weights is None:
+            return xp.full(self.n, 1.0 / self.n, dtype=self.dtype)
+        lw = self.log_weights - self.log_weights.max()
+        w = xp.exp(lw)
+        return w / w.sum()
+
+    def ess(self):
+        """Kish effective sample size 1 / sum w_i^2 of the normalised weights."""
+        if self.log_weights is None:
+            return float(self.n)
+        w = self.weights()
+        return float(1.0 / (w * w).sum())
+
+    def mean(self):
+        """Weighted mean of positions, shape ``event_shape``."""
+        w = self.weights()
+        return (w[:, None] * self.x.reshape(self.n, -1)).sum(0).reshape(self.event_shape)
+
+    def cov(self):
+        """Weighted covariance ``[dim, dim]`` of the flattened positions
+        (normalised by sum w = 1, i.e. the plug-in estimator)."""
+        w = self.weights()
+        xf = self.x.reshape(self.n, -1)
+        c = xf - (w[:, None] * xf).sum(0)
+        return (c * w[:, None]).T @ c
+
+    # ------------------------------------------------------------ copies
+    def copy(self):
+        e = Ensemble.__new__(Ensemble)
+        e.x = self.x.copy()
+        e.log_weights = None if self.log_weights is None else self.log_weights.copy()
+        e.signs = None if self.signs is None else self.signs.copy()
+        e.ids = self.ids.copy()
+        e.next_id = self.next_id
+        e.name = self.name
+        return e
+
+    def to(self, device):
+        """A copy on ``device`` ("cpu" or "gpu")."""
+        e = Ensemble.__new__(Ensemble)
+        e.x = to_device(self.x, device)
+        e.log_weights = to_device(self.log_weights, device)
+        e.signs = to_device(self.signs, device)
+        e.ids = to_device(self.ids, device)
+        e.next_id = self.next_id
+        e.name = self.name
+        return e
+
+    def fresh_ids(self, count):
+        """Reserve ``count`` new ids (for offspring of resampling or births)."""
+        xp = self.xp
+        ids = xp.arange(self.next_id, self.next_id + count, dtype=xp.int64)
+        self.next_id += count
+        return ids
+
+    def state(self):
+        """Everything the next step needs, as numpy arrays (for checkpoints)."""
+        return dict(x=to_numpy(self.x), log_weights=to_numpy(self.log_weights),
+                    signs=to_numpy(self.signs), ids=to_numpy(self.ids), next_id=self.next_id)
+
+    def __repr__(self):
+        return (f"Ensemble(name={self.name!r}, n={self.n}, event_shape={self.event_shape}, "
+                f"dtype={self.dtype}, device={self.device!r}, "
+                f"weighted={self.log_weights is not None}, signed={self.signs is not None})")

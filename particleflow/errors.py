@@ -1,0 +1,13 @@
+"""Exceptions of particleflow."""
+
+
+class DivergenceError(RuntimeError):
+    """A NaN or Inf appeared in an ensemble; names the ensemble, the step and the move."""
+
+    def __init__(self, ensemble, step, move, what="positions"):
+        self.ensemble = ensemble
+        self.step = step
+        self.move = move
+        super().__init__(
+            f"ensemble {ensemble!r} diverged at step {step} in move {move}: NaN or Inf "
+            f"in its {what}. Reduce the step size or check the energy's gradient.")

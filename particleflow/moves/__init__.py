@@ -1,0 +1,13 @@
+"""Moves: ``stats = move(ensemble, stream, step)`` advances one ensemble in place."""
+from .base import Move
+from .euler_maruyama import EulerMaruyama
+from .hmc import HMC
+from .importance import IndependentMH, Reweight
+from .langevin import MALA, Langevin
+from .resampling import SCHEMES, Resample, resample_ancestors
+from .restart import Restart
+from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
+
+__all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resample",
+           "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
+           "resample_ancestors", "relu_feature_means", "relu_network"]

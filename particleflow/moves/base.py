@@ -1,0 +1,79 @@
+"""Move base class: validation and bookkeeping around a concrete ``_step``
+(scipy's ``OdeSolver.step -> _step_impl`` template)."""
+import numbers
+
+import numpy as np
+
+from ..random import Stream, _check_step
+
+
+def positive(value, what):
+    """A positive finite float, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{what} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def probability(value, what):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{what} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+class Move:
+    """A move advances one ensemble in place: ``stats = move(ensemble, stream, step)``.
+
+    Subclasses implement ``_step(ensemble, stream, step) -> dict`` (the math only)
+    and may override ``check(ensemble)``.  The base counts calls."""
+
+    energy = None
+
+    def __init__(self):
+        self.n_calls = 0
+        self._buffers = {}
+
+    def check(self, ensemble):
+        energy = getattr(self, "energy", None)
+        if energy is not None and getattr(energy, "dim", None) is not None \
+                and ensemble.dim != energy.dim:
+            raise ValueError(
+                f"ensemble {ensemble.name!r} has dimension {ensemble.dim} but the energy of "
+                f"{type(self).__name__} is defined on dimension {energy.dim}")
+
+    def __call__(self, ensemble, stream, step):
+        from ..ensemble import Ensemble
+        if not isinstance(ensemble, Ensemble):
+            raise ValueError(f"{type(self).__name__} needs an Ensemble; got {type(ensemble).__name__}")
+        if not isinstance(stream, Stream):
+            raise ValueError(f"stream must be a particleflow.random.Stream; got {type(stream).__name__}")
+        _check_step(step)
+        self.check(ensemble)
+        stats = self._step(ensemble, stream, int(step))
+        self.n_calls += 1
+        return stats
+
+    def _step(self, ensemble, stream, step):
+        raise NotImplementedError
+
+    def buffer(self, name, shape, dtype, xp):
+        """A scratch array held by the move and reused across steps."""
+        key = (name, tuple(shape), np.dtype(dtype).str, xp.__name__)
+        buf = self._buffers.get(key)
+        if buf is None:
+            self._buffers = {k: v for k, v in self._buffers.items() if k[0] != name}
+            buf = self._buffers[key] = xp.empty(shape, dtype=dtype)
+        return buf
+
+    def position_buffer(self, ensemble):
+        return self.buffer("x", ensemble.x.shape, ensemble.dtype, ensemble.xp)
+
+    def swap_positions(self, ensemble, new_x):
+        """Install ``new_x`` (from ``position_buffer``) as the positions; the old
+        array becomes the buffer of the next call (double buffering)."""
+        old = ensemble.x
+        ensemble.x = new_x
+        self._buffers[("x", tuple(old.shape), old.dtype.str, ensemble.xp.__name__)] = old
+
+    def __repr__(self):
+        return type(self).__name__

@@ -1,0 +1,88 @@
+"""Hamiltonian Monte Carlo: momentum refresh, leapfrog, Metropolis accept.
+
+p ~ N(0, M) with a diagonal mass M; ``n_leapfrog`` steps of
+    p <- p - h/2 grad E(x);  x <- x + h M^-1 p;  p <- p - h/2 grad E(x)
+(Stormer-Verlet, time-reversible and volume-preserving), then accept with
+probability min(1, exp(H0 - H1)), H = E(x) + p^T M^-1 p / 2 (Neal 2011).
+"""
+import numbers
+
+import numpy as np
+
+from ..random import Purpose
+from .base import Move, positive
+from .langevin import _PATHS, _flat, fused_launcher
+
+
+class HMC(Move):
+    """HMC with a diagonal mass (``mass``: None = identity, a scalar, or a vector
+    [dim]); reports ``acceptance`` and ``mean_energy``."""
+
+    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto"):
+        super().__init__()
+        self.energy = energy
+        self.step_size = positive(step_size, "step_size")
+        if isinstance(n_leapfrog, bool) or not isinstance(n_leapfrog, numbers.Integral) or n_leapfrog < 1:
+            raise ValueError(f"n_leapfrog must be an integer >= 1; got {n_leapfrog!r}")
+        self.n_leapfrog = int(n_leapfrog)
+        if mass is not None:
+            m = np.asarray(mass, dtype=np.float64)
+            if m.ndim > 1 or not np.isfinite(m).all() or (m <= 0).any():
+                raise ValueError("mass must be a positive scalar or a positive vector [dim] (diagonal mass)")
+            mass = m
+        self.mass = mass
+        if path not in _PATHS:
+            raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
+        self.path = path
+
+    def check(self, ensemble):
+        super().check(ensemble)
+        if self.mass is not None and self.mass.ndim == 1 and self.mass.size != ensemble.dim:
+            raise ValueError(f"mass has {self.mass.size} entries but ensemble {ensemble.name!r} "
+                             f"has dimension {ensemble.dim}")
+
+    def _mass_vectors(self, ens):
+        m = np.ones(ens.dim) if self.mass is None else np.broadcast_to(self.mass, (ens.dim,))
+        xp = ens.xp
+        return xp.asarray(1.0 / m, dtype=ens.dtype), xp.asarray(np.sqrt(m), dtype=ens.dtype)
+
+    def _step(self, ens, stream, step):
+        xp = ens.xp
+        fl = ens.dtype.type
+        h = fl(self.step_size)
+        inv_mass, sqrt_mass = self._mass_vectors(ens)
+        out = self.position_buffer(ens)
+        energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
+        accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
+        k0, kp = stream.key(Purpose.HMC_MOMENTUM)
+        _, ka = stream.key(Purpose.MH_ACCEPT)
+        fused = fused_launcher(self.energy, "hmc", ens, self.path)
+        if fused is not None:
+            launch, (mu, prec, logc) = fused
+            launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
+                   h, self.n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka)
+        else:
+            x = ens.x
+            shape = x.shape
+            xf = x.reshape(ens.n, -1)
+            e0, g = self.energy.value_and_grad(x)
+            g = g.reshape(ens.n, -1)
+            p = sqrt_mass * stream.normal(step, ens.ids, ens.dim, Purpose.HMC_MOMENTUM, ens.dtype)
+            h0 = e0 + fl(0.5) * (p * p * inv_mass).sum(1)
+            a = xf.copy()
+            e = e0
+            half = fl(0.5)
+            for _ in range(self.n_leapfrog):
+                p = p - half * h * g
+                a = a + h * inv_mass * p
+                e, g = self.energy.value_and_grad(a.reshape(shape))
+                g = g.reshape(ens.n, -1)
+                p = p - half * h * g
+            h1 = e + half * (p * p * inv_mass).sum(1)
+            u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
+            acc = xp.log(u) < h0 - h1
+            out[...] = xp.where(acc[:, None], a, xf).reshape(shape)
+            energy[...] = xp.where(acc, e, e0)
+            accepted[...] = acc
+        self.swap_positions(ens, out)
+        return {"acceptance": float(accepted.mean()), "mean_energy": float(energy.mean())}

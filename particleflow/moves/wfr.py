@@ -1,0 +1,119 @@
+"""Wasserstein-Fisher-Rao move on a (signed, weighted) ensemble (paper 001, eqs. 6-9,
+Algorithm 1).
+
+For a potential F supplied by the caller (``potential(ensemble) -> (F [n],
+grad F [n, *event_shape])``), with signs sigma_j (+1 when the ensemble has none)::
+
+    theta_j <- theta_j + h sigma_j grad F(theta_j)            (transport, Wasserstein)
+    log w_j <- log w_j + h_w sigma_j F(theta_j)               (growth, Fisher-Rao)
+    if mean_j w_j > cap:  w <- w * cap / mean_j w_j           (F1-norm constraint)
+
+both evaluated at the old theta.  In Algorithm 1 both step sizes are s * alpha.
+``manifold="sphere"`` keeps the positions on S^{d-1} (tangent projection, then
+normalisation).  ``relu_feature_means`` and ``relu_network`` are the pairwise
+particle-neuron sums of F1 ReLU networks, run by ``particleflow.kernels.pairwise``.
+"""
+import math
+
+from ..backend import array_module, kernel_target
+from ..kernels.pairwise import kernel as _pairwise_kernel
+from .base import Move, positive
+from .euler_maruyama import MANIFOLDS, project_to_sphere_tangent, retract_to_sphere
+
+
+class WassersteinFisherRao(Move):
+    """Parameters
+    ----------
+    potential : callable ensemble -> (F [n], grad_F [n, *event_shape])
+    step_size : float > 0 (position step h)
+    weight_step_size : float > 0, optional (log-weight step h_w; default h)
+    mean_weight_cap : float > 0, optional (rescale weights when their mean exceeds it)
+    manifold : None or "sphere"
+    """
+
+    def __init__(self, potential, step_size, weight_step_size=None, mean_weight_cap=None,
+                 manifold=None):
+        super().__init__()
+        if not callable(potential):
+            raise ValueError("potential must be a callable ensemble -> (F, grad_F)")
+        self.potential = potential
+        self.step_size = positive(step_size, "step_size")
+        self.weight_step_size = self.step_size if weight_step_size is None else \
+            positive(weight_step_size, "weight_step_size")
+        self.mean_weight_cap = None if mean_weight_cap is None else \
+            positive(mean_weight_cap, "mean_weight_cap")
+        if manifold not in MANIFOLDS:
+            raise ValueError(f"manifold must be one of {MANIFOLDS}; got {manifold!r}")
+        self.manifold = manifold
+
+    def _step(self, ens, stream, step):
+        xp = ens.xp
+        fl = ens.dtype.type
+        F, G = self.potential(ens)
+        if F.shape != (ens.n,) or G.shape != ens.x.shape:
+            raise ValueError(f"potential must return F of shape ({ens.n},) and grad_F of shape "
+                             f"{ens.x.shape}; got {F.shape} and {G.shape}")
+        sign = ens.signs if ens.signs is not None else xp.ones(ens.n, dtype=ens.dtype)
+        shape = (-1,) + (1,) * (ens.x.ndim - 1)
+        dx = fl(self.step_size) * sign.reshape(shape) * G
+        if self.manifold == "sphere":
+            new_x = retract_to_sphere(ens.x + project_to_sphere_tangent(ens.x, dx))
+        else:
+            new_x = ens.x + dx
+        lw = ens.log_weights if ens.log_weights is not None else xp.zeros(ens.n, dtype=ens.dtype)
+        lw = lw + fl(self.weight_step_size) * sign * F
+        mean_w = _mean_exp(lw, xp)
+        if self.mean_weight_cap is not None and mean_w > self.mean_weight_cap:
+            lw = lw - fl(math.log(mean_w / self.mean_weight_cap))
+            mean_w = self.mean_weight_cap
+        out = self.position_buffer(ens)
+        out[...] = new_x
+        self.swap_positions(ens, out)
+        ens.log_weights = lw.astype(ens.dtype, copy=False)
+        return {"mean_weight": float(mean_w), "ess": ens.ess()}
+
+
+def _mean_exp(a, xp):
+    m = float(a.max())
+    return math.exp(m) * float(xp.exp(a - m).mean())
+
+
+def _check_pair(theta, x):
+    if theta.ndim != 2 or x.ndim != 2 or theta.shape[1] != x.shape[1]:
+        raise ValueError(f"theta [m, d] and x [n, d] must be 2-D with the same d; got "
+                         f"{theta.shape} and {x.shape}")
+    if theta.dtype != x.dtype:
+        raise ValueError(f"theta and x must share a dtype; got {theta.dtype} and {x.dtype}")
+
+
+def relu_feature_means(theta, x, coef=None):
+    """(S [m], G [m, d]) with S_j = c sum_i relu(<theta_j, x_i>),
+    G_j = c sum_i 1[<theta_j, x_i> > 0] x_i and c = ``coef`` (default 1/n)."""
+    _check_pair(theta, x)
+    xp = array_module(theta)
+    theta = xp.ascontiguousarray(theta)
+    x = xp.ascontiguousarray(x)
+    m, d = theta.shape
+    c = theta.dtype.type(1.0 / x.shape[0] if coef is None else coef)
+    S = xp.zeros(m, dtype=theta.dtype)
+    G = xp.zeros(m * d, dtype=theta.dtype)
+    _pairwise_kernel("neuron_sums", kernel_target(theta))(m, theta.reshape(-1), x.reshape(-1), x.shape[0], d, c, S, G)
+    return S, G.reshape(m, d)
+
+
+def relu_network(x, theta, a):
+    """(f [n], grad_x f [n, d]) of f(x) = sum_j a_j relu(<theta_j, x>)."""
+    _check_pair(theta, x)
+    xp = array_module(x)
+    n, d = x.shape
+    if a.shape != (theta.shape[0],):
+        raise ValueError(f"a must have shape ({theta.shape[0]},); got {a.shape}")
+    f = xp.empty(n, dtype=x.dtype)
+    g = xp.empty(n * d, dtype=x.dtype)
+    _pairwise_kernel("network", kernel_target(x))(n, xp.ascontiguousarray(x).reshape(-1),
+                                        xp.ascontiguousarray(theta).reshape(-1),
+                                        xp.asarray(a, dtype=x.dtype), theta.shape[0], d, f, g)
+    return f, g.reshape(n, d)
+
+
+__all__ = ["WassersteinFisherRao", "relu_feature_means", "relu_network"]

@@ -1,0 +1,101 @@
+"""Counter-based randomness: Philox4x32-10 keyed by (seed, stream), counted by
+(step, particle id, draw index).
+
+A ``Stream`` holds no mutable state.  The noise of particle ``id`` at ``step`` for a
+given ``purpose`` is a pure function of ``(seed, stream_id, purpose, step, id, draw)``
+(the layout is in ``particleflow/kernels/philox.py``), so results do not depend on
+the thread count or launch shape, the CPU and GPU kernels draw the same integers, and
+resuming a run needs only the step counter.  Noise follows persistent particle ids,
+never array slots, so reordering an ensemble never changes a chain's noise.
+
+Purposes (the stream table; HOOMD-blue's ``RNGIdentifiers`` idea): every kind of draw
+gets its own key word so that two draws of one step never reuse numbers.
+"""
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from .backend import array_module, kernel_target
+
+
+class Purpose(IntEnum):
+    LANGEVIN_NOISE = 1     # Langevin / MALA / Euler-Maruyama Gaussian increments
+    MH_ACCEPT = 2          # Metropolis-Hastings accept uniforms
+    HMC_MOMENTUM = 3       # HMC momentum refresh
+    RESAMPLE = 4           # resampling uniforms
+    RESTART = 5            # restart coin flips and source picks
+    MINIBATCH = 6          # minibatch selection
+    PROPOSAL = 7           # independent proposals (IMH, importance sampling)
+    INIT = 8               # initial positions drawn by estimators
+    PROPOSAL_COMPONENT = 9  # mixture component choice of a proposal draw
+
+
+# id used for draws that belong to the whole ensemble (e.g. the single uniform of
+# systematic resampling), never given to a particle
+GLOBAL_ID = 2 ** 63 - 1
+MAX_STEP = 2 ** 32 - 1
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Immutable handle to the random numbers of one run (``seed``) and one
+    schedule slot (``stream_id``); moves receive it as ``move(ensemble, stream, step)``.
+
+    Parameters
+    ----------
+    seed : int in [0, 2**32)
+    stream_id : int in [0, 2**24)
+        ``Simulation`` gives every scheduled move its own stream id, so that two
+        moves of one step never share draws.
+    """
+    seed: int
+    stream_id: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or not 0 <= int(self.seed) < 2 ** 32:
+            raise ValueError(f"seed must be an integer in [0, 2**32); got {self.seed!r}")
+        if not isinstance(self.stream_id, (int, np.integer)) or not 0 <= int(self.stream_id) < 2 ** 24:
+            raise ValueError(f"stream_id must be an integer in [0, 2**24); got {self.stream_id!r}")
+
+    def substream(self, stream_id):
+        """The stream of another schedule slot under the same seed."""
+        return Stream(self.seed, stream_id)
+
+    def key(self, purpose):
+        """Philox key words (k0, k1) as uint64 for ``purpose``."""
+        return np.uint64(self.seed), np.uint64((int(self.stream_id) << 8) | int(Purpose(purpose)))
+
+    def _fill(self, kind, step, ids, n_draws, purpose, dtype):
+        _check_step(step)
+        xp = array_module(ids)
+        ids = xp.ascontiguousarray(ids, dtype=xp.int64)
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be 1-D; got shape {ids.shape}")
+        n_draws = int(n_draws)
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1; got {n_draws}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {dtype}")
+        width = 4 * ((n_draws + 3) // 4)
+        out = xp.empty(ids.size * width, dtype=dtype)
+        from .kernels.philox import fill_kernel
+        k0, k1 = self.key(purpose)
+        fill_kernel(kind, kernel_target(ids), dtype)(ids.size, out, ids, width, int(step), k0, k1)
+        out = out.reshape(ids.size, width)
+        return out if width == n_draws else xp.ascontiguousarray(out[:, :n_draws])
+
+    def normal(self, step, ids, n_draws, purpose=Purpose.LANGEVIN_NOISE, dtype=np.float64):
+        """Standard normals ``[len(ids), n_draws]`` (Box-Muller on Philox words)."""
+        return self._fill("normal", step, ids, n_draws, purpose, dtype)
+
+    def uniform(self, step, ids, n_draws, purpose=Purpose.MH_ACCEPT, dtype=np.float64):
+        """Uniforms in the open interval (0, 1), ``[len(ids), n_draws]``."""
+        return self._fill("uniform", step, ids, n_draws, purpose, dtype)
+
+
+def _check_step(step):
+    if not isinstance(step, (int, np.integer)) or not 0 <= int(step) <= MAX_STEP:
+        raise ValueError(f"step must be an integer in [0, {MAX_STEP}]; got {step!r}")
