@@ -119,17 +119,17 @@ def build_kernel(ns, body, args, target):
                 return name
             return f"{name}[s0 * {w}:s1 * {w}]"
         sliced = ", ".join(sl(a, w) for a, w in args)
-        src = (f"def _range(count, {arglist}):\n"
-               f"    for i in range(count):\n"
+        src = (f"def _range(_count, {arglist}):\n"
+               f"    for i in range(_count):\n"
                f"        {body}(i, {arglist})\n")
         g = dict(ns)
         exec(src, g)
         rng = numba.njit(error_model="numpy", _nrt=False)(g["_range"])
-        drv_src = (f"def _drive(n, {arglist}):\n"
-                   f"    nb = (n + {CPU_BLOCK} - 1) // {CPU_BLOCK}\n"
-                   f"    for b in prange(nb):\n"
-                   f"        s0 = b * {CPU_BLOCK}\n"
-                   f"        s1 = min(n, s0 + {CPU_BLOCK})\n"
+        drv_src = (f"def _drive(_n, {arglist}):\n"
+                   f"    _nb = (_n + {CPU_BLOCK} - 1) // {CPU_BLOCK}\n"
+                   f"    for _b in prange(_nb):\n"
+                   f"        s0 = _b * {CPU_BLOCK}\n"
+                   f"        s1 = min(_n, s0 + {CPU_BLOCK})\n"
                    f"        _range(s1 - s0, {sliced})\n")
         g2 = dict(_range=rng, prange=prange, min=min)
         exec(drv_src, g2)
@@ -142,9 +142,9 @@ def build_kernel(ns, body, args, target):
         launch.range_kernel = rng
         return launch
     cuda = _cuda()
-    src = (f"def _kernel(n, {arglist}):\n"
+    src = (f"def _kernel(_n, {arglist}):\n"
            f"    i = cuda.grid(1)\n"
-           f"    if i < n:\n"
+           f"    if i < _n:\n"
            f"        {body}(i, {arglist})\n")
     g = dict(ns)
     g["cuda"] = cuda

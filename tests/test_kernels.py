@@ -1,0 +1,155 @@
+"""Kernels against their numpy oracles, across thread counts, and on the CUDA simulator."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import particleflow as pf
+from conftest import ring_mixture
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _moves(energy, path):
+    return [pf.moves.Langevin(energy, 0.05, path=path), pf.moves.MALA(energy, 0.2, path=path),
+            pf.moves.HMC(energy, 0.1, 4, mass=[1.0, 2.0], path=path)]
+
+
+@pytest.mark.parametrize("energy", [ring_mixture(),
+                                    pf.energies.Gaussian(np.zeros(2), np.array([[3.0, 0.5], [0.5, 1.0]]))],
+                         ids=repr)
+def test_fused_kernels_equal_numpy_oracle(energy):
+    """The fused kernels and the array path (numpy + the same Philox normals) agree
+    to 1e-12 after 20 steps in float64."""
+    x0 = np.random.default_rng(0).standard_normal((3000, 2)) * 2
+    for fused, array in zip(_moves(energy, "fused"), _moves(energy, "array")):
+        a, b = pf.Ensemble(x0), pf.Ensemble(x0)
+        s = pf.random.Stream(11)
+        for t in range(20):
+            sa, sb = fused(a, s, t), array(b, s, t)
+            if "acceptance" in sa:
+                assert sa["acceptance"] == sb["acceptance"]
+        np.testing.assert_allclose(a.x, b.x, rtol=1e-12, atol=1e-12)
+
+
+def _run_schedule(n_threads):
+    numba.set_num_threads(n_threads)
+    try:
+        mix = ring_mixture()
+        x0 = np.random.default_rng(1).standard_normal((5000, 2)).astype(np.float32)
+        sim = pf.Simulation({"c": pf.Ensemble(x0), "w": pf.Ensemble(x0.astype(np.float64))}, seed=3)
+        sim.schedule(pf.moves.Langevin(mix, 0.05), "c")
+        sim.schedule(pf.moves.MALA(mix, 0.2), "c", every=2)
+        sim.schedule(pf.moves.HMC(mix, 0.1, 3), "w", every=5)
+        sim.schedule(pf.moves.Reweight(mix, ring_mixture(scale=1.3)), "w", every=50)
+        sim.schedule(pf.moves.Resample("systematic", ess_threshold=0.9), "w", every=50)
+        sim.run(1000)
+        return sim.ensembles["c"].x.copy(), sim.ensembles["w"].x.copy(), sim.ensembles["w"].ids.copy()
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_bitwise_identical_across_thread_counts():
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    one = _run_schedule(1)
+    two = _run_schedule(2)
+    for a, b in zip(one, two):
+        assert a.tobytes() == b.tobytes()
+    again = _run_schedule(2)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(two, again))
+
+
+def test_pairwise_kernels_equal_numpy():
+    rng = np.random.default_rng(2)
+    theta = rng.standard_normal((64, 15))
+    x = rng.standard_normal((3000, 15))
+    S, G = pf.moves.relu_feature_means(theta, x)
+    dots = x @ theta.T                                   # [n, m]
+    np.testing.assert_allclose(S, np.maximum(dots, 0).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(G, ((dots > 0).T @ x) / x.shape[0], rtol=1e-12, atol=1e-14)
+    a = rng.standard_normal(64) / 64
+    f, g = pf.moves.relu_network(x, theta, a)
+    np.testing.assert_allclose(f, np.maximum(dots, 0) @ a, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, ((dots > 0) * a) @ theta, rtol=1e-12, atol=1e-14)
+
+
+def test_resampling_merge_equals_parallel_search():
+    from particleflow.kernels.resampling import ancestors_merge, search
+    from particleflow.kernels._jit import CPU
+    rng = np.random.default_rng(3)
+    w = rng.exponential(size=10_000) ** 3
+    cdf = np.cumsum(w) / w.sum()
+    cdf[-1] = 1
+    u = np.sort(rng.uniform(size=10_000))
+    a = np.empty(10_000, np.int64)
+    b = np.empty(10_000, np.int64)
+    ancestors_merge(cdf, u, a)
+    search(CPU)(10_000, u, cdf, 10_000, b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, np.searchsorted(cdf, u, side="right"))
+
+
+CUDASIM_SCRIPT = textwrap.dedent(r"""
+    import numpy as np
+    from numba import cuda
+    assert cuda.is_available()          # the simulator
+    from particleflow.kernels import philox as P, analytic as A, pairwise as W
+    from particleflow.kernels.resampling import search, ancestors_merge
+    from particleflow.kernels._jit import CPU, CUDA
+    ids = np.arange(40, dtype=np.int64) * 977 + 2 ** 33
+    k0, k1 = np.uint64(7), np.uint64(261)
+    for dt in (np.float64, np.float32):
+        for kind in ("uniform", "normal"):
+            a = np.empty(40 * 8, dt); b = np.empty(40 * 8, dt)
+            P.fill_kernel(kind, CPU, dt)(40, a, ids, 8, 5, k0, k1)
+            P.fill_kernel(kind, CUDA, dt)(40, b, ids, 8, 5, k0, k1)
+            if kind == "uniform":
+                assert np.array_equal(a, b), kind          # the same integer stream
+            else:
+                tol = 1e-12 if dt == np.float64 else 1e-5
+                assert np.allclose(a, b, rtol=tol, atol=tol), (kind, dt, np.abs(a - b).max())
+    ang = 2 * np.pi * np.arange(6) / 6
+    mu = (3 * np.stack([np.cos(ang), np.sin(ang)], 1)).ravel()
+    prec = np.ones(6); logc = np.full(6, -np.log(6 * 2 * np.pi))
+    x = np.random.default_rng(0).standard_normal(80) * 2
+    ida = np.arange(40, dtype=np.int64)
+    outs = {}
+    for tgt in (CPU, CUDA):
+        o = np.empty(80); A.kernel("ula", 2, 6, True, np.float64, tgt)(40, x, o, ida, mu, prec, logc, 0.05, 0.3, 3, k0, k1)
+        o2 = np.empty(80); e = np.empty(40); acc = np.empty(40)
+        A.kernel("mala", 2, 6, True, np.float64, tgt)(40, x, o2, e, acc, ida, mu, prec, logc, 0.2, 0.6324555320336759, 3, k0, k1, np.uint64(262))
+        o3 = np.empty(80); e3 = np.empty(40); acc3 = np.empty(40)
+        A.kernel("hmc", 2, 6, True, np.float64, tgt)(40, x, o3, e3, acc3, ida, mu, prec, logc, 0.1, 3, np.ones(2), np.ones(2), 3, k0, k1, np.uint64(262))
+        outs[tgt.name] = (o, o2, e, acc, o3, e3, acc3)
+    for a, b in zip(outs["cpu"], outs["cuda"]):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-12), np.abs(a - b).max()
+    rng = np.random.default_rng(1)
+    th = rng.standard_normal((8, 5)); xx = rng.standard_normal((30, 5))
+    res = {}
+    for tgt in (CPU, CUDA):
+        S = np.zeros(8); G = np.zeros(40)
+        W.kernel("neuron_sums", tgt)(8, th.ravel(), xx.ravel(), 30, 5, 1 / 30, S, G)
+        f = np.empty(30); g = np.empty(150)
+        W.kernel("network", tgt)(30, xx.ravel(), th.ravel(), np.full(8, 0.125), 8, 5, f, g)
+        res[tgt.name] = (S, G, f, g)
+    for a, b in zip(res["cpu"], res["cuda"]):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-14)
+    w = rng.exponential(size=50); cdf = np.cumsum(w) / w.sum(); cdf[-1] = 1
+    u = np.sort(rng.uniform(size=50)); a = np.empty(50, np.int64); b = np.empty(50, np.int64)
+    ancestors_merge(cdf, u, a); search(CUDA)(50, u, cdf, 50, b)
+    assert np.array_equal(a, b)
+    print("CUDASIM-OK")
+""")
+
+
+def test_gpu_kernels_on_cuda_simulator_equal_cpu():
+    """Every numba.cuda driver, run by numba's CUDA simulator, equals the CPU kernel."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    r = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and "CUDASIM-OK" in r.stdout, r.stderr[-3000:]

@@ -1,0 +1,105 @@
+"""Samplers against exact moments.
+
+Tolerances: chains are independent, so after burn-in their final states are iid
+draws (ESS = number of chains) and every moment estimate has a standard error
+computed from the sample itself; we require |z| < 4 for every entry.
+"""
+import numpy as np
+import pytest
+
+import particleflow as pf
+from conftest import moment_z_scores
+
+
+def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.float64):
+    x0 = (np.random.default_rng(seed).standard_normal((n_chains, energy.dim)) * x0_scale).astype(dtype)
+    ens = pf.Ensemble(x0)
+    sim = pf.Simulation({"chains": ens}, seed=seed).schedule(move, "chains")
+    sim.run(n_steps)
+    steps, acc = sim.stats(sim.slots[0].name, "acceptance") if "acceptance" in (sim.slots[0].stats[-1][1]) else (None, None)
+    return ens.x.astype(np.float64), acc
+
+
+@pytest.mark.parametrize("make_move,n_steps", [
+    (lambda e: pf.moves.MALA(e, 1e-3), 3000),
+    (lambda e: pf.moves.HMC(e, 0.04, 20), 300),
+], ids=["MALA", "HMC"])
+def test_ill_conditioned_gaussian(ill_conditioned, make_move, n_steps):
+    x, acc = final_states(ill_conditioned, make_move(ill_conditioned), 20_000, n_steps, seed=1,
+                          x0_scale=0.05)
+    z_mean, z_cov = moment_z_scores(x, np.zeros(2), ill_conditioned.covariance)
+    assert np.all(np.abs(z_mean) < 4), z_mean
+    assert np.all(np.abs(z_cov) < 4), z_cov
+    assert 0.3 < acc.mean() < 1.0
+
+
+@pytest.mark.parametrize("make_move,n_steps", [
+    (lambda e: pf.moves.MALA(e, 0.3), 1500),
+    (lambda e: pf.moves.HMC(e, 0.3, 8), 300),
+], ids=["MALA", "HMC"])
+def test_six_component_mixture(mixture, make_move, n_steps):
+    x, acc = final_states(mixture, make_move(mixture), 20_000, n_steps, seed=2)
+    z_mean, z_cov = moment_z_scores(x, mixture.mean(), mixture.cov())
+    assert np.all(np.abs(z_mean) < 4), z_mean
+    assert np.all(np.abs(z_cov) < 4), z_cov
+    # mode occupation: chi-square against the equal component weights
+    ang = np.mod(np.arctan2(x[:, 1], x[:, 0]) + np.pi / 6, 2 * np.pi)
+    counts = np.bincount((ang // (np.pi / 3)).astype(int), minlength=6)
+    from scipy import stats
+    assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_wrong_target_fails(mixture):
+    """Negative control: samples of a different target fail the same z-test."""
+    other = pf.energies.GaussianMixture(mixture.means * 1.15, scale=1.0)
+    x, _ = final_states(other, pf.moves.MALA(other, 0.3), 20_000, 1500, seed=3)
+    z_mean, z_cov = moment_z_scores(x, mixture.mean(), mixture.cov())
+    assert np.any(np.abs(z_cov) > 4)
+
+
+def test_ula_bias_matches_closed_form_and_shrinks_with_h():
+    """ULA on E = x^2 / 2 is the AR(1) x' = (1 - h) x + sqrt(2h) z, whose stationary
+    variance is 1 / (1 - h / 2): an O(h) bias that MALA does not have."""
+    e = pf.energies.Gaussian(np.zeros(1), np.eye(1))
+    n = 100_000
+    biases = []
+    for h in (0.2, 0.1, 0.05):
+        x, _ = final_states(e, pf.moves.Langevin(e, h), n, int(20 / h), seed=4)
+        v = x[:, 0].var()
+        se = v * np.sqrt(2 / n)
+        exact = 1 / (1 - h / 2)
+        assert abs(v - exact) < 4 * se, (h, v, exact)
+        assert v - 1 > 4 * se                        # the bias is visible
+        biases.append(v - 1)
+    assert biases[0] > biases[1] > biases[2]
+    x, _ = final_states(e, pf.moves.MALA(e, 0.2), n, 100, seed=5)
+    assert abs(x[:, 0].var() - 1) < 4 * np.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept(mixture, dtype):
+    for move in (pf.moves.Langevin(mixture, 0.1), pf.moves.MALA(mixture, 0.1), pf.moves.HMC(mixture, 0.1, 3)):
+        ens = pf.Ensemble(np.zeros((10, 2), dtype=dtype))
+        move(ens, pf.random.Stream(0), 0)
+        assert ens.x.dtype == dtype
+
+
+def test_independent_mh_and_importance(mixture):
+    """IMH with a wide Gaussian proposal samples the mixture; importance weights of
+    proposal draws estimate its moments and log Z ratio (normalised energies: 0)."""
+    prop = pf.energies.Gaussian(np.zeros(2), np.eye(2) / 16.0)       # N(0, 16 I)
+    x, acc = final_states(mixture, pf.moves.IndependentMH(mixture, prop), 20_000, 200, seed=6)
+    z_mean, z_cov = moment_z_scores(x, mixture.mean(), mixture.cov())
+    assert np.all(np.abs(z_mean) < 4) and np.all(np.abs(z_cov) < 4)
+    s = pf.random.Stream(7)
+    n = 200_000
+    ens = pf.Ensemble(prop.sample(s, 0, np.arange(n)))
+    # normalise the proposal energy: E_q = 0.5 x^T P x + log((2 pi)^{d/2} |Sigma|^{1/2})
+    logZq = np.log(2 * np.pi) + 0.5 * np.log(np.linalg.det(prop.covariance))
+    prop_norm = pf.energies.FromCallable(lambda x: prop.value(x) + logZq, prop.grad, dim=2)
+    stats_ = pf.moves.Reweight(mixture, prop_norm)(ens, s, 0)
+    w = np.exp(ens.log_weights - ens.log_weights.max())
+    w /= w.sum()
+    ess = 1 / np.sum(w ** 2)
+    assert abs(stats_["log_mean_increment"]) < 4 / np.sqrt(ess)
+    np.testing.assert_allclose(ens.mean(), mixture.mean(), atol=4 * np.sqrt(5.5 / ess))
