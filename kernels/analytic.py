@@ -104,29 +104,45 @@ def _mala_source(D):
 
 
 def _hmc_source(D):
+    """HMC as three vectorisable per-particle kernels: init (momentum refresh,
+    energy and gradient at x), one leapfrog step (launched n_leapfrog times; a
+    run-time loop inside one kernel would stop the particle loop vectorising), and
+    the Metropolis accept."""
     xs = ", ".join(f"x{j}" for j in range(D))
     gs = ", ".join(f"g{j}" for j in range(D))
-    L = ["def hmc_body(i, x, out, energy, accepted, ids, mu, prec, logc, h, n_leapfrog,"
-         " inv_mass, sqrt_mass, step, k0, kn1, ka1):"]
+    As = ", ".join(f"a{j}" for j in range(D))
+    L = ["def hmc_init_body(i, x, a, p, g, e0, h0, ids, mu, prec, logc, inv_mass, sqrt_mass,"
+         " step, k0, kn1):"]
     L += _load(D)
-    L += [f"    a{j} = x{j}" for j in range(D)]
-    L.append(f"    e0, {gs} = ENERGY_GRAD({xs}, mu, prec, logc)")
+    L.append(f"    e, {gs} = ENERGY_GRAD({xs}, mu, prec, logc)")
     L += _normals(D, "    ")
     L += [f"    p{j} = sqrt_mass[{j}] * z{j}" for j in range(D)]
-    L.append("    h0 = e0 + HALF * (" + " + ".join(f"p{j} * p{j} * inv_mass[{j}]" for j in range(D)) + ")")
-    L.append("    e = e0")
-    L.append("    for _ in range(n_leapfrog):")   # leapfrog = kick(h/2) drift(h) kick(h/2)
-    L += [f"        p{j} = p{j} - HALF * h * g{j}" for j in range(D)]
-    L += [f"        a{j} = a{j} + h * inv_mass[{j}] * p{j}" for j in range(D)]
-    L.append(f"        e, {gs} = ENERGY_GRAD({', '.join(f'a{j}' for j in range(D))}, mu, prec, logc)")
-    L += [f"        p{j} = p{j} - HALF * h * g{j}" for j in range(D)]
-    L.append("    h1 = e + HALF * (" + " + ".join(f"p{j} * p{j} * inv_mass[{j}]" for j in range(D)) + ")")
+    L += [f"    a[i * {D} + {j}] = x{j}" for j in range(D)]
+    L += [f"    p[i * {D} + {j}] = p{j}" for j in range(D)]
+    L += [f"    g[i * {D} + {j}] = g{j}" for j in range(D)]
+    L.append("    e0[i] = e")
+    L.append("    h0[i] = e + HALF * (" + " + ".join(f"p{j} * p{j} * inv_mass[{j}]" for j in range(D)) + ")")
+    # leapfrog = kick(h/2) drift(h) kick(h/2)
+    L.append("")
+    L.append("def hmc_leapfrog_body(i, a, p, g, e, mu, prec, logc, h, inv_mass):")
+    L += [f"    p{j} = p[i * {D} + {j}] - HALF * h * g[i * {D} + {j}]" for j in range(D)]
+    L += [f"    a{j} = a[i * {D} + {j}] + h * inv_mass[{j}] * p{j}" for j in range(D)]
+    L.append(f"    ee, {gs} = ENERGY_GRAD({As}, mu, prec, logc)")
+    L += [f"    a[i * {D} + {j}] = a{j}" for j in range(D)]
+    L += [f"    p[i * {D} + {j}] = p{j} - HALF * h * g{j}" for j in range(D)]
+    L += [f"    g[i * {D} + {j}] = g{j}" for j in range(D)]
+    L.append("    e[i] = ee")
+    L.append("")
+    L.append("def hmc_accept_body(i, x, a, p, e0, h0, out, energy, accepted, ids, inv_mass,"
+             " step, k0, ka1):")
+    L.append("    h1 = energy[i] + HALF * (" + " + ".join(
+        f"p[i * {D} + {j}] * p[i * {D} + {j}] * inv_mass[{j}]" for j in range(D)) + ")")
     L.append("    wa, wb, wc, wd = WORDS(0, ids[i], step, k0, ka1)")
-    L.append("    if LOG(UNIFORM(wa)) < h0 - h1:")
-    L += [f"        out[i * {D} + {j}] = a{j}" for j in range(D)]
-    L += ["        energy[i] = e", "        accepted[i] = 1", "    else:"]
-    L += [f"        out[i * {D} + {j}] = x{j}" for j in range(D)]
-    L += ["        energy[i] = e0", "        accepted[i] = 0"]
+    L.append("    if LOG(UNIFORM(wa)) < h0[i] - h1:")
+    L += [f"        out[i * {D} + {j}] = a[i * {D} + {j}]" for j in range(D)]
+    L += ["        accepted[i] = 1", "    else:"]
+    L += [f"        out[i * {D} + {j}] = x[i * {D} + {j}]" for j in range(D)]
+    L += ["        energy[i] = e0[i]", "        accepted[i] = 0"]
     return "\n".join(L) + "\n"
 
 
@@ -140,7 +156,8 @@ def _energy_source(D):
     return "\n".join(L) + "\n"
 
 
-_SOURCES = {"ula": _ula_source, "mala": _mala_source, "hmc": _hmc_source,
+_SOURCES = {"ula": _ula_source, "mala": _mala_source, "hmc_init": _hmc_source,
+            "hmc_leapfrog": _hmc_source, "hmc_accept": _hmc_source,
             "energy_grad": _energy_source}
 _ARGS = {
     "ula": [("x", "D"), ("out", "D"), ("ids", 1), ("mu", None), ("prec", None),
@@ -149,22 +166,34 @@ _ARGS = {
     "mala": [("x", "D"), ("out", "D"), ("energy", 1), ("accepted", 1), ("ids", 1),
              ("mu", None), ("prec", None), ("logc", None), ("h", None), ("c", None),
              ("step", None), ("k0", None), ("kn1", None), ("ka1", None)],
-    "hmc": [("x", "D"), ("out", "D"), ("energy", 1), ("accepted", 1), ("ids", 1),
-            ("mu", None), ("prec", None), ("logc", None), ("h", None),
-            ("n_leapfrog", None), ("inv_mass", None), ("sqrt_mass", None),
-            ("step", None), ("k0", None), ("kn1", None), ("ka1", None)],
+    "hmc_init": [("x", "D"), ("a", "D"), ("p", "D"), ("g", "D"), ("e0", 1), ("h0", 1),
+                 ("ids", 1), ("mu", None), ("prec", None), ("logc", None), ("inv_mass", None),
+                 ("sqrt_mass", None), ("step", None), ("k0", None), ("kn1", None)],
+    "hmc_leapfrog": [("a", "D"), ("p", "D"), ("g", "D"), ("e", 1), ("mu", None),
+                     ("prec", None), ("logc", None), ("h", None), ("inv_mass", None)],
+    "hmc_accept": [("x", "D"), ("a", "D"), ("p", "D"), ("e0", 1), ("h0", 1), ("out", "D"),
+                   ("energy", 1), ("accepted", 1), ("ids", 1), ("inv_mass", None),
+                   ("step", None), ("k0", None), ("ka1", None)],
     "energy_grad": [("x", "D"), ("energy", 1), ("grad", "D"), ("mu", None),
                     ("prec", None), ("logc", None)],
 }
 _CACHE = {}
+# forced SIMD lanes per kernel on the CPU (0 = LLVM's choice); see _jit._forced_vector_width
+VECTOR_WIDTH = {"ula": 8, "mala": 8, "hmc_init": 8, "hmc_leapfrog": 8, "hmc_accept": 8,
+                "energy_grad": 8}
 
 
 def kernel(kind, D, K, iso, dtype, target):
-    """Launcher for ``kind`` in ula | mala | hmc | energy_grad; call it as
-    ``launch(n, *args)`` with the arguments listed in ``_ARGS[kind]``."""
+    """Launcher for ``kind`` in ula | mala | hmc | hmc_init | hmc_leapfrog |
+    hmc_accept | energy_grad; call it as ``launch(n, *args)`` with the arguments
+    listed in ``_ARGS[kind]`` (for ``hmc`` see ``_hmc_launcher``)."""
     dtype = np.dtype(dtype)
     key = (kind, D, K, bool(iso), dtype.str, target.name)
     if key in _CACHE:
+        return _CACHE[key]
+    if kind == "hmc":
+        _CACHE[key] = _hmc_launcher(*(kernel(k, D, K, iso, dtype, target)
+                                      for k in ("hmc_init", "hmc_leapfrog", "hmc_accept")))
         return _CACHE[key]
     if not 1 <= D <= MAX_FUSED_DIM:
         raise ValueError(f"fused analytic kernels need 1 <= dim <= {MAX_FUSED_DIM}; got {D}")
@@ -174,6 +203,18 @@ def kernel(kind, D, K, iso, dtype, target):
     compile_source(ns, _energy_grad_source(D, K, iso), target, "<gmm-energy>")
     compile_source(ns, _SOURCES[kind](D), target, f"<{kind}>")
     args = [(a, D if w == "D" else w) for a, w in _ARGS[kind]]
-    launch = build_kernel(ns, f"{kind}_body", args, target)
+    launch = build_kernel(ns, f"{kind}_body", args, target, vector_width=VECTOR_WIDTH[kind])
     _CACHE[key] = launch
+    return launch
+
+
+def _hmc_launcher(init, leapfrog, accept):
+    def launch(n, x, out, energy, accepted, ids, mu, prec, logc, h, n_leapfrog, inv_mass,
+               sqrt_mass, step, k0, kn1, ka1, a, p, g, e0, h0):
+        """One HMC transition; ``a``, ``p``, ``g`` ``[n * D]`` and ``e0``, ``h0`` ``[n]``
+        are scratch arrays."""
+        init(n, x, a, p, g, e0, h0, ids, mu, prec, logc, inv_mass, sqrt_mass, step, k0, kn1)
+        for _ in range(n_leapfrog):
+            leapfrog(n, a, p, g, energy, mu, prec, logc, h, inv_mass)
+        accept(n, x, a, p, e0, h0, out, energy, accepted, ids, inv_mass, step, k0, ka1)
     return launch

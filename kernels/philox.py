@@ -150,14 +150,42 @@ _FILL_ARGS = [("out", "width"), ("ids", 1), ("width", None), ("step", None),
               ("k0", None), ("k1", None)]
 
 
-def fill_kernel(kind, target, dtype):
+MAX_UNROLLED_WIDTH = 16
+
+
+def _unrolled_fill_source(kind, width):
+    """A fill body with the draw count fixed (fully unrolled), so that the particle
+    loop is the innermost loop and vectorises."""
+    L = [f"def fill_{kind}_w{width}_body(i, out, ids, width, step, k0, k1):"]
+    for b in range(width // 4):
+        L.append(f"    w0, w1, w2, w3 = WORDS({b}, ids[i], step, k0, k1)")
+        if kind == "normal":
+            L.append("    z0, z1 = NORMAL_PAIR(w0, w1)")
+            L.append("    z2, z3 = NORMAL_PAIR(w2, w3)")
+            vals = ["z0", "z1", "z2", "z3"]
+        else:
+            vals = [f"UNIFORM(w{k})" for k in range(4)]
+        L += [f"    out[i * {width} + {4 * b + k}] = {v}" for k, v in enumerate(vals)]
+    return "\n".join(L) + "\n"
+
+
+def fill_kernel(kind, target, dtype, width=None):
     """Launcher ``launch(n, out_flat, ids, width, step, k0, k1)`` for ``kind`` in
     ``normal`` or ``uniform``: fills ``out_flat`` ``[n * width]`` (``width`` a multiple
-    of 4) with draws ``0 .. width - 1`` of each particle."""
-    key = (kind, target.name, np.dtype(dtype).str)
+    of 4) with draws ``0 .. width - 1`` of each particle.  Give ``width`` (<= 16) to
+    get a kernel specialised (unrolled and vectorised) for it."""
+    if width is not None and width > MAX_UNROLLED_WIDTH:
+        width = None
+    key = (kind, target.name, np.dtype(dtype).str, width)
     if key not in _FILLS:
         ns = namespace(target, dtype)
-        _FILLS[key] = build_kernel(ns, f"fill_{kind}_body", _FILL_ARGS, target)
+        if width is None:
+            _FILLS[key] = build_kernel(ns, f"fill_{kind}_body", _FILL_ARGS, target)
+        else:
+            ns = dict(ns)
+            compile_source(ns, _unrolled_fill_source(kind, width), target, "<philox-fill>")
+            _FILLS[key] = build_kernel(ns, f"fill_{kind}_w{width}_body", _FILL_ARGS, target,
+                                       vector_width=8)
     return _FILLS[key]
 
 

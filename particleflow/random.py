@@ -83,7 +83,7 @@ class Stream:
         out = xp.empty(ids.size * width, dtype=dtype)
         from .kernels.philox import fill_kernel
         k0, k1 = self.key(purpose)
-        fill_kernel(kind, kernel_target(ids), dtype)(ids.size, out, ids, width, int(step), k0, k1)
+        fill_kernel(kind, kernel_target(ids), dtype, width)(ids.size, out, ids, width, int(step), k0, k1)
         out = out.reshape(ids.size, width)
         return out if width == n_draws else xp.ascontiguousarray(out[:, :n_draws])
 

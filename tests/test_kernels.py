@@ -124,7 +124,8 @@ CUDASIM_SCRIPT = textwrap.dedent(r"""
         o2 = np.empty(80); e = np.empty(40); acc = np.empty(40)
         A.kernel("mala", 2, 6, True, np.float64, tgt)(40, x, o2, e, acc, ida, mu, prec, logc, 0.2, 0.6324555320336759, 3, k0, k1, np.uint64(262))
         o3 = np.empty(80); e3 = np.empty(40); acc3 = np.empty(40)
-        A.kernel("hmc", 2, 6, True, np.float64, tgt)(40, x, o3, e3, acc3, ida, mu, prec, logc, 0.1, 3, np.ones(2), np.ones(2), 3, k0, k1, np.uint64(262))
+        scratch = [np.empty(80) for _ in range(3)] + [np.empty(40) for _ in range(2)]
+        A.kernel("hmc", 2, 6, True, np.float64, tgt)(40, x, o3, e3, acc3, ida, mu, prec, logc, 0.1, 3, np.ones(2), np.ones(2), 3, k0, k1, np.uint64(262), *scratch)
         outs[tgt.name] = (o, o2, e, acc, o3, e3, acc3)
     for a, b in zip(outs["cpu"], outs["cuda"]):
         assert np.allclose(a, b, rtol=1e-12, atol=1e-12), np.abs(a - b).max()

@@ -59,8 +59,10 @@ class HMC(Move):
         fused = fused_launcher(self.energy, "hmc", ens, self.path)
         if fused is not None:
             launch, (mu, prec, logc) = fused
+            scratch = [self.buffer(name, (ens.n * ens.dim,), ens.dtype, xp) for name in ("a", "p", "g")]
+            scratch += [self.buffer(name, (ens.n,), ens.dtype, xp) for name in ("e0", "h0")]
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
-                   h, self.n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka)
+                   h, self.n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka, *scratch)
         else:
             x = ens.x
             shape = x.shape
