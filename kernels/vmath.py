@@ -34,32 +34,20 @@ from numba.extending import intrinsic
 _DEVICE = dict(inline="always", error_model="numpy", _nrt=False)
 
 
-@intrinsic
-def _i64_as_f64(typingctx, v):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
+def _bitcast(src, dst, llvm_type):
+    """An intrinsic reinterpreting the bits of a ``src`` scalar as ``dst``."""
+    @intrinsic
+    def cast(typingctx, v):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], llvm_type)
+        return dst(src), codegen
+    return cast
 
 
-@intrinsic
-def _f64_as_i64(typingctx, v):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def _i32_as_f32(typingctx, v):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _f32_as_i32(typingctx, v):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
+_i64_as_f64 = _bitcast(types.int64, types.float64, ir.DoubleType())
+_f64_as_i64 = _bitcast(types.float64, types.int64, ir.IntType(64))
+_i32_as_f32 = _bitcast(types.int32, types.float32, ir.FloatType())
+_f32_as_i32 = _bitcast(types.float32, types.int32, ir.IntType(32))
 
 
 # ----------------------------------------------------------------- float64
