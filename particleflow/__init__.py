@@ -4,10 +4,19 @@ Ensembles of particles (chains, data, neurons, parameters) advanced by moves
 (Langevin, MALA, HMC, Euler-Maruyama, Wasserstein-Fisher-Rao, restarts,
 reweighting, resampling) inside a Simulation, with counter-based randomness.
 """
-from . import energies, moves, random
-from .ensemble import Ensemble
-from .errors import DivergenceError
-from .simulation import Simulation, sample
+import os as _os
+
+_here = _os.path.dirname(_os.path.abspath(__file__))
+if not _os.path.isdir(_os.path.join(_here, "kernels")) and \
+        _os.path.isfile(_os.path.join(_os.path.dirname(_here), "kernels", "_jit.py")):
+    # Running from a source checkout: pyproject maps the top-level kernels/ folder to
+    # particleflow.kernels only when installing; make the same name resolve here.
+    __path__.append(_os.path.dirname(_here))
+
+from . import energies, moves, random  # noqa: E402
+from .ensemble import Ensemble  # noqa: E402
+from .errors import DivergenceError  # noqa: E402
+from .simulation import Simulation, sample  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Ensemble", "Simulation", "sample", "DivergenceError", "energies", "moves",

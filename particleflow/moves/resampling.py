@@ -105,7 +105,7 @@ class Resample(Move):
     def _step(self, ens, stream, step):
         ess = ens.ess()
         if self.ess_threshold is not None and ess >= self.ess_threshold * ens.n:
-            return {"resampled": 0.0, "ess": ess}
+            return {"resampled": 0.0, "ess": ess, "unique_ancestors": float(ens.n)}
         xp = ens.xp
         anc = resample_ancestors(ens.weights(), self.scheme, stream, step)
         ens.x = xp.ascontiguousarray(ens.x[anc])
