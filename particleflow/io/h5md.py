@@ -1,0 +1,327 @@
+"""H5MD 1.1 trajectory files: a streaming writer (SWMR) and a reader.
+
+Layout (one file per run)::
+
+    /h5md                       attrs version = [1, 1]; groups author (name), creator (name, version)
+    /h5md/modules/particleflow  attrs version, description of the extra elements below
+    /particles/<ensemble>/box   attrs dimension = d, boundary = ["none"] * d
+    /particles/<ensemble>/{position, log_weight, id, sign}/{step [T], time [T], value [T, n, ...]}
+    /observables/<name>/{step, time, value}      (move statistics as <slot>/<key>)
+    /parameters                 attrs config (TOML text), seed, particleflow_version, git_revision,
+                                dtype, backend; group learned/ for trained energies' parameters
+    /results/<name>             end-of-run values, written when the run finishes
+
+Time is the step counter (particleflow has no physical time unit).
+
+Writing: every dataset is chunked and resizable along frames and is created before
+the file switches to SWMR mode.  Frames are buffered and written one slab at a time,
+``value`` first and ``step`` last, then the file is flushed: the committed frame count
+of an element is ``len(step)`` and readers ignore longer ``value`` tails.  The file
+handle stays open for the whole run, so the cost of a frame does not grow with the
+file (emcee's backend reopens per step and slows down).
+
+A writer killed by SIGKILL leaves a file that HDF5 marks as "open for writing";
+``open_run`` (and ``h5py.File(path, "r", libver="latest", swmr=True)``) read it with
+every flushed frame; ``particleflow resume`` rewrites it into a clean file.  A run that
+ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
+``h5py.File(path)`` opens it.
+"""
+import os
+import subprocess
+
+import h5py
+import numpy as np
+
+H5MD_VERSION = (1, 1)
+MODULE_DESCRIPTION = (
+    "particleflow extends H5MD with: /particles/<e>/log_weight, /particles/<e>/id and "
+    "/particles/<e>/sign (time-dependent elements like position); /observables/<slot>/<key> "
+    "for move statistics; /parameters/config (TOML text of the run) and "
+    "/parameters/learned (parameters of trained energies); /results/<name> for "
+    "end-of-run values. time equals step.")
+TARGET_CHUNK_BYTES = 512 * 1024
+
+
+def git_revision():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class _Element:
+    """One time-dependent H5MD element: step, time and value datasets plus a frame
+    buffer of ``capacity`` frames."""
+
+    def __init__(self, group, frame_shape, dtype, compression):
+        self.group = group
+        frame_shape = tuple(frame_shape)
+        dtype = np.dtype(dtype)
+        frame_bytes = max(1, int(np.prod(frame_shape, dtype=np.int64)) * dtype.itemsize)
+        self.capacity = int(max(1, min(1024, TARGET_CHUNK_BYTES // frame_bytes)))
+        chunk = (self.capacity,) + frame_shape
+        if frame_bytes > 2 * TARGET_CHUNK_BYTES and frame_shape:
+            # split very large frames along the particle axis
+            rows = max(1, TARGET_CHUNK_BYTES * frame_shape[0] // frame_bytes)
+            chunk = (1, min(frame_shape[0], rows)) + frame_shape[1:]
+        opts = {} if compression in (None, "none") else {"compression": compression}
+        if "value" not in group:
+            group.create_dataset("value", shape=(0,) + frame_shape, maxshape=(None,) + frame_shape,
+                                 dtype=dtype, chunks=chunk, **opts)
+            group.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                 chunks=(max(64, self.capacity),))
+            group.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64,
+                                 chunks=(max(64, self.capacity),))
+        self.value = group["value"]
+        self.step = group["step"]
+        self.time = group["time"]
+        self.committed = self.step.shape[0]
+        self.buffer = np.empty((self.capacity,) + frame_shape, dtype=dtype)
+        self.steps = np.empty(self.capacity, dtype=np.int64)
+        self.count = 0
+
+    def append(self, step, value):
+        self.buffer[self.count] = value
+        self.steps[self.count] = step
+        self.count += 1
+        if self.count == self.capacity:
+            self.write()
+
+    def write(self):
+        k = self.count
+        if k == 0:
+            return
+        a, b = self.committed, self.committed + k
+        self.value.resize(b, axis=0)
+        self.value[a:b] = self.buffer[:k]
+        self.time.resize(b, axis=0)
+        self.time[a:b] = self.steps[:k].astype(np.float64)
+        self.step.resize(b, axis=0)        # step last: it commits the frames
+        self.step[a:b] = self.steps[:k]
+        self.committed = b
+        self.count = 0
+
+
+class TrajectoryWriter:
+    """Streams ensembles and observables of a Simulation into an H5MD file.
+
+    Parameters
+    ----------
+    path : str; created (the caller decides about overwriting)
+    ensembles : dict name -> Ensemble (shapes and which elements exist)
+    observables : dict name -> example value (shape and dtype of each observable)
+    parameters : dict of attributes for /parameters (config, seed, dtype, ...)
+    compression : None, "lzf" or "gzip"
+    """
+
+    def __init__(self, path, ensembles, observables, parameters, compression=None,
+                 author="particleflow user"):
+        self.path = path
+        f = h5py.File(path, "w", libver="latest")
+        self.file = f
+        h5 = f.create_group("h5md")
+        h5.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
+        h5.create_group("author").attrs["name"] = author
+        creator = h5.create_group("creator")
+        creator.attrs["name"] = "particleflow"
+        from .. import __version__
+        creator.attrs["version"] = __version__
+        mod = h5.create_group("modules").create_group("particleflow")
+        mod.attrs["version"] = np.array([0, 1], dtype=np.int32)
+        mod.attrs["description"] = MODULE_DESCRIPTION
+        params = f.create_group("parameters")
+        for k, v in parameters.items():
+            params.attrs[k] = v
+        params.attrs["particleflow_version"] = __version__
+        params.attrs["git_revision"] = git_revision()
+        self.elements = {}
+        parts = f.create_group("particles")
+        for name, ens in ensembles.items():
+            g = parts.create_group(name)
+            box = g.create_group("box")
+            d = ens.dim
+            box.attrs["dimension"] = d
+            box.attrs["boundary"] = np.array(["none"] * d, dtype=h5py.string_dtype())
+            self.elements[(name, "position")] = _Element(g.create_group("position"), ens.x.shape,
+                                                         ens.dtype, compression)
+            self.elements[(name, "id")] = _Element(g.create_group("id"), (ens.n,), np.int64, compression)
+            if ens.log_weights is not None:
+                self.elements[(name, "log_weight")] = _Element(g.create_group("log_weight"), (ens.n,),
+                                                               ens.dtype, compression)
+            if ens.signs is not None:
+                self.elements[(name, "sign")] = _Element(g.create_group("sign"), (ens.n,),
+                                                         np.int8, compression)
+        obs = f.create_group("observables")
+        self.observables = {}
+        for name, example in observables.items():
+            ex = np.asarray(example)
+            dtype = np.float64 if ex.dtype.kind in "biuf" else ex.dtype
+            self.observables[name] = _Element(obs.require_group(name), ex.shape, dtype, None)
+        f.create_group("results")
+        f.swmr_mode = True
+
+    def write_frame(self, step, ensembles):
+        from ..backend import to_numpy
+        for (name, what), el in self.elements.items():
+            ens = ensembles[name]
+            v = {"position": ens.x, "id": ens.ids, "log_weight": ens.log_weights,
+                 "sign": ens.signs}[what]
+            el.append(step, to_numpy(v))
+
+    def write_observable(self, name, step, value):
+        self.observables[name].append(step, np.asarray(value))
+
+    def flush(self):
+        for el in list(self.elements.values()) + list(self.observables.values()):
+            el.write()
+        self.file.flush()
+
+    def frame_counts(self):
+        return {"/".join(k): el.committed for k, el in self.elements.items()} | \
+            {f"observables/{k}": el.committed for k, el in self.observables.items()}
+
+    def close(self, results=None):
+        """Flush, close, and (outside SWMR) add /results."""
+        if self.file is None:
+            return
+        self.flush()
+        self.file.close()
+        self.file = None
+        if results:
+            with h5py.File(self.path, "r+", libver="latest") as f:
+                write_results(f, results)
+
+
+def write_results(f, results):
+    g = f.require_group("results")
+    for k, v in results.items():
+        if k in g:
+            del g[k]
+        g.create_dataset(k, data=np.asarray(v))
+
+
+# ---------------------------------------------------------------- reader
+def _refresh(ds):
+    if ds.file.swmr_mode:
+        ds.refresh()
+    return ds
+
+
+class _Frames:
+    """Lazy view of the committed frames of one element: ``len``, ``shape`` and
+    indexing by an integer or a slice along frames (plus any trailing indices)."""
+
+    def __init__(self, group):
+        self._group = group
+
+    def __len__(self):
+        return _refresh(self._group["step"]).shape[0]
+
+    @property
+    def shape(self):
+        return (len(self),) + self._group["value"].shape[1:]
+
+    def __getitem__(self, idx):
+        n = len(self)
+        v = _refresh(self._group["value"])
+        first, rest = (idx[0], idx[1:]) if isinstance(idx, tuple) else (idx, ())
+        if isinstance(first, (int, np.integer)):
+            i = int(first) + n if first < 0 else int(first)
+            if not 0 <= i < n:
+                raise IndexError(f"frame {first} out of range for {n} committed frames")
+            return v[(i,) + rest]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            if stop <= start:
+                return np.empty((0,) + v.shape[1:], dtype=v.dtype)[(slice(None),) + rest]
+            return v[(slice(start, stop, step),) + rest]
+        raise TypeError("index frames with an integer or a slice")
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+
+class EnsembleRecord:
+    def __init__(self, group):
+        self._g = group
+        self.positions = _Frames(group["position"])
+        self.ids = _Frames(group["id"])
+        self.log_weights = _Frames(group["log_weight"]) if "log_weight" in group else None
+        self.signs = _Frames(group["sign"]) if "sign" in group else None
+
+    @property
+    def steps(self):
+        n = len(self.positions)
+        return self._g["position/step"][:n]
+
+
+class Observable:
+    def __init__(self, group):
+        self._frames = _Frames(group)
+        self._g = group
+
+    @property
+    def steps(self):
+        return self._g["step"][:len(self._frames)]
+
+    @property
+    def values(self):
+        return self._frames[:]
+
+
+class Run:
+    """A trajectory opened by ``open_run``; use as a context manager or call ``close``."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.file = h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError:
+            self.file = h5py.File(path, "r")
+        f = self.file
+        if "h5md" not in f or "particles" not in f:
+            self.file.close()
+            raise ValueError(f"{path} is an HDF5 file but not a particleflow trajectory (no /h5md or /particles)")
+        self.ensembles = {k: EnsembleRecord(g) for k, g in f["particles"].items()}
+        self.observables = {}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and "value" in obj and "step" in obj:
+                self.observables[name] = Observable(obj)
+        f["observables"].visititems(visit)
+        self.results = {k: v[()] for k, v in f["results"].items()} if "results" in f else {}
+        self.parameters = dict(f["parameters"].attrs)
+
+    @property
+    def config(self):
+        import tomllib
+        text = self.parameters.get("config", "")
+        return tomllib.loads(text) if text else {}
+
+    def load_energy(self):
+        """The trained energy of a run that learned one (estimators of later issues)."""
+        if "learned" not in self.file["parameters"]:
+            raise ValueError(f"{self.path} holds no learned energy (this run sampled a fixed energy)")
+        raise NotImplementedError("learned energies arrive with the network estimators")
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_run(path):
+    """Open a trajectory for reading (works while the run is still writing it)."""
+    if not os.path.exists(path):
+        raise ValueError(f"no such file: {path}")
+    try:
+        return Run(path)
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 trajectory ({e})") from None
