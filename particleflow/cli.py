@@ -72,7 +72,7 @@ class _Progress:
     def __init__(self, n_total, start_step, enabled):
         self.n_total, self.start, self.enabled = n_total, start_step, enabled
         self.t0 = time.perf_counter()
-        self.tty = click.get_text_stream("stderr").isatty()
+        self.tty = sys.stderr.isatty()
         self.next_report = start_step
 
     def __call__(self, step, n_total, stats):

@@ -23,7 +23,10 @@ from .ensemble import Ensemble
 from .io import config as cfgmod
 from .io.checkpoint import read_checkpoint, write_checkpoint
 from .io.h5md import TrajectoryWriter, write_results
+from .random import Purpose, Stream
 from .simulation import Simulation
+
+INIT_STREAM_BASE = 1 << 23       # stream ids of initial positions (schedule slots use 0, 1, ...)
 
 
 class Interrupted(Exception):
@@ -53,7 +56,7 @@ def build_energy(e):
                                     weights=e["weights"])
 
 
-def _initial_positions(name, spec, dim, dtype, seed, base_dir):
+def _initial_positions(name, index, spec, dim, dtype, seed, base_dir):
     if spec["init"] == "file":
         path = spec["file"] if os.path.isabs(spec["file"]) else os.path.join(base_dir, spec["file"])
         if not os.path.exists(path):
@@ -67,10 +70,11 @@ def _initial_positions(name, spec, dim, dtype, seed, base_dir):
         if not np.isfinite(x).all():
             raise cfgmod.ConfigError(f"ensembles.{name}.file: {path} contains NaN or Inf values")
         return x.astype(dtype)
-    rng = np.random.default_rng([seed, abs(hash(name)) % 2 ** 31])
     if spec["init"] == "zeros":
         return np.zeros((spec["n"], dim), dtype)
-    return (rng.standard_normal((spec["n"], dim)) * spec["init_scale"]).astype(dtype)
+    # counter-based like everything else: ensemble number `index` gets its own stream
+    z = Stream(seed, INIT_STREAM_BASE + index).normal(0, np.arange(spec["n"]), dim, Purpose.INIT, dtype)
+    return z * dtype.type(spec["init_scale"])
 
 
 def build(cfg, base_dir=".", restore=False):
@@ -81,13 +85,13 @@ def build(cfg, base_dir=".", restore=False):
     dtype = np.dtype(cfg["run"]["dtype"])
     seed = cfg["run"]["seed"]
     sim = Simulation(seed=seed)
-    for name, spec in cfg["ensembles"].items():
+    for index, (name, spec) in enumerate(cfg["ensembles"].items()):
         if spec["dim"] is not None and spec["dim"] != energy.dim:
             raise cfgmod.ConfigError(f"ensembles.{name}.dim = {spec['dim']} but the energy has dimension {energy.dim}")
         if restore:
             x = np.zeros((spec["n"] if spec["init"] != "file" else 1, energy.dim), dtype)
         else:
-            x = _initial_positions(name, spec, energy.dim, dtype, seed, base_dir)
+            x = _initial_positions(name, index, spec, energy.dim, dtype, seed, base_dir)
         sim.add_ensemble(name, Ensemble(x, name=name))
     for i, s in enumerate(cfg["schedule"]):
         kind = s["move"]

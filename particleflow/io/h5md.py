@@ -83,11 +83,14 @@ class _Element:
         self.count = 0
 
     def append(self, step, value):
+        """Buffer one frame; returns True when a full slab was written."""
         self.buffer[self.count] = value
         self.steps[self.count] = step
         self.count += 1
         if self.count == self.capacity:
             self.write()
+            return True
+        return False
 
     def write(self):
         k = self.count
@@ -164,14 +167,18 @@ class TrajectoryWriter:
 
     def write_frame(self, step, ensembles):
         from ..backend import to_numpy
+        wrote = False
         for (name, what), el in self.elements.items():
             ens = ensembles[name]
             v = {"position": ens.x, "id": ens.ids, "log_weight": ens.log_weights,
                  "sign": ens.signs}[what]
-            el.append(step, to_numpy(v))
+            wrote |= el.append(step, to_numpy(v))
+        if wrote:               # a slab went to disk: make it visible to SWMR readers
+            self.file.flush()
 
     def write_observable(self, name, step, value):
-        self.observables[name].append(step, np.asarray(value))
+        if self.observables[name].append(step, np.asarray(value)):
+            self.file.flush()
 
     def flush(self):
         for el in list(self.elements.values()) + list(self.observables.values()):
@@ -292,7 +299,10 @@ class Run:
             if isinstance(obj, h5py.Group) and "value" in obj and "step" in obj:
                 self.observables[name] = Observable(obj)
         f["observables"].visititems(visit)
-        self.results = {k: v[()] for k, v in f["results"].items()} if "results" in f else {}
+        self.results = {}
+        if "results" in f:
+            f["results"].visititems(lambda k, v: self.results.__setitem__(k, v[()])
+                                    if isinstance(v, h5py.Dataset) else None)
         self.parameters = dict(f["parameters"].attrs)
 
     @property
