@@ -173,8 +173,9 @@ def resume(path, quiet):
 
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--stats", is_flag=True, help="also print tau, ESS and split R-hat per coordinate")
 @_user_errors
-def inspect(path):
+def inspect(path, stats):
     """Ensembles, frames, observables and results of a trajectory, as a table."""
     from .io.h5md import open_run
     with open_run(path) as r:
@@ -193,6 +194,12 @@ def inspect(path):
             click.echo(f"{name:<32} {len(v):>7} {last:>24}")
         for name, v in r.results.items():
             click.echo(f"result {name} = {np.array2string(np.asarray(v), precision=4)}")
+    if stats:
+        from .analysis import summary
+        click.echo("statistics over the second half of the frames (frames are the samples):")
+        click.echo(f"{'ensemble':<16} {'coord':>5} {'mean':>10} {'sd':>10} {'tau':>9} {'ess':>10} {'rhat':>7}")
+        for name, j, m, sd, tau, ess, rh in summary(path):
+            click.echo(f"{name:<16} {j:>5} {m:>10.4f} {sd:>10.4f} {tau:>9.2f} {ess:>10.1f} {rh:>7.4f}")
 
 
 def _plot(path, png):
@@ -216,7 +223,8 @@ def _plot(path, png):
         for ax, (name, e) in zip(axes[len(obs):], ens):
             last = np.asarray(e.positions[-1])
             if last.ndim == 2 and last.shape[1] >= 2:
-                ax.scatter(last[:, 0], last[:, 1], s=1, alpha=0.3)
+                pts = last[np.random.default_rng(0).permutation(len(last))[:5000]]
+                ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
                 ax.set_aspect("equal")
             elif last.ndim == 3 or last.ndim == 4:
                 ax.imshow(last[0] if last.ndim == 3 else np.moveaxis(last[0], 0, -1))

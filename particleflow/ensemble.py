@@ -123,8 +123,10 @@ class Ensemble:
 
     def mean(self):
         """Weighted mean of positions, shape ``event_shape``."""
-        w = self.weights()
-        return (w[:, None] * self.x.reshape(self.n, -1)).sum(0).reshape(self.event_shape)
+        xf = self.x.reshape(self.n, -1)
+        if self.log_weights is None:
+            return xf.mean(0).reshape(self.event_shape)
+        return (self.weights() @ xf).reshape(self.event_shape)
 
     def cov(self):
         """Weighted covariance ``[dim, dim]`` of the flattened positions

@@ -84,7 +84,9 @@ def test_layout_with_plain_h5py(tmp_path):
         assert pos["value"].shape == (21, 500, 2)
         np.testing.assert_array_equal(pos["step"][:], np.arange(0, 201, 10))
         np.testing.assert_array_equal(pos["time"][:], np.arange(0, 201, 10))
-        assert f["particles/chains/id/value"].shape == (21, 500)
+        # ids never changed: the id element holds the first frame only
+        assert f["particles/chains/id/value"].shape == (1, 500)
+        np.testing.assert_array_equal(f["particles/chains/id/step"][:], [0])
         assert f["observables/mala_0/acceptance/value"].shape == (20,)
         assert "ring_components = 6" in f["parameters"].attrs["config"]
         assert f["parameters"].attrs["seed"] == 3
@@ -200,3 +202,17 @@ def test_writer_cost_is_flat(tmp_path):
     w.close()
     early, late = np.median(times[10:500]), np.median(times[-500:])
     assert late < 3 * early + 1e-4
+
+
+def test_id_frames_follow_resampling(tmp_path):
+    text = CONFIG.format(steps=100, n=300, ckpt=50) + (
+        '[[schedule]]\nmove = "resample"\nensemble = "chains"\nevery = 40\n')
+    p = tmp_path / "rs.toml"
+    p.write_text(text)
+    out = str(tmp_path / "rs.h5")
+    cli("run", str(p), "--out", out, "--quiet", cwd=tmp_path)
+    with h5py.File(out, "r") as f:
+        # resampling at steps 0, 40, 80 gives fresh ids; frames are taken every 10 steps
+        np.testing.assert_array_equal(f["particles/chains/id/step"][:], [0, 10, 50, 90])
+        ids = f["particles/chains/id/value"][:]
+        assert ids[0].min() == 0 and ids[1].min() == 300 and ids[-1].min() == 900

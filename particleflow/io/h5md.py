@@ -6,6 +6,8 @@ Layout (one file per run)::
     /h5md/modules/particleflow  attrs version, description of the extra elements below
     /particles/<ensemble>/box   attrs dimension = d, boundary = ["none"] * d
     /particles/<ensemble>/{position, log_weight, id, sign}/{step [T], time [T], value [T, n, ...]}
+                                (id gets a frame only when the ids changed: the ids at
+                                position frame t are those of the last id frame with step <= t)
     /observables/<name>/{step, time, value}      (move statistics as <slot>/<key>)
     /parameters                 attrs config (TOML text), seed, particleflow_version, git_revision,
                                 dtype, backend; group learned/ for trained energies' parameters
@@ -28,6 +30,7 @@ ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
 """
 import os
 import subprocess
+import time
 
 import h5py
 import numpy as np
@@ -77,34 +80,53 @@ class _Element:
         self.value = group["value"]
         self.step = group["step"]
         self.time = group["time"]
-        self.committed = self.step.shape[0]
-        self.buffer = np.empty((self.capacity,) + frame_shape, dtype=dtype)
-        self.steps = np.empty(self.capacity, dtype=np.int64)
-        self.count = 0
+        self.committed = self.step.shape[0]     # frames whose step is on disk
+        self.written = self.committed           # frames whose value is on disk
+        self.pending = []                       # steps of written, uncommitted frames
+        self.buffer = np.empty((self.capacity,) + frame_shape, dtype=dtype) if self.capacity > 1 else None
+        self.steps = []
 
     def append(self, step, value):
-        """Buffer one frame; returns True when a full slab was written."""
-        self.buffer[self.count] = value
-        self.steps[self.count] = step
-        self.count += 1
-        if self.count == self.capacity:
+        """Add one frame; returns True when frame values went to disk."""
+        if self.buffer is None:               # large frames: no staging copy
+            self.value.resize(self.written + 1, axis=0)
+            self.value[self.written] = value
+            self.written += 1
+            self.pending.append(step)
+            return True
+        self.buffer[len(self.steps)] = value
+        self.steps.append(step)
+        if len(self.steps) == self.capacity:
             self.write()
             return True
         return False
 
     def write(self):
-        k = self.count
+        """Write buffered frame values (not yet committed)."""
+        k = len(self.steps)
+        if k == 0:
+            return
+        a, b = self.written, self.written + k
+        self.value.resize(b, axis=0)
+        self.value[a:b] = self.buffer[:k]
+        self.written = b
+        self.pending.extend(self.steps)
+        self.steps = []
+
+    def commit(self):
+        """Write time, then step, for every written frame: this commits them."""
+        self.write()
+        k = len(self.pending)
         if k == 0:
             return
         a, b = self.committed, self.committed + k
-        self.value.resize(b, axis=0)
-        self.value[a:b] = self.buffer[:k]
+        st = np.asarray(self.pending, dtype=np.int64)
         self.time.resize(b, axis=0)
-        self.time[a:b] = self.steps[:k].astype(np.float64)
-        self.step.resize(b, axis=0)        # step last: it commits the frames
-        self.step[a:b] = self.steps[:k]
+        self.time[a:b] = st.astype(np.float64)
+        self.step.resize(b, axis=0)
+        self.step[a:b] = st
         self.committed = b
-        self.count = 0
+        self.pending = []
 
 
 class TrajectoryWriter:
@@ -120,8 +142,11 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path, ensembles, observables, parameters, compression=None,
-                 author="particleflow user"):
+                 author="particleflow user", flush_interval=1.0):
         self.path = path
+        self.flush_interval = float(flush_interval)
+        self._last_flush = time.monotonic()
+        self._last_ids = {}
         f = h5py.File(path, "w", libver="latest")
         self.file = f
         h5 = f.create_group("h5md")
@@ -170,20 +195,38 @@ class TrajectoryWriter:
         wrote = False
         for (name, what), el in self.elements.items():
             ens = ensembles[name]
-            v = {"position": ens.x, "id": ens.ids, "log_weight": ens.log_weights,
-                 "sign": ens.signs}[what]
+            if what == "id":
+                # ids change only when particles are resampled or born: the id element
+                # gets a frame (with its own step) only when they changed
+                ids = to_numpy(ens.ids)
+                last = self._last_ids.get(name)
+                if last is not None and np.array_equal(last, ids):
+                    continue
+                self._last_ids[name] = ids.copy()
+                wrote |= el.append(step, ids)
+                continue
+            v = {"position": ens.x, "log_weight": ens.log_weights, "sign": ens.signs}[what]
             wrote |= el.append(step, to_numpy(v))
-        if wrote:               # a slab went to disk: make it visible to SWMR readers
-            self.file.flush()
+        if wrote:
+            self._maybe_flush()
 
     def write_observable(self, name, step, value):
         if self.observables[name].append(step, np.asarray(value)):
-            self.file.flush()
+            self._maybe_flush()
+
+    def _maybe_flush(self):
+        """Commit written frames (step datasets) and flush them to SWMR readers, at
+        most every ``flush_interval`` seconds: per-frame commits and flushes cost
+        more than the frame data itself."""
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
 
     def flush(self):
+        """Write and commit every buffered frame, then flush the file."""
         for el in list(self.elements.values()) + list(self.observables.values()):
-            el.write()
+            el.commit()
         self.file.flush()
+        self._last_flush = time.monotonic()
 
     def frame_counts(self):
         return {"/".join(k): el.committed for k, el in self.elements.items()} | \

@@ -1,0 +1,189 @@
+"""Sampler diagnostics users of emcee, BlackJAX and NumPyro expect.
+
+* ``integrated_time``: tau = 1 + 2 sum_t rho(t), autocorrelation averaged over chains
+  (FFT), Sokal's automatic window (smallest M >= c tau(M), c = 5), as in emcee.
+* ``effective_sample_size``: n_frames * n_chains / tau.
+* ``split_rhat``: rank-normalised split R-hat, the maximum of the bulk and the folded
+  (tail) versions (Vehtari, Gelman, Simpson, Carpenter, Burkner 2021).
+* ``weighted_moments`` / ``weight_ess``: per-frame weighted mean and variance, Kish ESS.
+* ``mmd2`` / ``mmd_test``: unbiased squared MMD with a Gaussian kernel whose bandwidth
+  is the median pairwise distance of the pooled sample; permutation p-value.
+"""
+import numpy as np
+from scipy import special
+
+
+def _as_3d(x):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3:
+        raise ValueError(f"expected [n_frames, n_chains] or [n_frames, n_chains, dim]; got shape {x.shape}")
+    if x.shape[0] < 4:
+        raise ValueError(f"need at least 4 frames; got {x.shape[0]}")
+    return x
+
+
+def _autocorr(x):
+    """Mean normalised autocorrelation over chains of x [T, C] (FFT)."""
+    T = x.shape[0]
+    n = 1 << (2 * T - 1).bit_length()
+    c = x - x.mean(0)
+    f = np.fft.rfft(c, n=n, axis=0)
+    acf = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:T].mean(1)
+    return acf / acf[0] if acf[0] > 0 else np.zeros(T)
+
+
+def integrated_time(x, c=5.0):
+    """Integrated autocorrelation time per coordinate, shape [dim]."""
+    x = _as_3d(x)
+    taus = np.empty(x.shape[2])
+    for j in range(x.shape[2]):
+        rho = _autocorr(x[:, :, j])
+        tau = 2.0 * np.cumsum(rho) - 1.0
+        m = np.arange(len(tau))
+        ok = m >= c * tau
+        window = np.argmax(ok) if ok.any() else len(tau) - 1
+        taus[j] = tau[window]
+    return taus
+
+
+def effective_sample_size(x):
+    x = _as_3d(x)
+    return x.shape[0] * x.shape[1] / integrated_time(x)
+
+
+def _rhat_basic(chains):
+    """Split-free R-hat of chains [N, M] (Gelman-Rubin with the 2013 variance)."""
+    N, M = chains.shape
+    means = chains.mean(0)
+    B = N * means.var(ddof=1)
+    W = chains.var(0, ddof=1).mean()
+    var_plus = (N - 1) / N * W + B / N
+    return np.sqrt(var_plus / W) if W > 0 else np.inf
+
+
+def _rank_normalise(a):
+    from scipy.stats import rankdata
+    r = rankdata(a.ravel(), method="average").reshape(a.shape)
+    return special.ndtri((r - 3.0 / 8.0) / (a.size + 0.25))
+
+
+def split_rhat(x):
+    """Rank-normalised split R-hat per coordinate, shape [dim]."""
+    x = _as_3d(x)
+    N = x.shape[0] // 2
+    out = np.empty(x.shape[2])
+    for j in range(x.shape[2]):
+        c = x[:2 * N, :, j]
+        split = np.concatenate([c[:N], c[N:]], axis=1)             # [N, 2M]
+        bulk = _rhat_basic(_rank_normalise(split))
+        folded = _rhat_basic(_rank_normalise(np.abs(split - np.median(split))))
+        out[j] = max(bulk, folded)
+    return out
+
+
+def weighted_moments(positions, log_weights=None):
+    """Per-frame weighted mean and variance: positions [T, n, d] -> ([T, d], [T, d])."""
+    p = np.asarray(positions, dtype=np.float64)
+    p = p.reshape(p.shape[0], p.shape[1], -1)
+    if log_weights is None:
+        w = np.full(p.shape[:2], 1.0 / p.shape[1])
+    else:
+        lw = np.asarray(log_weights, dtype=np.float64)
+        w = np.exp(lw - lw.max(1, keepdims=True))
+        w /= w.sum(1, keepdims=True)
+    mean = np.einsum("tn,tnd->td", w, p)
+    var = np.einsum("tn,tnd->td", w, (p - mean[:, None]) ** 2)
+    return mean, var
+
+
+def weight_ess(log_weights):
+    """Kish ESS of each frame's weights: [T, n] -> [T]."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    w = np.exp(lw - lw.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    return 1.0 / (w ** 2).sum(1)
+
+
+def _sq_dists(a, b):
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
+
+
+def _prep(x, y, max_points, seed):
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"samples must have the same dimension; got {x.shape[1]} and {y.shape[1]}")
+    if len(x) > max_points:
+        x = x[rng.choice(len(x), max_points, replace=False)]
+    if len(y) > max_points:
+        y = y[rng.choice(len(y), max_points, replace=False)]
+    return x, y
+
+
+def _mmd2_from_kernel(K, n):
+    Kxx, Kyy, Kxy = K[:n, :n], K[n:, n:], K[:n, n:]
+    m = K.shape[0] - n
+    return ((Kxx.sum() - np.trace(Kxx)) / (n * (n - 1)) + (Kyy.sum() - np.trace(Kyy)) / (m * (m - 1))
+            - 2 * Kxy.mean())
+
+
+def mmd2(x, y, max_points=2000, seed=0):
+    """Unbiased squared MMD between samples x [n, ...] and y [m, ...]."""
+    return mmd_test(x, y, n_permutations=0, max_points=max_points, seed=seed)[0]
+
+
+def mmd_test(x, y, n_permutations=200, max_points=2000, seed=0):
+    """(mmd2, permutation p-value) with the median-heuristic Gaussian kernel."""
+    x, y = _prep(x, y, max_points, seed)
+    z = np.concatenate([x, y])
+    D = _sq_dists(z, z)
+    med = np.median(D[np.triu_indices(len(z), 1)])
+    K = np.exp(-D / (2 * med)) if med > 0 else np.ones_like(D)
+    n = len(x)
+    stat = _mmd2_from_kernel(K, n)
+    if n_permutations == 0:
+        return stat, np.nan
+    rng = np.random.default_rng(seed + 1)
+    count = 0
+    for _ in range(n_permutations):
+        p = rng.permutation(len(z))
+        count += _mmd2_from_kernel(K[np.ix_(p, p)], n) >= stat
+    return stat, (count + 1) / (n_permutations + 1)
+
+
+def from_run(path, ensemble, first_frame=0):
+    """(positions [T, n, d], log_weights [T, n] or None) of an ensemble in a run file."""
+    from ..io.h5md import open_run
+    with open_run(path) as r:
+        if ensemble not in r.ensembles:
+            raise ValueError(f"no ensemble {ensemble!r} in {path}; ensembles: {', '.join(r.ensembles)}")
+        e = r.ensembles[ensemble]
+        pos = np.asarray(e.positions[first_frame:])
+        lw = np.asarray(e.log_weights[first_frame:]) if e.log_weights is not None else None
+    return pos, lw
+
+
+def summary(path, max_chains=1000):
+    """Rows (ensemble, coordinate, mean, sd, tau, ess, rhat) over the second half of
+    the frames (the first half is burn-in), at most ``max_chains`` chains."""
+    from ..io.h5md import open_run
+    rows = []
+    with open_run(path) as r:
+        names = list(r.ensembles)
+    for name in names:
+        pos, lw = from_run(path, name)
+        T = pos.shape[0]
+        if T < 8:
+            continue
+        p = pos[T // 2:, :max_chains].reshape(T - T // 2, min(max_chains, pos.shape[1]), -1)[:, :, :8]
+        tau = integrated_time(p)
+        ess = p.shape[0] * p.shape[1] / tau
+        rhat = split_rhat(p)
+        for j in range(p.shape[2]):
+            rows.append((name, j, p[:, :, j].mean(), p[:, :, j].std(), tau[j], ess[j], rhat[j]))
+    return rows
