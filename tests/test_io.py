@@ -97,6 +97,8 @@ def test_layout_with_plain_h5py(tmp_path):
         assert r.ensembles["chains"].positions[-1].shape == (500, 2)
         assert r.ensembles["chains"].positions[2:5].shape == (3, 500, 2)
         assert len(r.observables["mala_0/acceptance"].values) == 20
+        e = r.load_energy()
+        assert isinstance(e, pf.energies.GaussianMixture) and e.n_components == 6
 
 
 def _final_state(out):

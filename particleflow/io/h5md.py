@@ -355,10 +355,17 @@ class Run:
         return tomllib.loads(text) if text else {}
 
     def load_energy(self):
-        """The trained energy of a run that learned one (estimators of later issues)."""
-        if "learned" not in self.file["parameters"]:
-            raise ValueError(f"{self.path} holds no learned energy (this run sampled a fixed energy)")
-        raise NotImplementedError("learned energies arrive with the network estimators")
+        """The run's energy: rebuilt from the stored config for runs that sample a
+        fixed energy; learned energies (network estimators) are stored under
+        /parameters/learned by the estimators that train them."""
+        if "learned" in self.file["parameters"]:
+            raise ValueError(f"{self.path} holds a learned energy of a kind this version cannot load")
+        from ..io.config import validate
+        from ..runner import build_energy
+        cfg = self.config
+        if not cfg:
+            raise ValueError(f"{self.path} stores no config to rebuild its energy from")
+        return build_energy(validate(cfg)["energy"])
 
     def close(self):
         self.file.close()
