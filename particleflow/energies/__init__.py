@@ -2,3 +2,6 @@
 from .analytic import Energy, FromCallable, Gaussian, GaussianMixture
 
 __all__ = ["Energy", "Gaussian", "GaussianMixture", "FromCallable"]
+from .networks import ConvNet, MLP, Network  # noqa: E402
+
+__all__ += ["MLP", "ConvNet", "Network"]

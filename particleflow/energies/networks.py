@@ -1,0 +1,252 @@
+"""Energy networks: MLP and ConvNet, with hand-derived derivatives (``layers.py``).
+
+E(x) is the network's scalar output.  Every network provides (contract)::
+
+    value(x) -> [n]          grad(x) -> like x          value_and_grad(x)
+    params (dict, PyTorch layout)     set_params(dict)
+    grad_params(x, cotangent) -> dict         grad_theta sum_i c_i E(x_i)
+    hvp(x, v) -> like x                       grad_x (v . grad_x E)
+    grad_params_directional(x, v, cotangent)  grad_theta sum_i c_i (v_i . grad_x E(x_i))
+
+The last two are what DEEN's loss and short-run reconstruction need.  Batches are
+processed in chunks of ``batch_size`` (bounded memory); parameter gradients are
+summed over chunks in a fixed order.
+"""
+import numpy as np
+
+from ..backend import array_module
+from .analytic import Energy
+from .layers import ACTIVATIONS, Activation, Conv2d, Dense, Flatten
+
+
+class Network(Energy):
+    def __init__(self, layers, input_shape, batch_size=8192):
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
+        self.dim = int(np.prod(self.input_shape))
+        self.batch_size = int(batch_size)
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def params(self):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    def set_params(self, params):
+        """Set parameters from a dict with exactly the names and shapes of ``params``."""
+        own = self.params
+        missing = set(own) - set(params)
+        extra = set(params) - set(own)
+        if missing or extra:
+            raise ValueError(f"parameter dict does not match the network: missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for name, v in params.items():
+            if tuple(v.shape) != own[name].shape:
+                raise ValueError(f"parameter {name!r} must have shape {own[name].shape}; got {tuple(v.shape)}")
+            i, k = name.split(".", 1)
+            layer = self.layers[int(i)]
+            xp = array_module(layer.params[k])
+            layer.params[k] = xp.asarray(v, dtype=layer.params[k].dtype).copy()
+
+    def to(self, device):
+        from ..backend import to_device
+        for layer in self.layers:
+            for k in layer.params:
+                layer.params[k] = to_device(layer.params[k], device)
+        return self
+
+    # ------------------------------------------------------------ core passes
+    def _check(self, x, what="x"):
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, self.input_shape))}) "
+                             f"for this {type(self).__name__}; got {tuple(x.shape)}")
+        dt = self.layers[0].params["weight"].dtype if self.layers[0].params else x.dtype
+        if x.dtype != dt:
+            raise ValueError(f"{what} has dtype {x.dtype} but the network's parameters are {dt}")
+
+    def _forward(self, x, v=None):
+        caches = []
+        a, at = x, v
+        for layer in self.layers:
+            a, at, cache = layer.forward(a, at)
+            caches.append(cache)
+        return a[:, 0], (None if at is None else at[:, 0]), caches
+
+    def _backward(self, caches, zb, ztb):
+        grads = {}
+        ab = None if zb is None else zb[:, None]
+        atb = None if ztb is None else ztb[:, None]
+        for i in range(len(self.layers) - 1, -1, -1):
+            ab, atb, g = self.layers[i].backward(caches[i], ab, atb)
+            for k, v in g.items():
+                grads[f"{i}.{k}"] = v
+        return ab, atb, grads
+
+    def _chunks(self, n):
+        for s in range(0, n, self.batch_size):
+            yield slice(s, min(n, s + self.batch_size))
+
+    # ------------------------------------------------------------ public API
+    def value(self, x):
+        self._check(x)
+        xp = array_module(x)
+        out = xp.empty(x.shape[0], dtype=x.dtype)
+        for s in self._chunks(x.shape[0]):
+            out[s] = self._forward(x[s])[0]
+        return out
+
+    def value_and_grad(self, x):
+        self._check(x)
+        xp = array_module(x)
+        e = xp.empty(x.shape[0], dtype=x.dtype)
+        g = xp.empty_like(x)
+        for s in self._chunks(x.shape[0]):
+            es, _, caches = self._forward(x[s])
+            e[s] = es
+            g[s] = self._backward(caches, xp.ones_like(es), None)[0]
+        return e, g
+
+    def grad_params(self, x, cotangent):
+        """grad_theta sum_i c_i E(x_i), as a dict like ``params``."""
+        self._check(x)
+        c = self._cotangent(x, cotangent)
+        total = None
+        for s in self._chunks(x.shape[0]):
+            _, _, caches = self._forward(x[s])
+            g = self._backward(caches, c[s], None)[2]
+            total = g if total is None else {k: total[k] + g[k] for k in total}
+        return total
+
+    def hvp(self, x, v):
+        """Hessian-vector products grad_x (v_i . grad_x E(x_i)), shape of x."""
+        self._check(x)
+        self._check(v, "v")
+        xp = array_module(x)
+        out = xp.empty_like(x)
+        for s in self._chunks(x.shape[0]):
+            _, et, caches = self._forward(x[s], v[s])
+            out[s] = self._backward(caches, None, xp.ones_like(et))[0]
+        return out
+
+    def grad_params_directional(self, x, v, cotangent):
+        """grad_theta sum_i c_i (v_i . grad_x E(x_i)), as a dict like ``params``."""
+        self._check(x)
+        self._check(v, "v")
+        c = self._cotangent(x, cotangent)
+        total = None
+        for s in self._chunks(x.shape[0]):
+            _, _, caches = self._forward(x[s], v[s])
+            g = self._backward(caches, None, c[s])[2]
+            total = g if total is None else {k: total[k] + g[k] for k in total}
+        return total
+
+    def directional_derivative(self, x, v):
+        """v_i . grad_x E(x_i) by one forward pass with a tangent (JVP), [n]."""
+        self._check(x)
+        self._check(v, "v")
+        xp = array_module(x)
+        out = xp.empty(x.shape[0], dtype=x.dtype)
+        for s in self._chunks(x.shape[0]):
+            out[s] = self._forward(x[s], v[s])[1]
+        return out
+
+    @staticmethod
+    def _cotangent(x, cotangent):
+        xp = array_module(x)
+        c = xp.asarray(cotangent, dtype=x.dtype)
+        if c.shape != (x.shape[0],):
+            raise ValueError(f"cotangent must have shape ({x.shape[0]},); got {c.shape}")
+        return c
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(map(repr, self.layers))})"
+
+
+def _dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64; got {dt}")
+    return dt
+
+
+class MLP(Network):
+    """Fully connected energy network, e.g. ``MLP([2, 32, 32, 32, 1])`` (DEEN, paper 002).
+
+    Parameters
+    ----------
+    sizes : list of int, input dimension first, last must be 1
+    activation : one of tanh, relu, leaky_relu, softplus, silu
+    seed : int (PyTorch-default Kaiming-uniform initialisation)
+    """
+
+    def __init__(self, sizes, activation="tanh", seed=0, dtype=np.float64, batch_size=8192):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or sizes[-1] != 1 or min(sizes) < 1:
+            raise ValueError(f"sizes must be [d_in, ..., 1] with positive entries; got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        rng = np.random.default_rng(seed)
+        dt = _dtype(dtype)
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(Dense(sizes[i], sizes[i + 1], rng, dt))
+            if i < len(sizes) - 2:
+                layers.append(Activation(activation))
+        super().__init__(layers, (sizes[0],), batch_size)
+        self.sizes = sizes
+
+
+class ConvNet(Network):
+    """Convolutional energy network: conv layers with an activation between them,
+    flattened to a scalar by the last layer (a conv to 1x1 or a final Dense).
+
+    Parameters
+    ----------
+    input_shape : (C, H, W)
+    channels, kernels, strides, paddings : per conv layer
+    activation : default LeakyReLU(0.2), as in Nijkamp et al. (2019)
+    """
+
+    def __init__(self, input_shape, channels, kernels, strides, paddings, activation="leaky_relu",
+                 alpha=0.2, seed=0, dtype=np.float64, batch_size=1024):
+        if not (len(channels) == len(kernels) == len(strides) == len(paddings)) or not channels:
+            raise ValueError("channels, kernels, strides and paddings must be non-empty lists of equal length")
+        rng = np.random.default_rng(seed)
+        dt = _dtype(dtype)
+        C, H, W = input_shape
+        layers = []
+        c_in = C
+        for i, (c, k, s, p) in enumerate(zip(channels, kernels, strides, paddings)):
+            layers.append(Conv2d(c_in, c, k, s, p, rng, dt))
+            H, W = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+            if H < 1 or W < 1:
+                raise ValueError(f"conv layer {i} leaves no output pixels for input {input_shape}")
+            if i < len(channels) - 1:
+                layers.append(Activation(activation, alpha))
+            c_in = c
+        layers.append(Flatten())
+        if c_in * H * W != 1:
+            layers.append(Activation(activation, alpha))
+            layers.append(Dense(c_in * H * W, 1, rng, dt))
+        super().__init__(layers, tuple(input_shape), batch_size)
+
+    @classmethod
+    def nijkamp(cls, n_f=32, image_size=32, channels=3, **kw):
+        """The short-run MCMC paper's ConvNet (its Tables 4-6): conv3x3(n_f) then
+        conv4x4 stride 2 doubling the width until 4x4, then conv4x4 to one output,
+        LeakyReLU 0.2 between layers.  image_size in {32, 64, 128}."""
+        if image_size not in (32, 64, 128):
+            raise ValueError(f"image_size must be 32, 64 or 128; got {image_size}")
+        if n_f not in (32, 64, 128) and kw.pop("strict", True):
+            raise ValueError(f"n_f must be 32, 64 or 128 (the paper's widths); got {n_f}")
+        n_down = int(np.log2(image_size // 4))
+        ch, ks, ss, ps = [n_f], [3], [1], [1]
+        for i in range(n_down):
+            ch.append(n_f * 2 ** (i + 1))
+            ks.append(4)
+            ss.append(2)
+            ps.append(1)
+        ch.append(1)
+        ks.append(4)
+        ss.append(1)
+        ps.append(0)
+        return cls((channels, image_size, image_size), ch, ks, ss, ps, **kw)

@@ -1,0 +1,144 @@
+"""Hand-derived network derivatives against float64 central finite differences."""
+import numpy as np
+import pytest
+
+import particleflow as pf
+from particleflow.energies.layers import ACTIVATIONS, col2im, im2col
+
+EPS = 1e-6
+
+
+def rel_err(a, b):
+    return np.linalg.norm(np.ravel(a) - np.ravel(b)) / max(np.linalg.norm(np.ravel(b)), 1e-300)
+
+
+def fd_dir(f, x, d, eps=EPS):
+    return (f(x + eps * d) - f(x - eps * d)) / (2 * eps)
+
+
+def nets():
+    out = [pf.energies.MLP([3, 7, 5, 1], activation=a, seed=1) for a in ACTIVATIONS if a not in ("relu", "leaky_relu")]
+    out.append(pf.energies.ConvNet((2, 6, 6), [3, 4, 1], [3, 2, 3], [1, 2, 1], [1, 1, 0], activation="softplus", seed=2))
+    out.append(pf.energies.ConvNet((1, 5, 5), [2], [3], [1], [0], activation="tanh", seed=3))   # ends in Dense
+    return out
+
+
+def inputs(net, n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n,) + net.input_shape), rng.standard_normal((n,) + net.input_shape)
+
+
+@pytest.mark.parametrize("net", nets(), ids=repr)
+def test_grad_x(net):
+    x, d = inputs(net, 5, 0)
+    g = net.grad(x)
+    fd = np.array([fd_dir(net.value, x[i:i + 1], d[i:i + 1])[0] for i in range(5)])
+    assert rel_err((g * d).reshape(5, -1).sum(1), fd) < 1e-6
+
+
+@pytest.mark.parametrize("net", nets(), ids=repr)
+def test_hvp_and_directional(net):
+    x, v = inputs(net, 4, 1)
+    Hv = net.hvp(x, v)
+    fd = fd_dir(net.grad, x, v)             # d/de grad E(x + e v) = H v
+    assert rel_err(Hv, fd) < 1e-6
+    dd = net.directional_derivative(x, v)
+    np.testing.assert_allclose(dd, (net.grad(x) * v).reshape(4, -1).sum(1), rtol=1e-10, atol=1e-12)
+
+
+def _perturbed(net, direction, eps):
+    p = {k: v + eps * direction[k] for k, v in net.params.items()}
+    net.set_params(p)
+
+
+@pytest.mark.parametrize("net", nets(), ids=repr)
+def test_grad_params_and_directional_params(net):
+    x, v = inputs(net, 4, 2)
+    c = np.random.default_rng(3).standard_normal(4)
+    rng = np.random.default_rng(4)
+    base = {k: a.copy() for k, a in net.params.items()}
+    direction = {k: rng.standard_normal(a.shape) for k, a in base.items()}
+
+    def along(f):
+        vals = []
+        for s in (+1, -1):
+            net.set_params(base)
+            _perturbed(net, direction, s * EPS)
+            vals.append(f())
+        net.set_params(base)
+        return (vals[0] - vals[1]) / (2 * EPS)
+
+    g = net.grad_params(x, c)
+    fd = along(lambda: c @ net.value(x))
+    assert rel_err(sum((g[k] * direction[k]).sum() for k in g), fd) < 1e-6
+    gd = net.grad_params_directional(x, v, c)
+    fd = along(lambda: c @ net.directional_derivative(x, v))
+    assert rel_err(sum((gd[k] * direction[k]).sum() for k in gd), fd) < 1e-6
+
+
+def test_relu_networks_away_from_kinks():
+    for act in ("relu", "leaky_relu"):
+        net = pf.energies.MLP([3, 8, 8, 1], activation=act, seed=5)
+        x, d = inputs(net, 6, 5)
+        g = net.grad(x)
+        fd = np.array([fd_dir(net.value, x[i:i + 1], d[i:i + 1])[0] for i in range(6)])
+        assert rel_err((g * d).sum(1), fd) < 1e-6
+        np.testing.assert_allclose(net.hvp(x, d), 0, atol=1e-12)   # piecewise linear
+
+
+def test_im2col_col2im_are_adjoint():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 7))
+    cols, _ = im2col(x, 3, 3, 2, 1)
+    y = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose((cols * y).sum(), (x * col2im(y, x.shape, 3, 3, 2, 1)).sum(), rtol=1e-12)
+
+
+def test_conv_matches_direct_convolution():
+    net = pf.energies.ConvNet((2, 5, 5), [3], [3], [1], [1], seed=0)
+    conv = net.layers[0]
+    x = np.random.default_rng(1).standard_normal((1, 2, 5, 5))
+    z = conv.forward(x)[0]
+    W, b = conv.params["weight"], conv.params["bias"]
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.array([[[(xp[0, :, i:i + 3, j:j + 3] * W[o]).sum() + b[o] for j in range(5)] for i in range(5)]
+                    for o in range(3)])
+    np.testing.assert_allclose(z[0], ref, rtol=1e-12)
+
+
+def test_float32_close_to_float64():
+    n64 = pf.energies.MLP([4, 16, 16, 1], seed=7)
+    n32 = pf.energies.MLP([4, 16, 16, 1], seed=7, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((50, 4))
+    g64 = n64.grad(x)
+    g32 = n32.grad(x.astype(np.float32))
+    assert g32.dtype == np.float32
+    assert np.max(np.abs(g32 - g64)) < 1e-4 * max(1.0, np.abs(g64).max())
+
+
+def test_nijkamp_architecture_and_chunking():
+    net = pf.energies.ConvNet.nijkamp(32, 32)
+    shapes = {k: v.shape for k, v in net.params.items()}
+    assert shapes["0.weight"] == (32, 3, 3, 3) and shapes["2.weight"] == (64, 32, 4, 4)
+    assert shapes["8.weight"] == (1, 256, 4, 4)
+    small = pf.energies.MLP([2, 8, 1], seed=0, batch_size=7)
+    x = np.random.default_rng(0).standard_normal((30, 2))
+    big = pf.energies.MLP([2, 8, 1], seed=0)
+    np.testing.assert_allclose(small.grad(x), big.grad(x), rtol=1e-14)
+    gs, gb = small.grad_params(x, np.ones(30)), big.grad_params(x, np.ones(30))
+    for k in gs:
+        np.testing.assert_allclose(gs[k], gb[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: pf.energies.MLP([2, 8, 1]).grad(np.zeros((3, 3))), r"shape \(n, 2\)"),
+    (lambda: pf.energies.MLP([2, 8, 2]), "sizes"),
+    (lambda: pf.energies.MLP([2, 8, 1], activation="gelu"), "unknown activation"),
+    (lambda: pf.energies.MLP([2, 8, 1]).set_params({"0.weight": np.zeros((8, 2))}), "missing"),
+    (lambda: pf.energies.MLP([2, 8, 1]).set_params({k: np.zeros(3) for k in pf.energies.MLP([2, 8, 1]).params}), "must have shape"),
+    (lambda: pf.energies.MLP([2, 8, 1]).grad(np.zeros((3, 2), np.float32)), "dtype"),
+    (lambda: pf.energies.ConvNet.nijkamp(32, 48), "image_size"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
