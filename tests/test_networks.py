@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import particleflow as pf
-from particleflow.energies.layers import ACTIVATIONS, col2im, im2col
+from particleflow.energies.layers import ACTIVATIONS, col2im, col2im_xp, im2col, im2col_xp
 
 EPS = 1e-6
 
@@ -86,12 +86,16 @@ def test_relu_networks_away_from_kinks():
         np.testing.assert_allclose(net.hvp(x, d), 0, atol=1e-12)   # piecewise linear
 
 
-def test_im2col_col2im_are_adjoint():
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (4, 2, 1), (3, 1, 1), (4, 1, 0), (2, 3, 0)])
+def test_im2col_col2im_are_adjoint_and_match_numpy(k, s, p):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 7, 7))
-    cols, _ = im2col(x, 3, 3, 2, 1)
+    cols, _ = im2col(x, k, k, s, p)
+    np.testing.assert_array_equal(cols, im2col_xp(x, k, k, s, p)[0])        # numba == numpy oracle
     y = rng.standard_normal(cols.shape)
-    np.testing.assert_allclose((cols * y).sum(), (x * col2im(y, x.shape, 3, 3, 2, 1)).sum(), rtol=1e-12)
+    back = col2im(y, x.shape, k, k, s, p)
+    np.testing.assert_allclose(back, col2im_xp(y, x.shape, k, k, s, p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose((cols * y).sum(), (x * back).sum(), rtol=1e-12)
 
 
 def test_conv_matches_direct_convolution():

@@ -66,11 +66,14 @@ class Activation:
         self.name, self.alpha = name, float(alpha)
 
     def forward(self, a, at=None):
+        if at is None and self.name in ("relu", "leaky_relu"):
+            slope = activation_derivatives(self.name, a, self.alpha)[1]
+            return a * slope, None, (slope, None, None)
         s, d1, d2 = activation_derivatives(self.name, a, self.alpha)
         zt = None if at is None else d1 * at
         return s, zt, (d1, d2, at)
 
-    def backward(self, cache, zb, ztb=None):
+    def backward(self, cache, zb, ztb=None, need_params=True):
         d1, d2, at = cache
         ab = d1 * zb if zb is not None else None
         if ztb is not None:
@@ -106,20 +109,22 @@ class Dense:
         zt = None if at is None else at @ W.T
         return z, zt, (a, at)
 
-    def backward(self, cache, zb, ztb=None):
+    def backward(self, cache, zb, ztb=None, need_params=True):
         a, at = cache
         W = self.params["weight"]
         grads = {}
         ab = atb = None
         if zb is not None:
             ab = zb @ W
-            grads["weight"] = zb.T @ a
-            grads["bias"] = zb.sum(0)
+            if need_params:
+                grads["weight"] = zb.T @ a
+                grads["bias"] = zb.sum(0)
         if ztb is not None:
             atb = ztb @ W
-            gw = ztb.T @ at
-            grads["weight"] = gw if "weight" not in grads else grads["weight"] + gw
-            grads.setdefault("bias", ztb.sum(0) * 0)
+            if need_params:
+                gw = ztb.T @ at
+                grads["weight"] = gw if "weight" not in grads else grads["weight"] + gw
+                grads.setdefault("bias", ztb.sum(0) * 0)
         return ab, atb, grads
 
     def __repr__(self):
@@ -131,7 +136,30 @@ def _conv_out(size, k, stride, pad):
 
 
 def im2col(x, kh, kw, stride, pad):
-    """x [B, C, H, W] -> columns [B, Ho*Wo, C*kh*kw] (a strided view, then a copy)."""
+    """x [B, C, H, W] -> columns [B, Ho*Wo, C*kh*kw].  numba kernel on the CPU
+    (``kernels/conv.py``), strided view + copy on CuPy (``im2col_xp``)."""
+    B, C, H, W = x.shape
+    Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
+    if array_module(x) is np:
+        from ..kernels import conv
+        out = np.empty((B, Ho * Wo, C * kh * kw), dtype=x.dtype)
+        return conv.im2col(np.ascontiguousarray(x), kh, kw, stride, pad, Ho, Wo, out), (Ho, Wo)
+    return im2col_xp(x, kh, kw, stride, pad)
+
+
+def col2im(cols, shape, kh, kw, stride, pad):
+    """Adjoint of im2col: columns [B, Ho*Wo, C*kh*kw] -> [B, C, H, W] (sums overlaps)."""
+    B, C, H, W = shape
+    if array_module(cols) is np:
+        from ..kernels import conv
+        Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
+        out = np.empty(shape, dtype=cols.dtype)
+        return conv.col2im(np.ascontiguousarray(cols), kh, kw, stride, pad, Ho, Wo, out)
+    return col2im_xp(cols, shape, kh, kw, stride, pad)
+
+
+def im2col_xp(x, kh, kw, stride, pad):
+    """Array-module version of ``im2col`` (numpy oracle, CuPy path)."""
     xp = array_module(x)
     B, C, H, W = x.shape
     if pad:
@@ -143,16 +171,17 @@ def im2col(x, kh, kw, stride, pad):
     return view.transpose(0, 4, 5, 1, 2, 3).reshape(B, Ho * Wo, C * kh * kw), (Ho, Wo)
 
 
-def col2im(cols, shape, kh, kw, stride, pad):
-    """Adjoint of im2col: columns [B, Ho*Wo, C*kh*kw] -> [B, C, H, W] (sums overlaps)."""
+def col2im_xp(cols, shape, kh, kw, stride, pad):
+    """Array-module version of ``col2im`` (numpy oracle, CuPy path)."""
     xp = array_module(cols)
     B, C, H, W = shape
     Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
     out = xp.zeros((B, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
-    c = cols.reshape(B, Ho, Wo, C, kh, kw)
+    # one transposing copy to [kh, kw, B, C, Ho, Wo], then kh*kw contiguous strided adds
+    c = xp.ascontiguousarray(cols.reshape(B, Ho, Wo, C, kh, kw).transpose(4, 5, 0, 3, 1, 2))
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += c[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            out[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += c[i, j]
     return out[:, :, pad:pad + H, pad:pad + W] if pad else out
 
 
@@ -167,8 +196,10 @@ class Conv2d:
                        "bias": _kaiming_uniform(rng, (out_c,), fan_in).astype(dtype)}
 
     def _lin(self, cols, Ho, Wo, B):
+        # one GEMM over all batch rows and pixels: [B*Ho*Wo, K] @ [K, out_c]
         Wm = self.params["weight"].reshape(self.out_c, -1)
-        return (cols @ Wm.T).transpose(0, 2, 1).reshape(B, self.out_c, Ho, Wo)
+        z = cols.reshape(-1, cols.shape[-1]) @ Wm.T
+        return z.reshape(B, Ho * Wo, self.out_c).transpose(0, 2, 1).reshape(B, self.out_c, Ho, Wo)
 
     def forward(self, a, at=None):
         B = a.shape[0]
@@ -181,24 +212,31 @@ class Conv2d:
             zt = self._lin(colst, Ho, Wo, B)
         return z, zt, (a.shape, cols, colst)
 
-    def _adjoint(self, zb, shape, cols):
+    def _adjoint(self, zb, shape, cols, need_input, need_params):
         B = zb.shape[0]
-        zb_m = zb.reshape(B, self.out_c, -1).transpose(0, 2, 1)          # [B, HoWo, out_c]
+        zb_m = zb.reshape(B, self.out_c, -1).transpose(0, 2, 1).reshape(-1, self.out_c)   # [B*HoWo, out_c]
         Wm = self.params["weight"].reshape(self.out_c, -1)
-        ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad)
-        gw = (zb_m.reshape(-1, self.out_c).T @ cols.reshape(-1, cols.shape[-1])).reshape(self.params["weight"].shape)
-        return ab, gw, zb_m.sum((0, 1))
+        K = Wm.shape[1]
+        ab = col2im((zb_m @ Wm).reshape(B, -1, K), shape, self.k, self.k, self.stride, self.pad) \
+            if need_input else None
+        if not need_params:
+            return ab, None, None
+        gw = (zb_m.T @ cols.reshape(-1, K)).reshape(self.params["weight"].shape)
+        return ab, gw, zb_m.sum(0)
 
-    def backward(self, cache, zb, ztb=None):
+    def backward(self, cache, zb, ztb=None, need_params=True, need_input=True):
         shape, cols, colst = cache
         grads = {}
         ab = atb = None
         if zb is not None:
-            ab, grads["weight"], grads["bias"] = self._adjoint(zb, shape, cols)
+            ab, gw, gb = self._adjoint(zb, shape, cols, need_input, need_params)
+            if need_params:
+                grads["weight"], grads["bias"] = gw, gb
         if ztb is not None:
-            atb, gw, _ = self._adjoint(ztb, shape, colst)
-            grads["weight"] = gw if "weight" not in grads else grads["weight"] + gw
-            grads.setdefault("bias", self.params["bias"] * 0)
+            atb, gw, _ = self._adjoint(ztb, shape, colst, need_input, need_params)
+            if need_params:
+                grads["weight"] = gw if "weight" not in grads else grads["weight"] + gw
+                grads.setdefault("bias", self.params["bias"] * 0)
         return ab, atb, grads
 
     def __repr__(self):
@@ -211,7 +249,7 @@ class Flatten:
     def forward(self, a, at=None):
         return a.reshape(a.shape[0], -1), None if at is None else at.reshape(at.shape[0], -1), a.shape
 
-    def backward(self, shape, zb, ztb=None):
+    def backward(self, shape, zb, ztb=None, need_params=True):
         return (None if zb is None else zb.reshape(shape)), (None if ztb is None else ztb.reshape(shape)), {}
 
     def __repr__(self):

@@ -71,12 +71,17 @@ class Network(Energy):
             caches.append(cache)
         return a[:, 0], (None if at is None else at[:, 0]), caches
 
-    def _backward(self, caches, zb, ztb):
+    def _backward(self, caches, zb, ztb, need_params=True, need_input=True):
+        """Reverse pass; parameter gradients only when ``need_params``, the input
+        cotangent of the first layer only when ``need_input``."""
         grads = {}
         ab = None if zb is None else zb[:, None]
         atb = None if ztb is None else ztb[:, None]
         for i in range(len(self.layers) - 1, -1, -1):
-            ab, atb, g = self.layers[i].backward(caches[i], ab, atb)
+            if i == 0 and not need_input and isinstance(self.layers[0], Conv2d):
+                ab, atb, g = self.layers[0].backward(caches[0], ab, atb, need_params, need_input=False)
+            else:
+                ab, atb, g = self.layers[i].backward(caches[i], ab, atb, need_params)
             for k, v in g.items():
                 grads[f"{i}.{k}"] = v
         return ab, atb, grads
@@ -102,7 +107,7 @@ class Network(Energy):
         for s in self._chunks(x.shape[0]):
             es, _, caches = self._forward(x[s])
             e[s] = es
-            g[s] = self._backward(caches, xp.ones_like(es), None)[0]
+            g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
         return e, g
 
     def grad_params(self, x, cotangent):
@@ -112,7 +117,7 @@ class Network(Energy):
         total = None
         for s in self._chunks(x.shape[0]):
             _, _, caches = self._forward(x[s])
-            g = self._backward(caches, c[s], None)[2]
+            g = self._backward(caches, c[s], None, need_input=False)[2]
             total = g if total is None else {k: total[k] + g[k] for k in total}
         return total
 
@@ -124,7 +129,7 @@ class Network(Energy):
         out = xp.empty_like(x)
         for s in self._chunks(x.shape[0]):
             _, et, caches = self._forward(x[s], v[s])
-            out[s] = self._backward(caches, None, xp.ones_like(et))[0]
+            out[s] = self._backward(caches, None, xp.ones_like(et), need_params=False)[0]
         return out
 
     def grad_params_directional(self, x, v, cotangent):
@@ -135,7 +140,7 @@ class Network(Energy):
         total = None
         for s in self._chunks(x.shape[0]):
             _, _, caches = self._forward(x[s], v[s])
-            g = self._backward(caches, None, c[s])[2]
+            g = self._backward(caches, None, c[s], need_input=False)[2]
             total = g if total is None else {k: total[k] + g[k] for k in total}
         return total
 

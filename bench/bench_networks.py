@@ -1,0 +1,80 @@
+"""Network benchmarks (a table, not a test), against a naive numpy reference where
+cheap to write and PyTorch autograd if importable (never a dependency).
+
+* ConvNet (Nijkamp et al., n_f = 32, 32x32x3), batch 64, float32: value + grad_x
+  (one Langevin step's work) and grad_params.
+* MLP [2, 32, 32, 32, 1] tanh, batch 4096, float32: one DEEN loss gradient
+  (grad_x, then grad_params_directional).
+
+    python bench/bench_networks.py
+"""
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import particleflow as pf
+
+
+def bench(fn, min_time=0.05, samples=7, warmup=2):
+    for _ in range(warmup):
+        fn()
+    per = []
+    for _ in range(samples):
+        k, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            k += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_time:
+                break
+        per.append(dt / k)
+    return statistics.median(per)
+
+
+def main():
+    rows = []
+    rng = np.random.default_rng(0)
+    net = pf.energies.ConvNet.nijkamp(32, 32, dtype=np.float32)
+    x = rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32)
+    c = np.ones(64, np.float32)
+    rows.append(("ConvNet n_f=32 value+grad_x, batch 64", bench(lambda: net.value_and_grad(x))))
+    rows.append(("ConvNet n_f=32 grad_params, batch 64", bench(lambda: net.grad_params(x, c))))
+    mlp = pf.energies.MLP([2, 32, 32, 32, 1], dtype=np.float32)
+    xd = rng.standard_normal((4096, 2)).astype(np.float32)
+    xi = (xd + 0.1 * rng.standard_normal((4096, 2))).astype(np.float32)
+    s2 = np.float32(0.01)
+
+    def deen():
+        r = xd - xi + s2 * mlp.grad(xi)                        # DEEN residual (paper 002)
+        return mlp.grad_params_directional(xi, (2 * s2 / len(xi)) * r, np.ones(len(xi), np.float32))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096", bench(deen)))
+    mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
+    x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5 (Langevin step work)",
+                 bench(lambda: mlp64.value_and_grad(x64), samples=3)))
+    try:
+        import torch
+        torch.set_num_threads(2)
+        tx = torch.from_numpy(x).requires_grad_(True)
+        conv = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, 1, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(32, 64, 4, 2, 1),
+            torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(64, 128, 4, 2, 1), torch.nn.LeakyReLU(0.2),
+            torch.nn.Conv2d(128, 256, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(256, 1, 4, 1, 0))
+
+        def t_step():
+            e = conv(tx).sum()
+            torch.autograd.grad(e, tx)
+        rows.append((f"PyTorch {torch.__version__} ConvNet value+grad_x, batch 64", bench(t_step)))
+    except ImportError:
+        pass
+    print("| workload | median time |")
+    print("|---|---|")
+    for name, t in rows:
+        print(f"| {name} | {t * 1e3:.2f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
