@@ -89,7 +89,7 @@ def test_relu_networks_away_from_kinks():
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), (4, 2, 1), (3, 1, 1), (4, 1, 0), (2, 3, 0)])
 def test_im2col_col2im_are_adjoint_and_match_numpy(k, s, p):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 7, 7))
+    x = rng.standard_normal((2, 7, 7, 3))
     cols, _ = im2col(x, k, k, s, p)
     np.testing.assert_array_equal(cols, im2col_xp(x, k, k, s, p)[0])        # numba == numpy oracle
     y = rng.standard_normal(cols.shape)
@@ -100,9 +100,9 @@ def test_im2col_col2im_are_adjoint_and_match_numpy(k, s, p):
 
 def test_conv_matches_direct_convolution():
     net = pf.energies.ConvNet((2, 5, 5), [3], [3], [1], [1], seed=0)
-    conv = net.layers[0]
+    conv = net.layers[1]
     x = np.random.default_rng(1).standard_normal((1, 2, 5, 5))
-    z = conv.forward(x)[0]
+    z = conv.forward(x.transpose(0, 2, 3, 1))[0].transpose(0, 3, 1, 2)
     W, b = conv.params["weight"], conv.params["bias"]
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.array([[[(xp[0, :, i:i + 3, j:j + 3] * W[o]).sum() + b[o] for j in range(5)] for i in range(5)]
@@ -123,8 +123,8 @@ def test_float32_close_to_float64():
 def test_nijkamp_architecture_and_chunking():
     net = pf.energies.ConvNet.nijkamp(32, 32)
     shapes = {k: v.shape for k, v in net.params.items()}
-    assert shapes["0.weight"] == (32, 3, 3, 3) and shapes["2.weight"] == (64, 32, 4, 4)
-    assert shapes["8.weight"] == (1, 256, 4, 4)
+    assert shapes["1.weight"] == (32, 3, 3, 3) and shapes["3.weight"] == (64, 32, 4, 4)
+    assert shapes["9.weight"] == (1, 256, 4, 4)
     small = pf.energies.MLP([2, 8, 1], seed=0, batch_size=7)
     x = np.random.default_rng(0).standard_normal((30, 2))
     big = pf.energies.MLP([2, 8, 1], seed=0)

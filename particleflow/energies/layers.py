@@ -67,7 +67,8 @@ class Activation:
 
     def forward(self, a, at=None):
         if at is None and self.name in ("relu", "leaky_relu"):
-            slope = activation_derivatives(self.name, a, self.alpha)[1]
+            xp = array_module(a)
+            slope = xp.where(a > 0, a.dtype.type(1), a.dtype.type(0 if self.name == "relu" else self.alpha))
             return a * slope, None, (slope, None, None)
         s, d1, d2 = activation_derivatives(self.name, a, self.alpha)
         zt = None if at is None else d1 * at
@@ -136,20 +137,20 @@ def _conv_out(size, k, stride, pad):
 
 
 def im2col(x, kh, kw, stride, pad):
-    """x [B, C, H, W] -> columns [B, Ho*Wo, C*kh*kw].  numba kernel on the CPU
-    (``kernels/conv.py``), strided view + copy on CuPy (``im2col_xp``)."""
-    B, C, H, W = x.shape
+    """x [B, H, W, C] (channels last) -> columns [B*Ho*Wo, kh*kw*C].  numba kernel on
+    the CPU (``kernels/conv.py``), strided view + copy otherwise (``im2col_xp``)."""
+    B, H, W, C = x.shape
     Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
     if array_module(x) is np:
         from ..kernels import conv
-        out = np.empty((B, Ho * Wo, C * kh * kw), dtype=x.dtype)
+        out = np.empty((B * Ho * Wo, kh * kw * C), dtype=x.dtype)
         return conv.im2col(np.ascontiguousarray(x), kh, kw, stride, pad, Ho, Wo, out), (Ho, Wo)
     return im2col_xp(x, kh, kw, stride, pad)
 
 
 def col2im(cols, shape, kh, kw, stride, pad):
-    """Adjoint of im2col: columns [B, Ho*Wo, C*kh*kw] -> [B, C, H, W] (sums overlaps)."""
-    B, C, H, W = shape
+    """Adjoint of im2col: columns [B*Ho*Wo, kh*kw*C] -> [B, H, W, C] (sums overlaps)."""
+    B, H, W, C = shape
     if array_module(cols) is np:
         from ..kernels import conv
         Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
@@ -161,33 +162,34 @@ def col2im(cols, shape, kh, kw, stride, pad):
 def im2col_xp(x, kh, kw, stride, pad):
     """Array-module version of ``im2col`` (numpy oracle, CuPy path)."""
     xp = array_module(x)
-    B, C, H, W = x.shape
+    B, H, W, C = x.shape
     if pad:
-        x = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        x = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
     s = x.strides
     view = xp.lib.stride_tricks.as_strided(
-        x, shape=(B, C, kh, kw, Ho, Wo), strides=(s[0], s[1], s[2], s[3], s[2] * stride, s[3] * stride))
-    return view.transpose(0, 4, 5, 1, 2, 3).reshape(B, Ho * Wo, C * kh * kw), (Ho, Wo)
+        x, shape=(B, Ho, Wo, kh, kw, C), strides=(s[0], s[1] * stride, s[2] * stride, s[1], s[2], s[3]))
+    return view.reshape(B * Ho * Wo, kh * kw * C), (Ho, Wo)
 
 
 def col2im_xp(cols, shape, kh, kw, stride, pad):
     """Array-module version of ``col2im`` (numpy oracle, CuPy path)."""
     xp = array_module(cols)
-    B, C, H, W = shape
+    B, H, W, C = shape
     Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
-    out = xp.zeros((B, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
-    # one transposing copy to [kh, kw, B, C, Ho, Wo], then kh*kw contiguous strided adds
-    c = xp.ascontiguousarray(cols.reshape(B, Ho, Wo, C, kh, kw).transpose(4, 5, 0, 3, 1, 2))
+    out = xp.zeros((B, H + 2 * pad, W + 2 * pad, C), dtype=cols.dtype)
+    c = cols.reshape(B, Ho, Wo, kh, kw, C)
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += c[i, j]
-    return out[:, :, pad:pad + H, pad:pad + W] if pad else out
+            out[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += c[:, :, :, i, j, :]
+    return out[:, pad:pad + H, pad:pad + W, :] if pad else out
 
 
 class Conv2d:
-    """2-D convolution (cross-correlation) with PyTorch's layout: weight
-    (out_c, in_c, kh, kw), bias (out_c,); input [B, C, H, W]."""
+    """2-D convolution (cross-correlation) with PyTorch's parameter layout: weight
+    (out_c, in_c, kh, kw), bias (out_c,).  Activations are channels-last internally
+    ([B, H, W, C]: the GEMM output is already in that layout); ``ConvNet`` converts
+    its NCHW input once at the start."""
 
     def __init__(self, in_c, out_c, kernel, stride, padding, rng, dtype=np.float64):
         self.in_c, self.out_c, self.k, self.stride, self.pad = in_c, out_c, kernel, stride, padding
@@ -195,33 +197,28 @@ class Conv2d:
         self.params = {"weight": _kaiming_uniform(rng, (out_c, in_c, kernel, kernel), fan_in).astype(dtype),
                        "bias": _kaiming_uniform(rng, (out_c,), fan_in).astype(dtype)}
 
-    def _lin(self, cols, Ho, Wo, B):
-        # one GEMM over all batch rows and pixels: [B*Ho*Wo, K] @ [K, out_c]
-        Wm = self.params["weight"].reshape(self.out_c, -1)
-        z = cols.reshape(-1, cols.shape[-1]) @ Wm.T
-        return z.reshape(B, Ho * Wo, self.out_c).transpose(0, 2, 1).reshape(B, self.out_c, Ho, Wo)
+    def _wmat(self):
+        # (out_c, in_c, kh, kw) -> (out_c, kh*kw*in_c) matching the column order
+        return self.params["weight"].transpose(0, 2, 3, 1).reshape(self.out_c, -1)
 
     def forward(self, a, at=None):
         B = a.shape[0]
+        Wm = self._wmat()
         cols, (Ho, Wo) = im2col(a, self.k, self.k, self.stride, self.pad)
-        z = self._lin(cols, Ho, Wo, B) + self.params["bias"][None, :, None, None]
-        colst = None
-        zt = None
+        z = (cols @ Wm.T).reshape(B, Ho, Wo, self.out_c) + self.params["bias"]
+        colst = zt = None
         if at is not None:
             colst, _ = im2col(at, self.k, self.k, self.stride, self.pad)
-            zt = self._lin(colst, Ho, Wo, B)
+            zt = (colst @ Wm.T).reshape(B, Ho, Wo, self.out_c)
         return z, zt, (a.shape, cols, colst)
 
     def _adjoint(self, zb, shape, cols, need_input, need_params):
-        B = zb.shape[0]
-        zb_m = zb.reshape(B, self.out_c, -1).transpose(0, 2, 1).reshape(-1, self.out_c)   # [B*HoWo, out_c]
-        Wm = self.params["weight"].reshape(self.out_c, -1)
-        K = Wm.shape[1]
-        ab = col2im((zb_m @ Wm).reshape(B, -1, K), shape, self.k, self.k, self.stride, self.pad) \
-            if need_input else None
+        zb_m = zb.reshape(-1, self.out_c)                  # [B*Ho*Wo, out_c], no copy
+        Wm = self._wmat()
+        ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad) if need_input else None
         if not need_params:
             return ab, None, None
-        gw = (zb_m.T @ cols.reshape(-1, K)).reshape(self.params["weight"].shape)
+        gw = (zb_m.T @ cols).reshape(self.out_c, self.k, self.k, self.in_c).transpose(0, 3, 1, 2)
         return ab, gw, zb_m.sum(0)
 
     def backward(self, cache, zb, ztb=None, need_params=True, need_input=True):
@@ -243,14 +240,36 @@ class Conv2d:
         return f"Conv2d({self.in_c}, {self.out_c}, k={self.k}, s={self.stride}, p={self.pad})"
 
 
-class Flatten:
+class ChannelsLast:
+    """NCHW input -> NHWC (once, at the start of a ConvNet)."""
     params = {}
 
     def forward(self, a, at=None):
-        return a.reshape(a.shape[0], -1), None if at is None else at.reshape(at.shape[0], -1), a.shape
+        xp = array_module(a)
+        t = None if at is None else xp.ascontiguousarray(at.transpose(0, 2, 3, 1))
+        return xp.ascontiguousarray(a.transpose(0, 2, 3, 1)), t, None
+
+    def backward(self, cache, zb, ztb=None, need_params=True):
+        f = (lambda u: None if u is None else u.transpose(0, 3, 1, 2))
+        return f(zb), f(ztb), {}
+
+    def __repr__(self):
+        return "ChannelsLast()"
+
+
+class Flatten:
+    """NHWC -> [B, C*H*W] in PyTorch's (NCHW) flattening order, so that a Dense
+    layer after it has PyTorch's weight layout."""
+    params = {}
+
+    def forward(self, a, at=None):
+        f = (lambda u: None if u is None else u.transpose(0, 3, 1, 2).reshape(u.shape[0], -1))
+        return f(a), f(at), a.shape
 
     def backward(self, shape, zb, ztb=None, need_params=True):
-        return (None if zb is None else zb.reshape(shape)), (None if ztb is None else ztb.reshape(shape)), {}
+        B, H, W, C = shape
+        f = (lambda u: None if u is None else u.reshape(B, C, H, W).transpose(0, 2, 3, 1))
+        return f(zb), f(ztb), {}
 
     def __repr__(self):
         return "Flatten()"

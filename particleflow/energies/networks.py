@@ -16,7 +16,7 @@ import numpy as np
 
 from ..backend import array_module
 from .analytic import Energy
-from .layers import ACTIVATIONS, Activation, Conv2d, Dense, Flatten
+from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten
 
 
 class Network(Energy):
@@ -59,7 +59,7 @@ class Network(Energy):
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{what} must have shape (n, {', '.join(map(str, self.input_shape))}) "
                              f"for this {type(self).__name__}; got {tuple(x.shape)}")
-        dt = self.layers[0].params["weight"].dtype if self.layers[0].params else x.dtype
+        dt = next(layer.params["weight"].dtype for layer in self.layers if layer.params)
         if x.dtype != dt:
             raise ValueError(f"{what} has dtype {x.dtype} but the network's parameters are {dt}")
 
@@ -78,8 +78,10 @@ class Network(Energy):
         ab = None if zb is None else zb[:, None]
         atb = None if ztb is None else ztb[:, None]
         for i in range(len(self.layers) - 1, -1, -1):
-            if i == 0 and not need_input and isinstance(self.layers[0], Conv2d):
-                ab, atb, g = self.layers[0].backward(caches[0], ab, atb, need_params, need_input=False)
+            first_conv = i == 1 and isinstance(self.layers[0], ChannelsLast)
+            if first_conv and not need_input:
+                ab, atb, g = self.layers[1].backward(caches[1], ab, atb, need_params, need_input=False)
+                return ab, atb, {**grads, **{f"1.{k}": v for k, v in g.items()}}
             else:
                 ab, atb, g = self.layers[i].backward(caches[i], ab, atb, need_params)
             for k, v in g.items():
@@ -218,7 +220,7 @@ class ConvNet(Network):
         rng = np.random.default_rng(seed)
         dt = _dtype(dtype)
         C, H, W = input_shape
-        layers = []
+        layers = [ChannelsLast()]
         c_in = C
         for i, (c, k, s, p) in enumerate(zip(channels, kernels, strides, paddings)):
             layers.append(Conv2d(c_in, c, k, s, p, rng, dt))
