@@ -5,3 +5,6 @@ __all__ = ["Energy", "Gaussian", "GaussianMixture", "FromCallable"]
 from .networks import ConvNet, MLP, Network  # noqa: E402
 
 __all__ += ["MLP", "ConvNet", "Network"]
+from .f1 import F1Network  # noqa: E402
+
+__all__ += ["F1Network"]

@@ -1,0 +1,89 @@
+"""F1 (mean-field two-layer ReLU) energies whose neurons are an ensemble (paper 001).
+
+    f(x) = (1/m) sum_j sigma_j w_j relu(<theta_j, x>)
+
+with neuron positions theta_j = ``neurons.x[j]``, weights w_j = exp(``log_weights``)
+(1 when absent) and signs sigma_j (+1 when absent).  The pairwise sums run in the
+``particleflow.kernels.pairwise`` kernels (numba CPU / numba.cuda).
+
+``potential(particles, data)`` is the Wasserstein-Fisher-Rao potential of
+Algorithm 1, F(theta) = mean_i relu(<theta, X_i>) - mean_a relu(<theta, x_a>) over
+generated particles X and data x, with its gradient in theta; pass it to
+``pf.moves.WassersteinFisherRao`` as ``lambda neurons: f1.potential(X, data)``.
+"""
+import numpy as np
+
+from ..backend import array_module
+from .analytic import Energy
+
+
+class F1Network(Energy):
+    def __init__(self, neurons, activation="relu"):
+        from ..ensemble import Ensemble
+        if activation != "relu":
+            raise ValueError(f"F1Network supports activation='relu' only (the paper's); got {activation!r}")
+        if not isinstance(neurons, Ensemble) or neurons.x.ndim != 2:
+            raise ValueError("neurons must be an Ensemble with positions of shape (m, d)")
+        self.neurons = neurons
+        self.dim = neurons.x.shape[1]
+
+    def _coefficients(self):
+        e = self.neurons
+        xp = e.xp
+        w = xp.exp(e.log_weights) if e.log_weights is not None else xp.ones(e.n, dtype=e.dtype)
+        s = e.signs if e.signs is not None else xp.ones(e.n, dtype=e.dtype)
+        return s * w / e.n
+
+    def value_and_grad(self, x):
+        self.check_x(x)
+        if x.dtype != self.neurons.dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the neurons are {self.neurons.dtype}")
+        from ..moves.wfr import relu_network
+        return relu_network(x, self.neurons.x, self._coefficients())
+
+    @property
+    def params(self):
+        e = self.neurons
+        xp = e.xp
+        w = xp.exp(e.log_weights) if e.log_weights is not None else xp.ones(e.n, dtype=e.dtype)
+        return {"theta": e.x, "weight": w}
+
+    def grad_params(self, x, cotangent):
+        """d/d theta_j and d/d w_j of sum_i c_i f(x_i)."""
+        self.check_x(x)
+        xp = array_module(x)
+        c = xp.asarray(cotangent, dtype=x.dtype)
+        e = self.neurons
+        s = e.signs if e.signs is not None else xp.ones(e.n, dtype=e.dtype)
+        w = self.params["weight"]
+        # S_j = sum_i c_i relu(<theta_j, x_i>), G_j = sum_i c_i 1[<theta_j, x_i> > 0] x_i
+        S, G = _signed_sums(e.x, x, c)
+        return {"theta": (s * w / e.n)[:, None] * G, "weight": s / e.n * S}
+
+    def hvp(self, x, v):
+        """ReLU networks are piecewise linear: the Hessian is zero almost everywhere."""
+        self.check_x(x)
+        return array_module(x).zeros_like(x)
+
+    def potential(self, particles, data):
+        """(F [m], grad F [m, d]) at the current neurons (Algorithm 1's F_t)."""
+        from ..moves.wfr import relu_feature_means
+        theta = self.neurons.x
+        Sp, Gp = relu_feature_means(theta, particles)
+        Sd, Gd = relu_feature_means(theta, data)
+        return Sp - Sd, Gp - Gd
+
+
+def _signed_sums(theta, x, c):
+    from ..moves.wfr import relu_feature_means
+    xp = array_module(x)
+    pos, neg = c > 0, c < 0
+    S = xp.zeros(theta.shape[0], dtype=x.dtype)
+    G = xp.zeros_like(theta)
+    for mask, sgn in ((pos, 1.0), (neg, -1.0)):
+        if bool(mask.any()):
+            # relu(<theta, |c| x>) = |c| relu(<theta, x>) and the indicator is unchanged
+            s, g = relu_feature_means(theta, x[mask] * xp.abs(c[mask])[:, None], coef=1.0)
+            S = S + sgn * s
+            G = G + sgn * g
+    return S, G
