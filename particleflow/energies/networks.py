@@ -115,11 +115,16 @@ class Network(Energy):
     def grad_params(self, x, cotangent):
         """grad_theta sum_i c_i E(x_i), as a dict like ``params``."""
         self._check(x)
-        c = self._cotangent(x, cotangent)
+        return self._summed_param_grads(x, None, self._cotangent(x, cotangent))
+
+    def _summed_param_grads(self, x, v, c):
+        """Parameter gradients summed over chunks: of sum_i c_i E(x_i) when ``v`` is
+        None, else of sum_i c_i (v_i . grad_x E(x_i))."""
         total = None
         for s in self._chunks(x.shape[0]):
-            _, _, caches = self._forward(x[s])
-            g = self._backward(caches, c[s], None, need_input=False)[2]
+            _, _, caches = self._forward(x[s], None if v is None else v[s])
+            zb, ztb = (c[s], None) if v is None else (None, c[s])
+            g = self._backward(caches, zb, ztb, need_input=False)[2]
             total = g if total is None else {k: total[k] + g[k] for k in total}
         return total
 
@@ -138,13 +143,7 @@ class Network(Energy):
         """grad_theta sum_i c_i (v_i . grad_x E(x_i)), as a dict like ``params``."""
         self._check(x)
         self._check(v, "v")
-        c = self._cotangent(x, cotangent)
-        total = None
-        for s in self._chunks(x.shape[0]):
-            _, _, caches = self._forward(x[s], v[s])
-            g = self._backward(caches, None, c[s], need_input=False)[2]
-            total = g if total is None else {k: total[k] + g[k] for k in total}
-        return total
+        return self._summed_param_grads(x, v, self._cotangent(x, cotangent))
 
     def directional_derivative(self, x, v):
         """v_i . grad_x E(x_i) by one forward pass with a tangent (JVP), [n]."""
