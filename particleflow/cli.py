@@ -173,6 +173,17 @@ def resume(path, quiet):
 
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
+@_user_errors
+def repair(path):
+    """Rewrite a trajectory whose run was killed (SIGKILL, power loss) into a clean
+    file that plain h5py opens, keeping every committed frame."""
+    from .io.h5md import repair as _repair
+    counts = _repair(path)
+    click.echo(f"{path}: " + ", ".join(f"{k}: {v} frames" for k, v in counts.items()))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--stats", is_flag=True, help="also print tau, ESS and split R-hat per coordinate")
 @_user_errors
 def inspect(path, stats):

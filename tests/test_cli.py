@@ -93,6 +93,7 @@ CASES = {
     "random bytes to resume": (lambda t: ["resume", _garbage(t)], "no readable checkpoint"),
     "plain HDF5 to inspect": (lambda t: ["inspect", _plain_h5(t)], "not a particleflow trajectory"),
     "missing trajectory to resume": (lambda t: ["resume", str(t / "none.h5")], "no such trajectory"),
+    "random bytes to repair": (lambda t: ["repair", _garbage(t)], "not a readable HDF5 trajectory"),
 }
 
 

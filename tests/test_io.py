@@ -133,6 +133,16 @@ def test_sigkill_leaves_readable_file_and_resume_is_bitwise(tmp_path):
         frames = np.asarray(e.positions[:])
         assert np.isfinite(frames).all()
         np.testing.assert_array_equal(e.steps, np.arange(0, 10 * n, 10))
+    # `particleflow repair` makes a copy of the killed file open with plain h5py
+    import shutil
+    fixed = str(tmp_path / "fixed.h5")
+    shutil.copy(out, fixed)
+    with pytest.raises(OSError):
+        h5py.File(fixed, "r")
+    cli("repair", fixed, cwd=tmp_path)
+    with h5py.File(fixed, "r") as f:
+        assert f["particles/chains/position/value"].shape[0] == n
+        assert f["particles/chains/position/value"][:].tobytes() == frames.tobytes()
     r = cli("resume", out, "--quiet", cwd=tmp_path)
     a, b = _final_state(ref), _final_state(out)
     assert a[0].tobytes() == b[0].tobytes()        # every frame, bitwise

@@ -24,7 +24,8 @@ file (emcee's backend reopens per step and slows down).
 
 A writer killed by SIGKILL leaves a file that HDF5 marks as "open for writing";
 ``open_run`` (and ``h5py.File(path, "r", libver="latest", swmr=True)``) read it with
-every flushed frame; ``particleflow resume`` rewrites it into a clean file.  A run that
+every flushed frame; ``repair`` (``particleflow repair``) and ``particleflow resume``
+rewrite it into a clean file that plain ``h5py.File(path)`` opens.  A run that
 ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
 ``h5py.File(path)`` opens it.
 """
@@ -385,3 +386,44 @@ def open_run(path):
         return Run(path)
     except OSError as e:
         raise ValueError(f"{path} is not a readable HDF5 trajectory ({e})") from None
+
+
+def repair(path):
+    """Rewrite a trajectory whose writer was killed into a clean file that plain
+    ``h5py.File(path)`` opens: every group and attribute is copied, each element is
+    cut to its committed frames (``len(step)``), and the result atomically replaces
+    ``path``.  Returns the number of committed position frames per ensemble."""
+    if not os.path.exists(path):
+        raise ValueError(f"no such file: {path}")
+    tmp = path + ".repair.tmp"
+    try:
+        src = h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 trajectory ({e})") from None
+    counts = {}
+    try:
+        if "h5md" not in src or "particles" not in src:
+            raise ValueError(f"{path} is not a particleflow trajectory (no /h5md or /particles)")
+        with h5py.File(tmp, "w", libver="latest") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                src.copy(src[name], dst, name=name)
+
+            def trim(name, obj):
+                if isinstance(obj, h5py.Group) and "step" in obj and "value" in obj:
+                    n = obj["step"].shape[0]
+                    for ds in ("value", "time"):
+                        if obj[ds].shape[0] > n:
+                            obj[ds].resize(n, axis=0)
+                    if name.startswith("particles/") and name.endswith("/position"):
+                        counts[name.split("/")[1]] = n
+            dst.visititems(trim)
+    except BaseException:
+        src.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    src.close()
+    os.replace(tmp, path)
+    return counts
