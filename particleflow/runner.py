@@ -21,7 +21,7 @@ import numpy as np
 
 from .ensemble import Ensemble
 from .io import config as cfgmod
-from .io.checkpoint import read_checkpoint, write_checkpoint
+from .io.checkpoint import write_checkpoint
 from .io.h5md import TrajectoryWriter, write_results
 from .random import Purpose, Stream
 from .simulation import Simulation

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import particleflow as pf
 from particleflow.kernels import philox as P
 from particleflow.kernels._jit import CPU
 from particleflow.random import Purpose, Stream

@@ -11,7 +11,6 @@ Algorithm 1, F(theta) = mean_i relu(<theta, X_i>) - mean_a relu(<theta, x_a>) ov
 generated particles X and data x, with its gradient in theta; pass it to
 ``pf.moves.WassersteinFisherRao`` as ``lambda neurons: f1.potential(X, data)``.
 """
-import numpy as np
 
 from ..backend import array_module
 from .analytic import Energy
