@@ -34,13 +34,13 @@ def _sigmoid(z, xp):
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "softplus", "silu")
 
 
-def activation_derivatives(name, z, alpha=0.2):
-    """(sigma(z), sigma'(z), sigma''(z))."""
+def activation_derivatives(name, z, alpha=0.2, second=True):
+    """(sigma(z), sigma'(z), sigma''(z)); sigma'' is None unless ``second``."""
     xp = array_module(z)
     if name == "tanh":
         t = xp.tanh(z)
         d1 = 1 - t * t
-        return t, d1, -2 * t * d1
+        return t, d1, (-2 * t * d1 if second else None)
     if name == "relu":
         pos = (z > 0).astype(z.dtype)
         return z * pos, pos, xp.zeros_like(z)
@@ -70,7 +70,7 @@ class Activation:
             xp = array_module(a)
             slope = xp.where(a > 0, a.dtype.type(1), a.dtype.type(0 if self.name == "relu" else self.alpha))
             return a * slope, None, (slope, None, None)
-        s, d1, d2 = activation_derivatives(self.name, a, self.alpha)
+        s, d1, d2 = activation_derivatives(self.name, a, self.alpha, second=at is not None)
         zt = None if at is None else d1 * at
         return s, zt, (d1, d2, at)
 
