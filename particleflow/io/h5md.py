@@ -44,6 +44,7 @@ MODULE_DESCRIPTION = (
     "/parameters/learned (parameters of trained energies); /results/<name> for "
     "end-of-run values. time equals step.")
 TARGET_CHUNK_BYTES = 512 * 1024
+GROW_FRAMES = 64          # large-frame elements are extended this many frames at a time
 
 
 def git_revision():
@@ -85,13 +86,22 @@ class _Element:
         self.written = self.committed           # frames whose value is on disk
         self.pending = []                       # steps of written, uncommitted frames
         self.buffer = np.empty((self.capacity,) + frame_shape, dtype=dtype) if self.capacity > 1 else None
+        self.direct = (self.buffer is None and self.value.chunks == (1,) + frame_shape
+                       and self.value.compression is None)
         self.steps = []
 
     def append(self, step, value):
         """Add one frame; returns True when frame values went to disk."""
         if self.buffer is None:               # large frames: no staging copy
-            self.value.resize(self.written + 1, axis=0)
-            self.value[self.written] = value
+            if self.value.shape[0] <= self.written:
+                # grow in blocks: frames beyond len(step) are uncommitted and ignored
+                self.value.resize(self.written + GROW_FRAMES, axis=0)
+            if self.direct:
+                # one frame is exactly one uncompressed chunk: hand HDF5 the bytes
+                self.value.id.write_direct_chunk((self.written,) + (0,) * (self.value.ndim - 1),
+                                                 np.ascontiguousarray(value, dtype=self.value.dtype))
+            else:
+                self.value[self.written] = value
             self.written += 1
             self.pending.append(step)
             return True
@@ -108,7 +118,8 @@ class _Element:
         if k == 0:
             return
         a, b = self.written, self.written + k
-        self.value.resize(b, axis=0)
+        if self.value.shape[0] < b:
+            self.value.resize(b, axis=0)
         self.value[a:b] = self.buffer[:k]
         self.written = b
         self.pending.extend(self.steps)
@@ -148,7 +159,8 @@ class TrajectoryWriter:
         self.flush_interval = float(flush_interval)
         self._last_flush = time.monotonic()
         self._last_ids = {}
-        f = h5py.File(path, "w", libver="latest")
+        # no chunk cache: frames are written whole, straight from our buffers
+        f = h5py.File(path, "w", libver="latest", rdcc_nbytes=0)
         self.file = f
         h5 = f.create_group("h5md")
         h5.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
@@ -234,10 +246,13 @@ class TrajectoryWriter:
             {f"observables/{k}": el.committed for k, el in self.observables.items()}
 
     def close(self, results=None):
-        """Flush, close, and (outside SWMR) add /results."""
+        """Flush, trim preallocated frames, close, and (outside SWMR) add /results."""
         if self.file is None:
             return
         self.flush()
+        for el in list(self.elements.values()) + list(self.observables.values()):
+            if el.value.shape[0] > el.committed:
+                el.value.resize(el.committed, axis=0)
         self.file.close()
         self.file = None
         if results:
