@@ -10,13 +10,12 @@ and PyTorch (if importable; never a dependency) with ``torch.randn_like``.
     python bench/bench_core.py [--n 1000000] [--quick]
 """
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
 
 import particleflow as pf
+from _timing import time_per_call
 from particleflow.random import Stream
 
 H = 0.01
@@ -29,20 +28,7 @@ def means():
 
 
 def bench(step, min_time=0.02, samples=9, warmup=3):
-    for _ in range(warmup):
-        step()
-    per = []
-    for _ in range(samples):
-        k = 0
-        t0 = time.perf_counter()
-        while True:
-            step()
-            k += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        per.append(dt / k)
-    return statistics.median(per), min(per), max(per)
+    return time_per_call(step, min_time, samples, warmup)
 
 
 def numpy_step(mu, dt):

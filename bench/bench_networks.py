@@ -8,29 +8,16 @@ cheap to write and PyTorch autograd if importable (never a dependency).
 
     python bench/bench_networks.py
 """
-import statistics
 import sys
-import time
 
 import numpy as np
 
 import particleflow as pf
+from _timing import time_per_call
 
 
 def bench(fn, min_time=0.05, samples=7, warmup=2):
-    for _ in range(warmup):
-        fn()
-    per = []
-    for _ in range(samples):
-        k, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            k += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        per.append(dt / k)
-    return statistics.median(per)
+    return time_per_call(fn, min_time, samples, warmup)[0]
 
 
 def main():

@@ -245,8 +245,8 @@ class TrajectoryWriter:
         return {"/".join(k): el.committed for k, el in self.elements.items()} | \
             {f"observables/{k}": el.committed for k, el in self.observables.items()}
 
-    def close(self, results=None):
-        """Flush, trim preallocated frames, close, and (outside SWMR) add /results."""
+    def close(self):
+        """Flush, trim preallocated frames, close."""
         if self.file is None:
             return
         self.flush()
@@ -255,9 +255,6 @@ class TrajectoryWriter:
                 el.value.resize(el.committed, axis=0)
         self.file.close()
         self.file = None
-        if results:
-            with h5py.File(self.path, "r+", libver="latest") as f:
-                write_results(f, results)
 
 
 def write_results(f, results):

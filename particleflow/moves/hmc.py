@@ -11,7 +11,7 @@ import numpy as np
 
 from ..random import Purpose
 from .base import Move, positive
-from .langevin import _PATHS, _flat, fused_launcher
+from .langevin import _flat, check_path, fused_launcher
 
 
 class HMC(Move):
@@ -31,9 +31,7 @@ class HMC(Move):
                 raise ValueError("mass must be a positive scalar or a positive vector [dim] (diagonal mass)")
             mass = m
         self.mass = mass
-        if path not in _PATHS:
-            raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
-        self.path = path
+        self.path = check_path(path)
 
     def check(self, ensemble):
         super().check(ensemble)

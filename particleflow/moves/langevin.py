@@ -21,10 +21,14 @@ from .base import Move, positive
 _PATHS = ("auto", "fused", "array")
 
 
-def fused_launcher(energy, kind, ensemble, path):
-    """The fused kernel launcher for this energy/ensemble, or None for the array path."""
+def check_path(path):
     if path not in _PATHS:
         raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
+    return path
+
+
+def fused_launcher(energy, kind, ensemble, path):
+    """The fused kernel launcher for this energy/ensemble, or None for the array path."""
     from ..kernels.analytic import MAX_FUSED_DIM, kernel
     ok = hasattr(energy, "fused_params") and 1 <= ensemble.dim <= MAX_FUSED_DIM
     if path == "array" or (path == "auto" and not ok):
@@ -65,9 +69,7 @@ class Langevin(Move):
                 raise ValueError(f"noise_scale must be a finite number >= 0; got {noise_scale!r}")
             noise_scale = float(noise_scale)
         self.noise_scale = noise_scale
-        if path not in _PATHS:
-            raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
-        self.path = path
+        self.path = check_path(path)
 
     @property
     def sigma(self):
@@ -99,9 +101,7 @@ class MALA(Move):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
-        if path not in _PATHS:
-            raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
-        self.path = path
+        self.path = check_path(path)
 
     def _step(self, ens, stream, step):
         xp = ens.xp
