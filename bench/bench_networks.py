@@ -8,6 +8,7 @@ cheap to write and PyTorch autograd if importable (never a dependency).
 
     python bench/bench_networks.py
 """
+import os
 import sys
 
 import numpy as np
@@ -36,7 +37,16 @@ def main():
     def deen():
         r = xd - xi + s2 * mlp.grad(xi)                        # DEEN residual (paper 002)
         return mlp.grad_params_directional(xi, (2 * s2 / len(xi)) * r, np.ones(len(xi), np.float32))
-    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096", bench(deen)))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096: generic grad + item (d)", bench(deen)))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096: dsm_loss_and_grad (3 passes)",
+                 bench(lambda: mlp.dsm_loss_and_grad(xd, xi, 0.1))))
+    ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench-reference")
+    if os.path.exists(os.path.join(ref, "dsm_mlp_grad.py")):      # the project's numpy reference, same run
+        sys.path.insert(0, ref)
+        import dsm_mlp_grad
+        f = dsm_mlp_grad.make_numpy(np.dtype(np.float32))
+        params = dsm_mlp_grad.flat_params(2, np.dtype(np.float32))
+        rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", bench(lambda: f(params, xd, xi))))
     mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
     rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5 (Langevin step work)",
