@@ -13,11 +13,11 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and \
     # particleflow.kernels only when installing; make the same name resolve here.
     __path__.append(_os.path.dirname(_here))
 
-from . import energies, io, moves, random  # noqa: E402
+from . import energies, estimators, io, moves, random  # noqa: E402
 from .ensemble import Ensemble  # noqa: E402
 from .errors import DivergenceError  # noqa: E402
 from .simulation import Simulation, sample  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Ensemble", "Simulation", "sample", "DivergenceError", "energies", "io", "moves",
+__all__ = ["Ensemble", "Simulation", "sample", "DivergenceError", "energies", "estimators", "io", "moves",
            "random", "__version__"]

@@ -132,6 +132,16 @@ def run(config, out, overrides, steps, seed, force, quiet):
         text = cfgmod.dumps(raw)
     out = out or _default_out(config)
     _check_writable(out, force)
+    module = cfgmod.estimator_module(cfg["estimator"])
+    if module is not None:
+        prog = _Progress(1, 0, not quiet)
+        results = module.execute(cfg, text, out, progress=lambda i, n, s: prog(i, n, s),
+                                 base_dir=os.path.dirname(os.path.abspath(config)))
+        if not quiet:
+            for line in module.summary(results, cfg):
+                click.echo(line)
+        _finish(out, cfg, quiet)
+        return
     prog = _Progress(cfg["run"]["steps"], 0, not quiet)
     try:
         execute(cfg, text, out, progress=prog, base_dir=os.path.dirname(os.path.abspath(config)))
@@ -153,6 +163,16 @@ def resume(path, quiet):
     from .runner import Interrupted, checkpoint_path, execute
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
+    if not os.path.exists(checkpoint_path(path)):
+        from .io.h5md import open_run
+        try:
+            with open_run(path) as r:
+                est = r.parameters.get("estimator", "sample")
+        except ValueError:
+            est = "sample"           # unreadable: read_checkpoint below names the problem
+        if est != "sample":
+            raise UserError(f"{path} is a run of estimator {est!r}, which finishes in one go and has no "
+                            "checkpoint; rerun its config with --force")
     start = read_checkpoint(checkpoint_path(path))
     cfg = cfgmod.validate(cfgmod.loads(start["config"], "the checkpoint's config"))
     if start["step"] >= cfg["run"]["steps"]:
@@ -204,7 +224,13 @@ def inspect(path, stats):
             last = np.array2string(np.asarray(v[-1]), precision=4) if len(v) else "-"
             click.echo(f"{name:<32} {len(v):>7} {last:>24}")
         for name, v in r.results.items():
-            click.echo(f"result {name} = {np.array2string(np.asarray(v), precision=4)}")
+            v = np.asarray(v)
+            if v.size > 8 and v.dtype.kind in "fiu":
+                fin = v[np.isfinite(v)] if v.dtype.kind == "f" else v
+                rng = f"min {fin.min():.4g}, mean {fin.mean():.4g}, max {fin.max():.4g}" if fin.size else "no finite values"
+                click.echo(f"result {name}: shape {v.shape}, {rng}")
+            else:
+                click.echo(f"result {name} = {np.array2string(v, precision=4)}")
     if stats:
         from .analysis import summary
         click.echo("statistics over the second half of the frames (frames are the samples):")
@@ -220,8 +246,15 @@ def _plot(path, png):
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'") from None
+    from .io.config import estimator_module
     from .io.h5md import open_run
     with open_run(path) as r:
+        est = r.parameters.get("estimator", "sample")
+        if est != "sample" and hasattr(estimator_module(est), "plot"):
+            tmp = png + ".tmp.png"
+            estimator_module(est).plot(r, tmp)
+            os.replace(tmp, png)
+            return png
         obs = {k: o for k, o in sorted(r.observables.items()) if np.ndim(o.values[0:1]) <= 1 and len(o.steps)}
         ens = list(r.ensembles.items())
         ncols = max(1, len(obs)) + len(ens)

@@ -11,3 +11,8 @@ class DivergenceError(RuntimeError):
         super().__init__(
             f"ensemble {ensemble!r} diverged at step {step} in move {move}: NaN or Inf "
             f"in its {what}. Reduce the step size or check the energy's gradient.")
+
+
+class FitDivergenceError(RuntimeError):
+    """A parameter fit left its domain (NaN, Inf, or outside the model family);
+    the message names the estimator, the iteration and the fix."""

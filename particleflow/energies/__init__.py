@@ -8,3 +8,6 @@ __all__ += ["MLP", "ConvNet", "Network"]
 from .f1 import F1Network  # noqa: E402
 
 __all__ += ["F1Network"]
+from .parametric import GaussianPrecision, GaussianStd  # noqa: E402
+
+__all__ += ["GaussianStd", "GaussianPrecision"]

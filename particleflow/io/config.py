@@ -16,6 +16,7 @@ The ``sample`` estimator (the engine's generic sampler, used by ``runs/demo.toml
     [[schedule]] move = langevin | mala | hmc | resample | restart, ensemble, every, ...
 """
 import difflib
+import importlib
 import math
 import numbers
 import tomllib
@@ -83,7 +84,10 @@ MOVES = {
 }
 SLOT = {"move": Field("str", REQUIRED, choices=tuple(MOVES)), "ensemble": Field("str", REQUIRED),
         "every": Field("int", 1, lo=1), "name": Field("str", None)}
-TOP = {"estimator": Field("str", "sample", choices=("sample",)), "run": Field("table", REQUIRED),
+# estimators other than the generic sampler: config key -> module with validate /
+# execute / summary / plot (particleflow/estimators/*_run.py)
+ESTIMATOR_MODULES = {"importance_ml": "particleflow.estimators.importance_run"}
+TOP = {"estimator": Field("str", "sample", choices=("sample",) + tuple(ESTIMATOR_MODULES)), "run": Field("table", REQUIRED),
        "output": Field("table", {}), "energy": Field("table", REQUIRED),
        "ensembles": Field("table", REQUIRED), "schedule": Field("list", REQUIRED)}
 
@@ -112,8 +116,18 @@ def _join(where, k):
     return f"{where}.{k}" if where else k
 
 
+def estimator_module(name):
+    """The module running estimator ``name`` (None for the generic ``sample``)."""
+    return None if name == "sample" else importlib.import_module(ESTIMATOR_MODULES[name])
+
+
 def validate(cfg):
     """Validated config with defaults filled in, or ``ConfigError``."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("the config must be a table")
+    est = TOP["estimator"].check("estimator", cfg.get("estimator", "sample"))
+    if est != "sample":
+        return estimator_module(est).validate(cfg)
     top = _table("", cfg, TOP)
     top["run"] = _table("run", top["run"], RUN)
     top["output"] = _table("output", top["output"], OUTPUT)
