@@ -98,6 +98,13 @@ class _Progress:
 
 
 def _finish(out, cfg, quiet):
+    from .io.config import estimator_module
+    module = estimator_module(cfg.get("estimator", "sample"))
+    if module is not None and hasattr(module, "summary_lines") and not quiet:
+        from .io.h5md import open_run
+        with open_run(out) as r:
+            for line in module.summary_lines(r):
+                click.echo(line)
     if cfg["output"]["plot"]:
         try:
             png = _plot(out, os.path.splitext(out)[0] + ".png")
@@ -120,23 +127,49 @@ def _finish(out, cfg, quiet):
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_user_errors
 def run(config, out, overrides, steps, seed, force, quiet):
-    """Run CONFIG.toml and stream its trajectory to an H5MD file."""
+    """Run CONFIG.toml and stream its trajectory to an H5MD file.  A config with a
+    [sweep] table ("key.path" = [values, ...]) runs once per combination of values,
+    writing <out stem>_<key>=<value>.h5 for each."""
+    import copy
+    import itertools
     from .io import config as cfgmod
-    from .runner import Interrupted, execute, load_config_file
+    from .runner import load_config_file
     text, raw = load_config_file(config)
     sets = list(overrides) + ([f"run.steps={steps}"] if steps is not None else []) + \
         ([f"run.seed={seed}"] if seed is not None else [])
     raw = cfgmod.apply_overrides(raw, sets)
-    cfg = cfgmod.validate(raw)
-    if sets:
-        text = cfgmod.dumps(raw)
+    sweep = raw.pop("sweep", None)
     out = out or _default_out(config)
-    _check_writable(out, force)
+    base_dir = os.path.dirname(os.path.abspath(config))
+    if sweep is None:
+        cfg = cfgmod.validate(raw)
+        _check_writable(out, force)
+        _run_one(cfg, cfgmod.dumps(raw) if sets else text, out, base_dir, quiet)
+        return
+    if not isinstance(sweep, dict) or not sweep or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise UserError('sweep must be a table of "key.path" = [value, ...] with non-empty arrays')
+    combos = []
+    for values in itertools.product(*sweep.values()):
+        one = cfgmod.apply_overrides(copy.deepcopy(raw), [f"{k}={cfgmod.dumps({'v': v}).split(' = ', 1)[1].strip()}"
+                                                          for k, v in zip(sweep, values)])
+        cfg = cfgmod.validate(one)                   # every combination is checked before any runs
+        tag = "_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(sweep, values))
+        combos.append((cfg, one, os.path.splitext(out)[0] + f"_{tag}.h5", tag))
+    for _, _, path, _ in combos:
+        _check_writable(path, force)
+    for cfg, one, path, tag in combos:
+        if not quiet:
+            click.echo(f"== sweep: {tag} -> {path}")
+        _run_one(cfg, cfgmod.dumps(one), path, base_dir, quiet)
+
+
+def _run_one(cfg, text, out, base_dir, quiet):
+    from .io import config as cfgmod
+    from .runner import Interrupted, execute
     module = cfgmod.estimator_module(cfg["estimator"])
-    if module is not None:
+    if module is not None and not hasattr(module, "build_plan"):     # one-shot estimators
         prog = _Progress(1, 0, not quiet)
-        results = module.execute(cfg, text, out, progress=lambda i, n, s: prog(i, n, s),
-                                 base_dir=os.path.dirname(os.path.abspath(config)))
+        results = module.execute(cfg, text, out, progress=lambda i, n, s: prog(i, n, s), base_dir=base_dir)
         if not quiet:
             for line in module.summary(results, cfg):
                 click.echo(line)
@@ -144,7 +177,7 @@ def run(config, out, overrides, steps, seed, force, quiet):
         return
     prog = _Progress(cfg["run"]["steps"], 0, not quiet)
     try:
-        execute(cfg, text, out, progress=prog, base_dir=os.path.dirname(os.path.abspath(config)))
+        execute(cfg, text, out, progress=prog, base_dir=base_dir)
     except Interrupted as e:
         click.echo(f"\ninterrupted: trajectory flushed and checkpointed at {out}; "
                    f"continue with: particleflow resume {out}", err=True)

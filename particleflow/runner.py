@@ -109,6 +109,34 @@ def build(cfg, base_dir=".", restore=False):
     return sim, energy
 
 
+class Plan:
+    """What ``execute`` needs from an estimator: the Simulation, what to record and
+    how often.
+
+    observe(sim, last_stats) -> dict name -> value   (every ``obs_every`` steps)
+    results(sim) -> dict name -> array               (once, at the end)
+    frame_ensembles : names written every ``frame_every`` steps (the others only at
+    frame 0: static ensembles such as training data)."""
+
+    def __init__(self, sim, observe, results, frame_every, obs_every, frame_ensembles=None, parameters=None):
+        self.sim, self.observe, self.results = sim, observe, results
+        self.frame_every, self.obs_every = int(frame_every), int(obs_every)
+        self.frame_ensembles = list(sim.ensembles) if frame_ensembles is None else list(frame_ensembles)
+        self.parameters = parameters or {}
+
+
+def build_plan(cfg, base_dir=".", restore=False):
+    module = cfgmod.estimator_module(cfg["estimator"])
+    if module is not None:
+        return module.build_plan(cfg, base_dir, restore)
+    sim, _ = build(cfg, base_dir, restore)
+    every = cfg["output"]["every"]
+    return Plan(sim, _observable_values,
+                lambda s: {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64)
+                           for name, e in s.ensembles.items()},
+                every, every)
+
+
 def _observable_values(sim, last_stats):
     vals = {}
     for name, ens in sim.ensembles.items():
@@ -140,9 +168,10 @@ class _SignalGuard:
 def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
     """Run (or continue, with ``start`` = checkpoint dict) the config; write ``out``
     and ``out + '.ckpt'``.  Returns the Simulation.  Raises ``Interrupted``."""
-    sim, _ = build(cfg, base_dir, restore=start is not None)
+    plan = build_plan(cfg, base_dir, restore=start is not None)
+    sim = plan.sim
     n_total = cfg["run"]["steps"]
-    o = cfg["output"]
+    ckpt_every = cfg["output"]["checkpoint_every"]
     if start is not None:
         for name, st in start["ensembles"].items():
             ens = sim.ensembles[name]
@@ -157,12 +186,18 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
         # one step to learn the shapes of all observables (SWMR needs every dataset
         # before writing starts); frame 0 is the initial state
         init_frame = {k: e.copy() for k, e in sim.ensembles.items()}
+        init_obs = plan.observe(sim, {})
     writer = None
     ckpt = checkpoint_path(out)
+
+    def next_multiple(k):
+        return (sim.step // k + 1) * k
+
     with _SignalGuard() as guard:
         try:
             while sim.step < n_total:
-                nxt = min(n_total, (sim.step // o["every"] + 1) * o["every"])
+                nxt = min(n_total, next_multiple(plan.frame_every), next_multiple(plan.obs_every),
+                          next_multiple(ckpt_every))
                 for _ in range(nxt - sim.step):
                     sim.run(1)
                     last_stats.update({s.name: s.stats[-1][1] for s in sim.slots if s.stats})
@@ -171,16 +206,17 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
                     if guard.signum is not None:
                         break
                 if writer is None:
-                    writer = _open_writer(out, sim, cfg, config_text, last_stats, start,
-                                          init_frame if start is None else None)
-                if sim.step % o["every"] == 0:
-                    writer.write_frame(sim.step, sim.ensembles)
-                    for k, v in _observable_values(sim, last_stats).items():
+                    writer = _open_writer(out, plan, cfg, config_text, last_stats, start,
+                                          (init_frame, init_obs) if start is None else None)
+                if sim.step % plan.frame_every == 0:
+                    writer.write_frame(sim.step, {k: sim.ensembles[k] for k in plan.frame_ensembles})
+                if sim.step % plan.obs_every == 0:
+                    for k, v in plan.observe(sim, last_stats).items():
                         if k in writer.observables:
                             writer.write_observable(k, sim.step, v)
                 if progress is not None:
                     progress(sim.step, n_total, last_stats)
-                if guard.signum is not None or sim.step % o["checkpoint_every"] == 0 or sim.step == n_total:
+                if guard.signum is not None or sim.step % ckpt_every == 0 or sim.step == n_total:
                     writer.flush()
                     write_checkpoint(ckpt, sim.step, sim.ensembles, writer.frame_counts(), config_text,
                                      cfg["run"]["seed"])
@@ -189,19 +225,23 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
         finally:
             if writer is not None:
                 writer.close()
-    results = {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64) for name, e in sim.ensembles.items()}
     with h5py.File(out, "r+", libver="latest") as f:
-        write_results(f, results)
+        write_results(f, plan.results(sim))
     return sim
 
 
-def _open_writer(out, sim, cfg, config_text, last_stats, start, init_frame):
-    params = dict(config=config_text, seed=cfg["run"]["seed"], dtype=cfg["run"]["dtype"], backend="cpu")
+def _open_writer(out, plan, cfg, config_text, last_stats, start, init):
+    params = dict(config=config_text, seed=cfg["run"]["seed"], dtype=cfg["run"]["dtype"], backend="cpu",
+                  estimator=cfg["estimator"]) | plan.parameters
     if start is not None:
-        return _rewrite_from_checkpoint(out, sim, params, last_stats, start, cfg)
-    obs = _observable_values(sim, last_stats)
-    w = TrajectoryWriter(out, sim.ensembles, obs, params, compression=cfg["output"]["compression"])
+        return _rewrite_from_checkpoint(out, plan.sim, params, last_stats, start, cfg)
+    init_frame, init_obs = init
+    obs = plan.observe(plan.sim, last_stats)
+    obs = {**{k: v for k, v in init_obs.items()}, **obs}
+    w = TrajectoryWriter(out, plan.sim.ensembles, obs, params, compression=cfg["output"].get("compression", "none"))
     w.write_frame(0, init_frame)
+    for k, v in init_obs.items():
+        w.write_observable(k, 0, v)
     return w
 
 
@@ -212,7 +252,8 @@ def _rewrite_from_checkpoint(out, sim, params, last_stats, start, cfg):
     old = Run(out)
     try:
         obs_examples = {k: o._frames[0] if len(o._frames) else 0.0 for k, o in old.observables.items()}
-        w = TrajectoryWriter(tmp, sim.ensembles, obs_examples, params, compression=cfg["output"]["compression"])
+        w = TrajectoryWriter(tmp, sim.ensembles, obs_examples, params,
+                             compression=cfg["output"].get("compression", "none"))
         for (name, what), el in w.elements.items():
             n = start["frames"].get(f"{name}/{what}", 0)
             src = old.file[f"particles/{name}/{what}"]

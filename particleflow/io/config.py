@@ -86,7 +86,8 @@ SLOT = {"move": Field("str", REQUIRED, choices=tuple(MOVES)), "ensemble": Field(
         "every": Field("int", 1, lo=1), "name": Field("str", None)}
 # estimators other than the generic sampler: config key -> module with validate /
 # execute / summary / plot (particleflow/estimators/*_run.py)
-ESTIMATOR_MODULES = {"importance_ml": "particleflow.estimators.importance_run"}
+ESTIMATOR_MODULES = {"importance_ml": "particleflow.estimators.importance_run",
+                     "dual_ebm": "particleflow.estimators.dual_ebm_run"}
 TOP = {"estimator": Field("str", "sample", choices=("sample",) + tuple(ESTIMATOR_MODULES)), "run": Field("table", REQUIRED),
        "output": Field("table", {}), "energy": Field("table", REQUIRED),
        "ensembles": Field("table", REQUIRED), "schedule": Field("list", REQUIRED)}

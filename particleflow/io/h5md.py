@@ -207,6 +207,8 @@ class TrajectoryWriter:
         from ..backend import to_numpy
         wrote = False
         for (name, what), el in self.elements.items():
+            if name not in ensembles:          # static ensembles are written at frame 0 only
+                continue
             ens = ensembles[name]
             if what == "id":
                 # ids change only when particles are resampled or born: the id element
