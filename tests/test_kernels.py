@@ -76,6 +76,21 @@ def test_pairwise_kernels_equal_numpy():
     f, g = pf.moves.relu_network(x, theta, a)
     np.testing.assert_allclose(f, np.maximum(dots, 0) @ a, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(g, ((dots > 0) * a) @ theta, rtol=1e-12, atol=1e-14)
+    # the CPU block kernels reduce in a fixed order: bitwise equal for 1 and 2 threads
+    import numba
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = pf.moves.relu_feature_means(theta, x) + pf.moves.relu_network(x, theta, a)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = pf.moves.relu_feature_means(theta, x) + pf.moves.relu_network(x, theta, a)
+    finally:
+        numba.set_num_threads(saved)
+    assert all(u.tobytes() == v.tobytes() for u, v in zip(one, two))
+    # float32 through the same kernels
+    S32, G32 = pf.moves.relu_feature_means(theta.astype(np.float32), x.astype(np.float32))
+    np.testing.assert_allclose(S32, S, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(G32, G, rtol=1e-4, atol=1e-5)
 
 
 def test_resampling_merge_equals_parallel_search():

@@ -15,6 +15,8 @@ particle-neuron sums of F1 ReLU networks, run by ``particleflow.kernels.pairwise
 """
 import math
 
+import numpy as np
+
 from ..backend import array_module, kernel_target
 from ..kernels.pairwise import kernel as _pairwise_kernel
 from .base import Move, positive
@@ -95,6 +97,9 @@ def relu_feature_means(theta, x, coef=None):
     x = xp.ascontiguousarray(x)
     m, d = theta.shape
     c = theta.dtype.type(1.0 / x.shape[0] if coef is None else coef)
+    if xp is np:
+        from ..kernels.pairwise import neuron_sums_cpu     # block kernel, fixed-order sums
+        return neuron_sums_cpu(theta, x, c)
     S = xp.zeros(m, dtype=theta.dtype)
     G = xp.zeros(m * d, dtype=theta.dtype)
     _pairwise_kernel("neuron_sums", kernel_target(theta))(m, theta.reshape(-1), x.reshape(-1), x.shape[0], d, c, S, G)
@@ -108,6 +113,9 @@ def relu_network(x, theta, a):
     n, d = x.shape
     if a.shape != (theta.shape[0],):
         raise ValueError(f"a must have shape ({theta.shape[0]},); got {a.shape}")
+    if xp is np:
+        from ..kernels.pairwise import network_cpu          # block kernel
+        return network_cpu(xp.ascontiguousarray(x), xp.ascontiguousarray(theta), xp.asarray(a, dtype=x.dtype))
     f = xp.empty(n, dtype=x.dtype)
     g = xp.empty(n * d, dtype=x.dtype)
     _pairwise_kernel("network", kernel_target(x))(n, xp.ascontiguousarray(x).reshape(-1),
