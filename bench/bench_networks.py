@@ -6,7 +6,10 @@ cheap to write and PyTorch autograd if importable (never a dependency).
 * MLP [2, 32, 32, 32, 1] tanh, batch 4096, float32: one DEEN loss gradient
   (grad_x, then grad_params_directional).
 
-    python bench/bench_networks.py
+    python bench/bench_networks.py [--torch-python /path/to/torch-venv/bin/python]
+
+With a PyTorch interpreter (a separate venv), ``torch_reference.py`` times the same
+workloads there and the table shows the ratio measured in the same run.
 """
 import os
 import sys
@@ -49,27 +52,25 @@ def main():
         rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", bench(lambda: f(params, xd, xi))))
     mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
-    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5 (Langevin step work)",
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5",
                  bench(lambda: mlp64.value_and_grad(x64), samples=3)))
-    try:
-        import torch
-        torch.set_num_threads(2)
-        tx = torch.from_numpy(x).requires_grad_(True)
-        conv = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 32, 3, 1, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(32, 64, 4, 2, 1),
-            torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(64, 128, 4, 2, 1), torch.nn.LeakyReLU(0.2),
-            torch.nn.Conv2d(128, 256, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(256, 1, 4, 1, 0))
-
-        def t_step():
-            e = conv(tx).sum()
-            torch.autograd.grad(e, tx)
-        rows.append((f"PyTorch {torch.__version__} ConvNet value+grad_x, batch 64", bench(t_step)))
-    except ImportError:
-        pass
-    print("| workload | median time |")
-    print("|---|---|")
+    torch_rows = {}
+    torch_python = os.environ.get("PF_TORCH_PYTHON") or (sys.argv[sys.argv.index("--torch-python") + 1]
+                                                         if "--torch-python" in sys.argv else None)
+    if torch_python:          # PyTorch lives in its own venv; never a particleflow dependency
+        import subprocess
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run([torch_python, os.path.join(here, "torch_reference.py")], capture_output=True,
+                             text=True, check=True).stdout
+        for line in out.splitlines():
+            name, t = line.split("\t")
+            torch_rows[name] = float(t)
+    print("| workload | median time | PyTorch (same run) | ratio ours / PyTorch |")
+    print("|---|---|---|---|")
     for name, t in rows:
-        print(f"| {name} | {t * 1e3:.2f} ms |")
+        key = next((k for k in torch_rows if name.startswith(k)), None)
+        ref = f"{torch_rows[key] * 1e3:.2f} ms | {t / torch_rows[key]:.2f}" if key else "- | -"
+        print(f"| {name} | {t * 1e3:.2f} ms | {ref} |")
     return 0
 
 
