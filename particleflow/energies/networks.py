@@ -184,7 +184,7 @@ class MLP(Network):
     seed : int (PyTorch-default Kaiming-uniform initialisation)
     """
 
-    def __init__(self, sizes, activation="tanh", seed=0, dtype=np.float64, batch_size=8192):
+    def __init__(self, sizes, activation="tanh", seed=0, dtype=np.float64, batch_size=2048):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or sizes[-1] != 1 or min(sizes) < 1:
             raise ValueError(f"sizes must be [d_in, ..., 1] with positive entries; got {sizes}")
@@ -203,6 +203,47 @@ class MLP(Network):
 
     def _dense(self):
         return self.layers[0::2]
+
+    fused = True      # numpy arrays: fused bias + activation kernel (kernels/activations.py)
+
+    def value_and_grad(self, x):
+        """E and grad_x E.  On numpy arrays each hidden layer is one GEMM plus one fused,
+        multi-threaded bias + activation pass that also stores sigma' (instead of the
+        generic layer path's ~5 single-threaded passes); the backward pass multiplies
+        by sigma' in place.  Same numbers as the layer path (tested); CuPy arrays and
+        ``fused = False`` take the layer path."""
+        if not self.fused or array_module(x) is not np:
+            return super().value_and_grad(x)
+        self._check(x)
+        from ..kernels.activations import bias_activation
+        dense = self._dense()
+        act = self.layers[1] if len(self.layers) > 1 else None
+        e = np.empty(x.shape[0], dtype=x.dtype)
+        g = np.empty_like(x)
+        for s in self._chunks(x.shape[0]):
+            a = x[s]
+            d1s = []
+            for layer in dense[:-1]:
+                z = a @ layer.params["weight"].T
+                d1 = np.empty_like(z)
+                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1)
+                d1s.append(d1)
+                a = z
+            wL = dense[-1].params["weight"]
+            e[s] = a @ wL[0] + dense[-1].params["bias"][0]
+            if not d1s:
+                g[s] = wL[0]
+                continue
+            ab = d1s[-1]
+            ab *= wL[0]                                   # delta of the last hidden layer
+            for i in range(len(dense) - 2, 0, -1):
+                ab = ab @ dense[i].params["weight"]
+                ab *= d1s[i - 1]
+            g[s] = ab @ dense[0].params["weight"]
+        return e, g
+
+    def grad(self, x):
+        return self.value_and_grad(x)[1]
 
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
         """DEEN's denoising score-matching loss (paper 002) and its parameter gradient:
