@@ -3,15 +3,17 @@
 Layout (channels last, so that the GEMM output needs no transpose):
 x [B, H, W, C]; columns [B*Ho*Wo, kh*kw*C] with
 cols[(b*Ho + oh)*Wo + ow, (i*kw + j)*C + c] = x[b, oh*s + i - p, ow*s + j - p, c] (0 outside).
-``col2im`` is the adjoint: one thread per batch element scatters that element's
-columns in a fixed order (no atomics, thread-count independent).  The array-module
+``col2im`` is the adjoint: each batch element's columns are scattered in a fixed order.
+Both are single-threaded on purpose: they run between OpenBLAS GEMMs, and a numba
+thread pool fighting OpenBLAS's spinning workers for the 2 cores made the ConvNet step
+25% slower (measured: value + grad_x 151-164 ms parallel, 111-124 ms serial).  The array-module
 versions in ``particleflow/energies/layers.py`` are the oracle and the CuPy path.
 """
 import numba
 from numba import prange
 
 
-@numba.njit(parallel=True, error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True)
 def im2col(x, kh, kw, stride, pad, Ho, Wo, out):
     B, H, W, C = x.shape
     for r in prange(B * Ho):
@@ -33,7 +35,7 @@ def im2col(x, kh, kw, stride, pad, Ho, Wo, out):
     return out
 
 
-@numba.njit(parallel=True, error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True)
 def col2im(cols, kh, kw, stride, pad, Ho, Wo, out):
     B, H, W, C = out.shape
     for b in prange(B):

@@ -66,6 +66,13 @@ class Activation:
         self.name, self.alpha = name, float(alpha)
 
     def forward(self, a, at=None):
+        if at is None and array_module(a) is np and a.ndim >= 2 and a.flags.c_contiguous:
+            # one fused pass for sigma and sigma' (kernels/activations.py)
+            from ..kernels.activations import bias_activation
+            z = a.reshape(-1, a.shape[-1])
+            out, d1 = np.empty_like(z), np.empty_like(z)
+            bias_activation(z, np.zeros(z.shape[1], a.dtype), self.name, self.alpha, d1, out=out)
+            return out.reshape(a.shape), None, (d1.reshape(a.shape), None, None)
         if at is None and self.name in ("relu", "leaky_relu"):
             xp = array_module(a)
             slope = xp.where(a > 0, a.dtype.type(1), a.dtype.type(0 if self.name == "relu" else self.alpha))

@@ -226,9 +226,11 @@ class MLP(Network):
             for layer in dense[:-1]:
                 z = a @ layer.params["weight"].T
                 d1 = np.empty_like(z)
-                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1)
+                # a separate output: in place, LLVM's run-time alias check fails and the
+                # loop falls back to scalar code (measured 8x slower)
+                a = np.empty_like(z)
+                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
                 d1s.append(d1)
-                a = z
             wL = dense[-1].params["weight"]
             e[s] = a @ wL[0] + dense[-1].params["bias"][0]
             if not d1s:
