@@ -208,9 +208,29 @@ class Conv2d:
         # (out_c, in_c, kh, kw) -> (out_c, kh*kw*in_c) matching the column order
         return self.params["weight"].transpose(0, 2, 3, 1).reshape(self.out_c, -1)
 
+    keep_columns = True     # set False by a network pass that needs no parameter gradients
+    stream = True
+
     def forward(self, a, at=None):
         B = a.shape[0]
         Wm = self._wmat()
+        if at is None and self.stream and not self.keep_columns and array_module(a) is np:
+            # im2col + GEMM over groups of batch elements: the columns never exist for
+            # the whole batch (they are only needed for parameter gradients)
+            from ..kernels import conv
+            Ho, Wo = _conv_out(a.shape[1], self.k, self.stride, self.pad), \
+                _conv_out(a.shape[2], self.k, self.stride, self.pad)
+            a = np.ascontiguousarray(a)
+            z = np.empty((B, Ho, Wo, self.out_c), dtype=a.dtype)
+            group = max(1, 4096 // (Ho * Wo))
+            cols = np.empty((min(B, group) * Ho * Wo, self.k * self.k * self.in_c), dtype=a.dtype)
+            for b0 in range(0, B, group):
+                b1 = min(B, b0 + group)
+                c = conv.im2col(a[b0:b1], self.k, self.k, self.stride, self.pad, Ho, Wo,
+                                cols[:(b1 - b0) * Ho * Wo])
+                np.matmul(c, Wm.T, out=z[b0:b1].reshape(-1, self.out_c))
+            z += self.params["bias"]
+            return z, None, (a.shape, None, None)
         cols, (Ho, Wo) = im2col(a, self.k, self.k, self.stride, self.pad)
         z = (cols @ Wm.T).reshape(B, Ho, Wo, self.out_c) + self.params["bias"]
         colst = zt = None
@@ -222,11 +242,28 @@ class Conv2d:
     def _adjoint(self, zb, shape, cols, need_input, need_params):
         zb_m = zb.reshape(-1, self.out_c)                  # [B*Ho*Wo, out_c], no copy
         Wm = self._wmat()
-        ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad) if need_input else None
+        ab = None
+        if need_input and array_module(zb) is np:
+            ab = self._input_adjoint_chunked(zb, Wm, shape)
+        elif need_input:
+            ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad)
         if not need_params:
             return ab, None, None
         gw = (zb_m.T @ cols).reshape(self.out_c, self.k, self.k, self.in_c).transpose(0, 3, 1, 2)
         return ab, gw, zb_m.sum(0)
+
+    def _input_adjoint_chunked(self, zb, Wm, shape):
+        """col2im(zb W) over groups of batch elements, so that the [rows, kh*kw*in_c]
+        intermediate stays cache-sized instead of a full-batch array."""
+        from ..kernels import conv
+        B, Ho, Wo, _ = zb.shape
+        out = np.empty(shape, dtype=zb.dtype)
+        group = max(1, 4096 // (Ho * Wo))
+        for b0 in range(0, B, group):
+            b1 = min(B, b0 + group)
+            part = zb[b0:b1].reshape(-1, self.out_c) @ Wm
+            conv.col2im(part, self.k, self.k, self.stride, self.pad, Ho, Wo, out[b0:b1])
+        return out
 
     def backward(self, cache, zb, ztb=None, need_params=True, need_input=True):
         shape, cols, colst = cache

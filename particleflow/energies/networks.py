@@ -106,10 +106,17 @@ class Network(Energy):
         xp = array_module(x)
         e = xp.empty(x.shape[0], dtype=x.dtype)
         g = xp.empty_like(x)
-        for s in self._chunks(x.shape[0]):
-            es, _, caches = self._forward(x[s])
-            e[s] = es
-            g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
+        convs = [layer for layer in self.layers if isinstance(layer, Conv2d)]
+        for layer in convs:
+            layer.keep_columns = False        # no parameter gradients: stream im2col
+        try:
+            for s in self._chunks(x.shape[0]):
+                es, _, caches = self._forward(x[s])
+                e[s] = es
+                g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
+        finally:
+            for layer in convs:
+                layer.keep_columns = True
         return e, g
 
     def grad_params(self, x, cotangent):
