@@ -12,6 +12,8 @@ The last two are what DEEN's loss and short-run reconstruction need.  Batches ar
 processed in chunks of ``batch_size`` (bounded memory); parameter gradients are
 summed over chunks in a fixed order.
 """
+import contextlib
+
 import numpy as np
 
 from ..backend import array_module
@@ -97,8 +99,9 @@ class Network(Energy):
         self._check(x)
         xp = array_module(x)
         out = xp.empty(x.shape[0], dtype=x.dtype)
-        for s in self._chunks(x.shape[0]):
-            out[s] = self._forward(x[s])[0]
+        with self._no_param_grads():
+            for s in self._chunks(x.shape[0]):
+                out[s] = self._forward(x[s])[0]
         return out
 
     def value_and_grad(self, x):
@@ -106,18 +109,25 @@ class Network(Energy):
         xp = array_module(x)
         e = xp.empty(x.shape[0], dtype=x.dtype)
         g = xp.empty_like(x)
-        convs = [layer for layer in self.layers if isinstance(layer, Conv2d)]
-        for layer in convs:
-            layer.keep_columns = False        # no parameter gradients: stream im2col
-        try:
+        with self._no_param_grads():
             for s in self._chunks(x.shape[0]):
                 es, _, caches = self._forward(x[s])
                 e[s] = es
                 g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
+        return e, g
+
+    @contextlib.contextmanager
+    def _no_param_grads(self):
+        """Conv layers need not keep their im2col columns (only parameter gradients use
+        them): they stream im2col + GEMM over groups of batch elements."""
+        convs = [layer for layer in self.layers if isinstance(layer, Conv2d)]
+        for layer in convs:
+            layer.keep_columns = False
+        try:
+            yield
         finally:
             for layer in convs:
                 layer.keep_columns = True
-        return e, g
 
     def grad_params(self, x, cotangent):
         """grad_theta sum_i c_i E(x_i), as a dict like ``params``."""
