@@ -1,5 +1,6 @@
 """Importance-sampling maximum likelihood (paper 003) against closed forms."""
 import math
+import os
 
 import h5py
 import numpy as np
@@ -242,3 +243,6 @@ def test_cli_writes_the_contract_results(tmp_path):
     bad.write_text(SMALL.replace("[fit]", "[fit]\nroute = ['is']"))
     r = CliRunner().invoke(cli, ["run", str(bad), "--out", str(tmp_path / "b.h5")])
     assert r.exit_code == 2 and "did you mean 'routes'" in r.output
+    bad.write_text(SMALL.replace("M = [50, 400]", "M = [50, 100000000]"))
+    r = CliRunner().invoke(cli, ["run", str(bad), "--out", str(tmp_path / "b.h5")])
+    assert r.exit_code == 2 and "GiB" in r.output and not os.path.exists(tmp_path / "b.h5")

@@ -58,6 +58,10 @@ def validate(raw):
     s = cfg["sampling"] = _table("sampling", cfg["sampling"], SAMPLING)
     if not s["M"] or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in s["M"]):
         raise ConfigError(f"sampling.M must be a non-empty array of integers >= 1; got {s['M']!r}")
+    need = cfg["run"]["runs"] * max(s["M"]) * 8
+    if need > 4 * 2 ** 30:
+        raise ConfigError(f"run.runs x max(sampling.M) needs {need / 2 ** 30:.1f} GiB of common random numbers "
+                          "(limit 4 GiB); reduce run.runs or sampling.M")
     f = cfg["fit"] = _table("fit", cfg["fit"], FIT)
     bad = [r for r in f["routes"] if r not in ROUTES]
     if bad:
