@@ -6,28 +6,15 @@ is never a dependency of particleflow):
 Prints one line per workload: ``name<TAB>seconds`` (median per call), same workloads,
 sizes and dtypes as bench_networks.py, 2 threads.
 """
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
+from _timing import time_per_call   # bench/_timing.py: numpy-free, importable from the torch venv
 
 
 def per_call(fn, min_time=0.05, samples=7, warmup=2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(samples):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        out.append(dt / n)
-    return statistics.median(out)
+    return time_per_call(fn, min_time, samples, warmup)[0]
 
 
 def main():

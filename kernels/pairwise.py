@@ -81,6 +81,25 @@ BLOCK = 256
 LANES = 8
 
 
+@_numba.njit(inline="always", error_model="numpy")
+def _load_block(x, s0, cnt, xt):
+    """xt[k, p] = x[s0 + p, k]: the block's particles, feature-major."""
+    for p in range(cnt):
+        for k in range(x.shape[1]):
+            xt[k, p] = x[s0 + p, k]
+
+
+@_numba.njit(inline="always", error_model="numpy")
+def _block_dots(theta, j, xt, z, bl, d, zero):
+    """z[p] = <theta_j, x_p> for the block's particles (feature-major xt [d, bl])."""
+    for p in range(bl):
+        z[p] = zero
+    for k in range(d):
+        w = theta[j, k]
+        for p in range(bl):
+            z[p] += w * xt[k, p]
+
+
 @_numba.njit(parallel=True, error_model="numpy", cache=True)
 def network_blocks(x, theta, a, f, g, bl):
     """f_i = sum_j a_j relu(<theta_j, x_i>), g_i = sum_j a_j 1[.] theta_j; ``bl`` = BLOCK
@@ -95,16 +114,9 @@ def network_blocks(x, theta, a, f, g, bl):
         z = np.empty(bl, dtype=x.dtype)
         fo = np.zeros(bl, dtype=x.dtype)
         zero = fo[0]
-        for p in range(cnt):
-            for k in range(d):
-                xt[k, p] = x[s0 + p, k]
+        _load_block(x, s0, cnt, xt)
         for j in range(m):
-            for p in range(bl):
-                z[p] = zero
-            for k in range(d):
-                w = theta[j, k]
-                for p in range(bl):
-                    z[p] += w * xt[k, p]
+            _block_dots(theta, j, xt, z, bl, d, zero)
             aj = a[j]
             for p in range(bl):
                 on = z[p] > zero
@@ -134,16 +146,9 @@ def neuron_sums_blocks(theta, x, c, S_part, G_part, bl):
         acc = np.empty(LANES, dtype=x.dtype)
         zero = xt[0, 0] * 0
         one = zero + 1
-        for p in range(cnt):
-            for k in range(d):
-                xt[k, p] = x[s0 + p, k]
+        _load_block(x, s0, cnt, xt)
         for j in range(m):
-            for p in range(bl):
-                z[p] = zero
-            for k in range(d):
-                w = theta[j, k]
-                for p in range(bl):
-                    z[p] += w * xt[k, p]
+            _block_dots(theta, j, xt, z, bl, d, zero)
             for p in range(bl):
                 z[p] = z[p] if z[p] > zero else zero
             S_part[blk, j] = c * _lane_sum(z, acc, bl)

@@ -39,6 +39,15 @@ class Energy:
         raise NotImplementedError
 
 
+def cotangent_vector(x, cotangent):
+    """The per-particle weights c of grad_theta sum_i c_i E(x_i), checked: shape (n,)."""
+    xp = array_module(x)
+    c = xp.asarray(cotangent, dtype=x.dtype)
+    if c.shape != (x.shape[0],):
+        raise ValueError(f"cotangent must have shape ({x.shape[0]},); got {c.shape}")
+    return c
+
+
 def _as_float_array(a, what):
     a = np.asarray(a, dtype=np.float64)
     if not np.isfinite(a).all():

@@ -17,7 +17,7 @@ import contextlib
 import numpy as np
 
 from ..backend import array_module
-from .analytic import Energy
+from .analytic import Energy, cotangent_vector
 from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
 
 
@@ -174,11 +174,7 @@ class Network(Energy):
 
     @staticmethod
     def _cotangent(x, cotangent):
-        xp = array_module(x)
-        c = xp.asarray(cotangent, dtype=x.dtype)
-        if c.shape != (x.shape[0],):
-            raise ValueError(f"cotangent must have shape ({x.shape[0]},); got {c.shape}")
-        return c
+        return cotangent_vector(x, cotangent)
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(map(repr, self.layers))})"

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ..backend import array_module
-from .analytic import Energy, _as_float_array, _check_spd
+from .analytic import Energy, _as_float_array, _check_spd, cotangent_vector
 
 
 class _Parametric(Energy):
@@ -34,11 +34,7 @@ class _Parametric(Energy):
             self._set(k, v)
 
     def _cotangent(self, x, c):
-        xp = array_module(x)
-        c = xp.asarray(c, dtype=x.dtype)
-        if c.shape != (x.shape[0],):
-            raise ValueError(f"cotangent must have shape ({x.shape[0]},); got {c.shape}")
-        return c
+        return cotangent_vector(x, c)
 
 
 class GaussianStd(_Parametric):
