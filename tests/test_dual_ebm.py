@@ -183,3 +183,20 @@ def test_config_errors_name_the_key():
         cfgmod.validate(cfgmod.loads(CFG + "[teacher]\nweight = 1.0\n"))
     with pytest.raises(ValueError, match="unit sphere"):
         DualEBM(np.ones((5, 3)), 10, 4, alpha=1.0)
+
+
+def test_same_seed_bitwise_for_1_and_2_threads(mono):
+    import numba
+    teacher, data, _ = mono
+    saved = numba.get_num_threads()
+    out = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            m = DualEBM(data, 600, 16, alpha=20.0, step=0.02, restart_probability=0.3, seed=11)
+            m.sim.run(25)
+            e = m.sim.ensembles
+            out.append([e["particles"].x.tobytes(), e["neurons"].x.tobytes(), e["neurons"].log_weights.tobytes()])
+    finally:
+        numba.set_num_threads(saved)
+    assert out[0] == out[1]
