@@ -150,8 +150,9 @@ def run(config, out, overrides, steps, seed, force, quiet):
         raise UserError('sweep must be a table of "key.path" = [value, ...] with non-empty arrays')
     combos = []
     for values in itertools.product(*sweep.values()):
-        one = cfgmod.apply_overrides(copy.deepcopy(raw), [f"{k}={cfgmod.dumps({'v': v}).split(' = ', 1)[1].strip()}"
-                                                          for k, v in zip(sweep, values)])
+        one = copy.deepcopy(raw)
+        for k, v in zip(sweep, values):
+            cfgmod.set_path(one, k, v)
         cfg = cfgmod.validate(one)                   # every combination is checked before any runs
         tag = "_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(sweep, values))
         combos.append((cfg, one, os.path.splitext(out)[0] + f"_{tag}.h5", tag))

@@ -205,13 +205,16 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
                         s.stats.clear()
                     if guard.signum is not None:
                         break
+                # observables once per stop: they may be costly (dual_ebm's metrics)
+                obs = plan.observe(sim, last_stats) \
+                    if writer is None or sim.step % plan.obs_every == 0 else None
                 if writer is None:
                     writer = _open_writer(out, plan, cfg, config_text, last_stats, start,
-                                          (init_frame, init_obs) if start is None else None)
+                                          (init_frame, init_obs, obs) if start is None else None)
                 if sim.step % plan.frame_every == 0:
                     writer.write_frame(sim.step, {k: sim.ensembles[k] for k in plan.frame_ensembles})
                 if sim.step % plan.obs_every == 0:
-                    for k, v in plan.observe(sim, last_stats).items():
+                    for k, v in obs.items():
                         if k in writer.observables:
                             writer.write_observable(k, sim.step, v)
                 if progress is not None:
@@ -235,10 +238,9 @@ def _open_writer(out, plan, cfg, config_text, last_stats, start, init):
                   estimator=cfg["estimator"]) | plan.parameters
     if start is not None:
         return _rewrite_from_checkpoint(out, plan.sim, params, last_stats, start, cfg)
-    init_frame, init_obs = init
-    obs = plan.observe(plan.sim, last_stats)
-    obs = {**{k: v for k, v in init_obs.items()}, **obs}
-    w = TrajectoryWriter(out, plan.sim.ensembles, obs, params, compression=cfg["output"].get("compression", "none"))
+    init_frame, init_obs, obs = init
+    w = TrajectoryWriter(out, plan.sim.ensembles, {**init_obs, **obs}, params,
+                         compression=cfg["output"].get("compression", "none"))
     w.write_frame(0, init_frame)
     for k, v in init_obs.items():
         w.write_observable(k, 0, v)

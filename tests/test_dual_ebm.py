@@ -200,3 +200,16 @@ def test_same_seed_bitwise_for_1_and_2_threads(mono):
     finally:
         numba.set_num_threads(saved)
     assert out[0] == out[1]
+
+
+def test_sweep_runs_one_file_per_value(tmp_path):
+    from click.testing import CliRunner
+    from particleflow.cli import cli
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text(CFG.replace("steps = 40", "steps = 10").replace("checkpoint_every = 20", "checkpoint_every = 10")
+                   + '[sweep]\n"dual.restart_probability" = [0.0, 1.0]\n')
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(tmp_path / "s.h5"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    for p in (0.0, 1.0):
+        with h5py.File(tmp_path / f"s_restart_probability={p}.h5", "r") as f:
+            assert f["observables/restart/restart_fraction/value"][-1] == p

@@ -257,9 +257,6 @@ class MLP(Network):
             g[s] = ab @ dense[0].params["weight"]
         return e, g
 
-    def grad(self, x):
-        return self.value_and_grad(x)[1]
-
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
         """DEEN's denoising score-matching loss (paper 002) and its parameter gradient:
 

@@ -217,14 +217,10 @@ class ImportanceML:
         p = self._with_params(params)
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; valid routes: {', '.join(ROUTES)}")
-        g_data = self.energy.grad_params(self.data, np.ones(self.N))
         stream = Stream(self.seed, run)
         if route == "is":
-            y = self._event(self.proposal.draw(self.z[run], p))
-            lw = -self.energy.value(y) - self.proposal.log_pdf(y, p)
-            w = np.exp(lw - lw.max())
-            samples, c = y, w / w.sum()                               # Eq. 13
-        elif route == "is_resample":
+            return self._is_grad(*self._is_draws(p, run))
+        if route == "is_resample":
             from ..moves import Resample
             z = stream.normal(step + 1, np.arange(self.M), self.dim, Purpose.PROPOSAL)
             ens = Ensemble(self._event(self.proposal.draw(z, p)))
@@ -239,6 +235,20 @@ class ImportanceML:
                 self._chains[run] = ens
             IndependentMH(self.energy, self.proposal.at(p))(ens, stream, step + 1)
             samples, c = ens.x, np.full(self.M, 1.0 / self.M)
+        return self._grad_from(samples, c)
+
+    def _is_draws(self, p, run):
+        """This run's fixed proposal draws y and their log-weights at ``p``."""
+        y = self._event(self.proposal.draw(self.z[run], p))
+        return y, -self.energy.value(y) - self.proposal.log_pdf(y, p)
+
+    def _is_grad(self, y, lw):
+        w = np.exp(lw - lw.max())
+        return self._grad_from(y, w / w.sum())                         # Eqs. 12-13
+
+    def _grad_from(self, samples, c):
+        """sum_n grad E(x_n) - N sum_m c_m grad E(y_m)."""
+        g_data = self.energy.grad_params(self.data, np.ones(self.N))
         g_model = self.energy.grad_params(samples, c)
         return {k: g_data[k] - self.N * g_model[k] for k in g_data}
 
@@ -305,11 +315,10 @@ class ImportanceML:
         def fg(v):
             p = unflat(v)
             self.energy.set_params(p)
-            y = self._event(self.proposal.draw(self.z[run], p))
-            lw = -self.energy.value(y) - self.proposal.log_pdf(y, p)
+            y, lw = self._is_draws(p, run)
             log_z, _ = _log_mean_exp_rows(lw[None])
             J = self.energy.value(self.data).sum() + self.N * log_z[0]
-            g = self.grad(p, run, "is")
+            g = self._is_grad(y, lw)
             return J / self.N, np.concatenate([np.ravel(g[k]) for k in names]) / self.N
 
         b = None

@@ -178,25 +178,30 @@ def apply_overrides(cfg, assignments):
         if "=" not in a:
             raise ConfigError(f"--set expects key=value; got {a!r}")
         key, value = a.split("=", 1)
-        key = key.strip()
         try:
             v = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             v = value
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if p.isdigit() and isinstance(node, list):
-                node = node[int(p)]
-                continue
-            node = node.setdefault(p, {})
-            if not isinstance(node, (dict, list)):
-                raise ConfigError(f"--set {key}: {p!r} is not a table")
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = v
-        else:
-            node[last] = v
+        set_path(cfg, key.strip(), v)
+    return cfg
+
+
+def set_path(cfg, key, v):
+    """cfg[a][b][c] = v for key "a.b.c" (tables created as needed, list indices allowed)."""
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if p.isdigit() and isinstance(node, list):
+            node = node[int(p)]
+            continue
+        node = node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {p!r} is not a table")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = v
+    else:
+        node[last] = v
     return cfg
 
 
