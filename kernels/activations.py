@@ -1,11 +1,22 @@
 """Fused bias + activation for dense layers on the CPU (numba).
 
-One pass over the GEMM output z [n, k]: z <- sigma(z + b) in place and d1 <- sigma'(z + b),
-instead of numpy's ~5 passes with temporaries.  Deliberately single-threaded: between
-OpenBLAS GEMMs a numba thread pool and OpenBLAS's spinning workers fight over the 2
-cores (measured: a ``parallel=True`` version made the MLP step 4-15x slower).  Activation codes:
-0 tanh, 1 relu, 2 leaky_relu(alpha), 3 softplus, 4 silu.  tanh and the logistic use the
-vectorisable exp of ``vmath`` (2-3 ulp); checked against numpy in tests.
+One pass over the GEMM output z [n, k]: out <- sigma(z + b) and d1 <- sigma'(z + b),
+instead of numpy's ~5 passes with temporaries.  Deliberately single-threaded and
+``nogil``: networks run their chunks on a pool of Python threads
+(``particleflow/energies/chunks.py``); a numba thread pool between OpenBLAS GEMMs
+fights OpenBLAS's spinning workers over the 2 cores (measured: a ``parallel=True``
+version made the MLP step 4-15x slower).
+
+One kernel per activation (the activation is a compile-time constant: with a run-time
+code the branches stay inside the loop and it does not vectorise), looping over flat
+blocks of whole rows with the bias tiled to the block, so the vectorised inner loop is
+long (rows of 32 columns alone leave it mostly in its prologue and remainder).
+Activations: tanh, relu, leaky_relu(alpha), softplus, silu.  tanh and the logistic use
+the vectorisable exp of ``vmath`` (2-3 ulp); checked against numpy in tests.
+
+For tanh, ``MLP.value_and_grad`` does not use this kernel: numpy's own ``np.tanh``
+(AVX-512) is ~4x faster than the polynomial here, and sigma' = 1 - sigma^2 is applied
+in the backward pass by ``mul_tanh_derivative`` without storing it.
 """
 import numba
 import numpy as np
@@ -13,14 +24,15 @@ import numpy as np
 from . import vmath
 
 CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "softplus": 3, "silu": 4}
+BLOCK = 2048          # elements per flat block (whole rows; at least one row)
 
 
-def _make(exp, log, fl):
+def _make(exp, log, fl, code):
     one = fl(1)
     zero = fl(0)
 
     @numba.njit(inline="always", error_model="numpy")
-    def act(code, alpha, v):
+    def act(alpha, v):
         if code == 0:
             e = exp(-(abs(v) + abs(v)))
             t = (one - e) / (one + e)
@@ -36,17 +48,39 @@ def _make(exp, log, fl):
             return max(v, zero) + log(one + e), s
         return v * s, s + v * s * (one - s)
 
-    @numba.njit(error_model="numpy")
-    def bias_activation(z, b, code, alpha, out, d1):
+    @numba.njit(error_model="numpy", nogil=True)
+    def flat(zf, bt, of, df, m, alpha):
+        for q in range(m):
+            of[q], df[q] = act(alpha, zf[q] + bt[q])
+
+    @numba.njit(error_model="numpy", nogil=True)
+    def bias_activation(z, b, alpha, out, d1):
         n, k = z.shape
-        for blk in range((n + 255) // 256):
-            for i in range(blk * 256, min(n, blk * 256 + 256)):
-                for j in range(k):
-                    out[i, j], d1[i, j] = act(code, alpha, z[i, j] + b[j])
+        rows = max(1, BLOCK // k)
+        bt = np.empty(rows * k, z.dtype)
+        for r in range(rows):
+            bt[r * k:(r + 1) * k] = b
+        zf = z.ravel()
+        of = out.ravel()
+        df = d1.ravel()
+        for r0 in range(0, n, rows):
+            flat(zf[r0 * k:], bt, of[r0 * k:], df[r0 * k:], min(rows, n - r0) * k, alpha)
     return bias_activation
 
 
+def _make_tanh_derivative(fl):
+    one = fl(1)
+
+    @numba.njit(error_model="numpy", nogil=True)
+    def mul(gf, tf):
+        for q in range(gf.shape[0]):
+            t = tf[q]
+            gf[q] *= one - t * t
+    return mul
+
+
 _K = {}
+_TD = {}
 
 
 def bias_activation(z, b, name, alpha, d1, out=None):
@@ -54,9 +88,62 @@ def bias_activation(z, b, name, alpha, d1, out=None):
     C-contiguous [n, k].  Pass a separate ``out``: with out = z (the default, in place)
     the vectorised loop's alias check fails and it runs scalar, ~8x slower."""
     dt = z.dtype
-    if dt not in _K:
-        _K[dt] = _make(vmath.exp64, vmath.log64, np.float64) if dt == np.float64 else \
-            _make(vmath.exp32, vmath.log32, np.float32)
+    key = (dt, name)
+    if key not in _K:
+        code = CODES[name]
+        _K[key] = _make(vmath.exp64, vmath.log64, np.float64, code) if dt == np.float64 else \
+            _make(vmath.exp32, vmath.log32, np.float32, code)
     out = z if out is None else out
-    _K[dt](z, b, CODES[name], dt.type(alpha), out, d1)
+    _K[key](z, b, dt.type(alpha), out, d1)
     return out, d1
+
+
+def mul_tanh_derivative(g, t):
+    """g <- g * (1 - t^2) in place (t = tanh(z): the backward pass of a tanh layer).
+    g and t C-contiguous, same shape."""
+    dt = g.dtype
+    if dt not in _TD:
+        _TD[dt] = _make_tanh_derivative(dt.type)
+    _TD[dt](g.reshape(-1), t.reshape(-1))
+    return g
+
+
+# ---------------------------------------------------------------- DEEN (paper 002) passes
+# Elementwise steps of MLP.dsm_loss_and_grad for tanh layers, each one pass instead of
+# numpy's 3-5; with a = tanh(z): sigma' = 1 - a^2, sigma'' = -2 a (1 - a^2).
+def _make_dsm(fl):
+    one = fl(1)
+    two = fl(2)
+
+    @numba.njit(error_model="numpy", nogil=True)
+    def delta(ga, a, out):                 # out = ga * sigma'
+        for q in range(out.shape[0]):
+            t = a[q]
+            out[q] = ga[q] * (one - t * t)
+
+    @numba.njit(error_model="numpy", nogil=True)
+    def reverse_backward(deltab, ga, a, gab, zb):
+        # gab = deltab * sigma',  zb = deltab * ga * sigma'' = -2 a ga gab
+        for q in range(gab.shape[0]):
+            t = a[q]
+            u = deltab[q] * (one - t * t)
+            gab[q] = u
+            zb[q] = -two * t * ga[q] * u
+
+    @numba.njit(error_model="numpy", nogil=True)
+    def add_times_derivative(zb, t, a):      # zb += t * sigma'
+        for q in range(zb.shape[0]):
+            s = a[q]
+            zb[q] += t[q] * (one - s * s)
+    return delta, reverse_backward, add_times_derivative
+
+
+_DSM = {}
+
+
+def dsm_tanh_kernels(dtype):
+    """(delta, reverse_backward, add_times_derivative) on flat C-contiguous arrays."""
+    dt = np.dtype(dtype)
+    if dt not in _DSM:
+        _DSM[dt] = _make_dsm(dt.type)
+    return _DSM[dt]

@@ -13,7 +13,7 @@ import numba
 from numba import prange
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def im2col(x, kh, kw, stride, pad, Ho, Wo, out):
     B, H, W, C = x.shape
     for r in prange(B * Ho):
@@ -35,7 +35,7 @@ def im2col(x, kh, kw, stride, pad, Ho, Wo, out):
     return out
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def col2im(cols, kh, kw, stride, pad, Ho, Wo, out):
     B, H, W, C = out.shape
     for b in prange(B):

@@ -169,11 +169,59 @@ def _unrolled_fill_source(kind, width):
     return "\n".join(L) + "\n"
 
 
+def _panel_fill_source(kind, pw, d, col0):
+    """Draws ``col0 .. col0 + pw - 1`` of particle i into columns ``col0 .. col0 + pw - 1``
+    of row i (row length ``d``, any d): one panel of a wide fill, unrolled like
+    ``_unrolled_fill_source`` so that it vectorises over particles.  Row length and
+    first column must be compile-time constants: with either at run time LLVM does
+    not vectorise the particle loop (measured 4-6x slower)."""
+    L = [f"def fill_{kind}_p{pw}_d{d}_c{col0}_body(i, out, ids, d, step, k0, k1):",
+         f"    r = i * {d} + {col0}"]
+    for b in range((pw + 3) // 4):
+        L.append(f"    w0, w1, w2, w3 = WORDS({col0 // 4 + b}, ids[i], step, k0, k1)")
+        if kind == "normal":
+            L.append("    z0, z1 = NORMAL_PAIR(w0, w1)")
+            if 4 * b + 2 < pw:
+                L.append("    z2, z3 = NORMAL_PAIR(w2, w3)")
+            vals = ["z0", "z1", "z2", "z3"]
+        else:
+            vals = [f"UNIFORM(w{k})" for k in range(4)]
+        L += [f"    out[r + {4 * b + k}] = {v}" for k, v in enumerate(vals) if 4 * b + k < pw]
+    return "\n".join(L) + "\n"
+
+
+_PANEL_ARGS = [("out", "d"), ("ids", 1), ("d", None), ("step", None), ("k0", None), ("k1", None)]
+
+
+def wide_fill_kernel(kind, target, dtype, d):
+    """CPU launcher ``launch(n, out_flat, ids, d, step, k0, k1)`` filling ``out_flat``
+    ``[n * d]`` with draws ``0 .. d - 1`` of each particle (no padding), in panels of
+    16 draws, each a vectorised pass over the particles.  For wide rows (d > 16) the
+    generic body loops over blocks inside each particle and runs scalar: 47-70 ms
+    against 10-12 ms for 6.4e6 float32 normals (n = 1e5, d = 64)."""
+    panels = []
+    for col0 in range(0, d, MAX_UNROLLED_WIDTH):
+        pw = min(MAX_UNROLLED_WIDTH, d - col0)
+        key = ("panel", kind, target.name, np.dtype(dtype).str, pw, d, col0)
+        if key not in _FILLS:
+            ns = dict(namespace(target, dtype))
+            compile_source(ns, _panel_fill_source(kind, pw, d, col0), target, "<philox-panel>")
+            _FILLS[key] = build_kernel(ns, f"fill_{kind}_p{pw}_d{d}_c{col0}_body", _PANEL_ARGS,
+                                       target, vector_width=8)
+        panels.append(_FILLS[key])
+
+    def launch(n, out, ids, d_, step, k0, k1):
+        for kern in panels:
+            kern(n, out, ids, d_, step, k0, k1)
+    return launch
+
+
 def fill_kernel(kind, target, dtype, width=None):
     """Launcher ``launch(n, out_flat, ids, width, step, k0, k1)`` for ``kind`` in
     ``normal`` or ``uniform``: fills ``out_flat`` ``[n * width]`` (``width`` a multiple
     of 4) with draws ``0 .. width - 1`` of each particle.  Give ``width`` (<= 16) to
-    get a kernel specialised (unrolled and vectorised) for it."""
+    get a kernel specialised (unrolled and vectorised) for it; wider rows on the CPU:
+    ``wide_fill_kernel``."""
     if width is not None and width > MAX_UNROLLED_WIDTH:
         width = None
     key = (kind, target.name, np.dtype(dtype).str, width)
@@ -190,4 +238,5 @@ def fill_kernel(kind, target, dtype, width=None):
 
 
 __all__ = ["philox4x32_10", "words_numpy", "uniform_numpy", "normal_numpy",
-           "namespace", "fill_kernel", "CPU", "CUDA"]
+           "namespace", "fill_kernel", "wide_fill_kernel", "CPU", "CUDA"]
+

@@ -67,7 +67,7 @@ class Stream:
         """Philox key words (k0, k1) as uint64 for ``purpose``."""
         return np.uint64(self.seed), np.uint64((int(self.stream_id) << 8) | int(Purpose(purpose)))
 
-    def _fill(self, kind, step, ids, n_draws, purpose, dtype):
+    def _fill(self, kind, step, ids, n_draws, purpose, dtype, out=None):
         _check_step(step)
         xp = array_module(ids)
         ids = xp.ascontiguousarray(ids, dtype=xp.int64)
@@ -79,21 +79,48 @@ class Stream:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
-        width = 4 * ((n_draws + 3) // 4)
-        out = xp.empty(ids.size * width, dtype=dtype)
-        from .kernels.philox import fill_kernel
         k0, k1 = self.key(purpose)
-        fill_kernel(kind, kernel_target(ids), dtype, width)(ids.size, out, ids, width, int(step), k0, k1)
-        out = out.reshape(ids.size, width)
-        return out if width == n_draws else xp.ascontiguousarray(out[:, :n_draws])
+        target = kernel_target(ids)
+        from .kernels.philox import MAX_UNROLLED_WIDTH, fill_kernel, wide_fill_kernel
+        if target.name == "cpu" and (n_draws > MAX_UNROLLED_WIDTH or n_draws % 4):
+            # exact-width panels: no padding to a multiple of 4 and no trimming copy
+            if out is None:
+                out = xp.empty((ids.size, n_draws), dtype=dtype)
+            wide_fill_kernel(kind, target, dtype, n_draws)(ids.size, out.reshape(-1), ids, n_draws,
+                                                           int(step), k0, k1)
+            return out
+        width = 4 * ((n_draws + 3) // 4)
+        if out is not None and width == n_draws:
+            fill_kernel(kind, target, dtype, width)(ids.size, out.reshape(-1), ids, width, int(step), k0, k1)
+            return out
+        res = xp.empty(ids.size * width, dtype=dtype)
+        fill_kernel(kind, target, dtype, width)(ids.size, res, ids, width, int(step), k0, k1)
+        res = res.reshape(ids.size, width)
+        if out is not None:
+            out[...] = res[:, :n_draws]
+            return out
+        return res if width == n_draws else xp.ascontiguousarray(res[:, :n_draws])
 
-    def normal(self, step, ids, n_draws, purpose=Purpose.LANGEVIN_NOISE, dtype=np.float64):
-        """Standard normals ``[len(ids), n_draws]`` (Box-Muller on Philox words)."""
-        return self._fill("normal", step, ids, n_draws, purpose, dtype)
+    def normal(self, step, ids, n_draws, purpose=Purpose.LANGEVIN_NOISE, dtype=np.float64, out=None):
+        """Standard normals ``[len(ids), n_draws]`` (Box-Muller on Philox words);
+        ``out``: a C-contiguous array of that shape and ``dtype`` to fill instead of a
+        new one (reused buffers avoid page faults on large arrays)."""
+        return self._fill("normal", step, ids, n_draws, purpose, dtype, self._check_out(out, ids, n_draws, dtype))
 
-    def uniform(self, step, ids, n_draws, purpose=Purpose.MH_ACCEPT, dtype=np.float64):
-        """Uniforms in the open interval (0, 1), ``[len(ids), n_draws]``."""
-        return self._fill("uniform", step, ids, n_draws, purpose, dtype)
+    def uniform(self, step, ids, n_draws, purpose=Purpose.MH_ACCEPT, dtype=np.float64, out=None):
+        """Uniforms in the open interval (0, 1), ``[len(ids), n_draws]`` (``out`` as
+        for ``normal``)."""
+        return self._fill("uniform", step, ids, n_draws, purpose, dtype, self._check_out(out, ids, n_draws, dtype))
+
+    @staticmethod
+    def _check_out(out, ids, n_draws, dtype):
+        if out is None:
+            return None
+        shape = (len(ids), int(n_draws))
+        if tuple(out.shape) != shape or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {np.dtype(dtype)} array of shape {shape}; "
+                             f"got {out.dtype} {tuple(out.shape)}")
+        return out
 
 
 def _check_step(step):

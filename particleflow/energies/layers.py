@@ -210,6 +210,7 @@ class Conv2d:
 
     keep_columns = True     # set False by a network pass that needs no parameter gradients
     stream = True
+    group_rows = 4096      # output pixels per streamed im2col / col2im group
 
     def forward(self, a, at=None):
         B = a.shape[0]
@@ -222,7 +223,7 @@ class Conv2d:
                 _conv_out(a.shape[2], self.k, self.stride, self.pad)
             a = np.ascontiguousarray(a)
             z = np.empty((B, Ho, Wo, self.out_c), dtype=a.dtype)
-            group = max(1, 4096 // (Ho * Wo))
+            group = max(1, self.group_rows // (Ho * Wo))
             cols = np.empty((min(B, group) * Ho * Wo, self.k * self.k * self.in_c), dtype=a.dtype)
             for b0 in range(0, B, group):
                 b1 = min(B, b0 + group)
@@ -258,7 +259,7 @@ class Conv2d:
         from ..kernels import conv
         B, Ho, Wo, _ = zb.shape
         out = np.empty(shape, dtype=zb.dtype)
-        group = max(1, 4096 // (Ho * Wo))
+        group = max(1, self.group_rows // (Ho * Wo))
         for b0 in range(0, B, group):
             b1 = min(B, b0 + group)
             part = zb[b0:b1].reshape(-1, self.out_c) @ Wm

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..backend import array_module
 from .analytic import Energy, cotangent_vector
+from .chunks import map_chunks
 from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
 
 
@@ -94,14 +95,30 @@ class Network(Energy):
         for s in range(0, n, self.batch_size):
             yield slice(s, min(n, s + self.batch_size))
 
+    def _map(self, x, fn):
+        """[fn(s) for s over the chunks of x]; on numpy the chunks run in parallel
+        (``chunks.map_chunks``: bitwise the same for any thread count)."""
+        if array_module(x) is np:
+            return map_chunks(fn, self._chunks(x.shape[0]))
+        return [fn(s) for s in self._chunks(x.shape[0])]
+
+    @staticmethod
+    def _sum_in_order(parts):
+        total = parts[0]
+        for g in parts[1:]:
+            total = {k: total[k] + g[k] for k in total}
+        return total
+
     # ------------------------------------------------------------ public API
     def value(self, x):
         self._check(x)
         xp = array_module(x)
         out = xp.empty(x.shape[0], dtype=x.dtype)
+
+        def chunk(s):
+            out[s] = self._forward(x[s])[0]
         with self._no_param_grads():
-            for s in self._chunks(x.shape[0]):
-                out[s] = self._forward(x[s])[0]
+            self._map(x, chunk)
         return out
 
     def value_and_grad(self, x):
@@ -109,11 +126,13 @@ class Network(Energy):
         xp = array_module(x)
         e = xp.empty(x.shape[0], dtype=x.dtype)
         g = xp.empty_like(x)
+
+        def chunk(s):
+            es, _, caches = self._forward(x[s])
+            e[s] = es
+            g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
         with self._no_param_grads():
-            for s in self._chunks(x.shape[0]):
-                es, _, caches = self._forward(x[s])
-                e[s] = es
-                g[s] = self._backward(caches, xp.ones_like(es), None, need_params=False)[0]
+            self._map(x, chunk)
         return e, g
 
     @contextlib.contextmanager
@@ -137,13 +156,11 @@ class Network(Energy):
     def _summed_param_grads(self, x, v, c):
         """Parameter gradients summed over chunks: of sum_i c_i E(x_i) when ``v`` is
         None, else of sum_i c_i (v_i . grad_x E(x_i))."""
-        total = None
-        for s in self._chunks(x.shape[0]):
+        def chunk(s):
             _, _, caches = self._forward(x[s], None if v is None else v[s])
             zb, ztb = (c[s], None) if v is None else (None, c[s])
-            g = self._backward(caches, zb, ztb, need_input=False)[2]
-            total = g if total is None else {k: total[k] + g[k] for k in total}
-        return total
+            return self._backward(caches, zb, ztb, need_input=False)[2]
+        return self._sum_in_order(self._map(x, chunk))
 
     def hvp(self, x, v):
         """Hessian-vector products grad_x (v_i . grad_x E(x_i)), shape of x."""
@@ -151,9 +168,11 @@ class Network(Energy):
         self._check(v, "v")
         xp = array_module(x)
         out = xp.empty_like(x)
-        for s in self._chunks(x.shape[0]):
+
+        def chunk(s):
             _, et, caches = self._forward(x[s], v[s])
             out[s] = self._backward(caches, None, xp.ones_like(et), need_params=False)[0]
+        self._map(x, chunk)
         return out
 
     def grad_params_directional(self, x, v, cotangent):
@@ -168,8 +187,10 @@ class Network(Energy):
         self._check(v, "v")
         xp = array_module(x)
         out = xp.empty(x.shape[0], dtype=x.dtype)
-        for s in self._chunks(x.shape[0]):
+
+        def chunk(s):
             out[s] = self._forward(x[s], v[s])[1]
+        self._map(x, chunk)
         return out
 
     @staticmethod
@@ -220,41 +241,56 @@ class MLP(Network):
     fused = True      # numpy arrays: fused bias + activation kernel (kernels/activations.py)
 
     def value_and_grad(self, x):
-        """E and grad_x E.  On numpy arrays each hidden layer is one GEMM plus one fused,
-        multi-threaded bias + activation pass that also stores sigma' (instead of the
-        generic layer path's ~5 single-threaded passes); the backward pass multiplies
-        by sigma' in place.  Same numbers as the layer path (tested); CuPy arrays and
-        ``fused = False`` take the layer path."""
+        """E and grad_x E.  On numpy arrays each hidden layer is one GEMM plus one
+        activation pass: for tanh, numpy's ``np.tanh`` (AVX-512) in place, with
+        sigma' = 1 - a^2 applied in the backward pass (``mul_tanh_derivative``); for
+        the others a fused bias + activation kernel that also stores sigma'.  Chunks of
+        ``batch_size`` rows run in parallel (``chunks.py``).  Same numbers as the layer
+        path to rounding (tested); CuPy arrays and ``fused = False`` take the layer path."""
         if not self.fused or array_module(x) is not np:
             return super().value_and_grad(x)
         self._check(x)
-        from ..kernels.activations import bias_activation
+        from ..kernels.activations import bias_activation, mul_tanh_derivative
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
+        tanh = act is not None and act.name == "tanh"
         e = np.empty(x.shape[0], dtype=x.dtype)
         g = np.empty_like(x)
-        for s in self._chunks(x.shape[0]):
+
+        def chunk(s):
             a = x[s]
-            d1s = []
+            saved = []                   # tanh: the activations a_l; else sigma'(z_l)
             for layer in dense[:-1]:
                 z = a @ layer.params["weight"].T
-                d1 = np.empty_like(z)
-                # a separate output: in place, LLVM's run-time alias check fails and the
-                # loop falls back to scalar code (measured 8x slower)
-                a = np.empty_like(z)
-                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
-                d1s.append(d1)
+                if tanh:
+                    z += layer.params["bias"]
+                    a = np.tanh(z, out=z)
+                    saved.append(a)
+                else:
+                    d1 = np.empty_like(z)
+                    # a separate output: in place, LLVM's run-time alias check fails and
+                    # the loop falls back to scalar code (measured 8x slower)
+                    a = np.empty_like(z)
+                    bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
+                    saved.append(d1)
             wL = dense[-1].params["weight"]
             e[s] = a @ wL[0] + dense[-1].params["bias"][0]
-            if not d1s:
+            if not saved:
                 g[s] = wL[0]
-                continue
-            ab = d1s[-1]
-            ab *= wL[0]                                   # delta of the last hidden layer
+                return
+
+            def times_derivative(ab, l):           # ab <- ab * sigma'(z_l)
+                if tanh:
+                    return mul_tanh_derivative(ab, saved[l])
+                ab *= saved[l]
+                return ab
+            ab = np.empty_like(a)
+            ab[...] = wL[0]
+            ab = times_derivative(ab, len(saved) - 1)     # delta of the last hidden layer
             for i in range(len(dense) - 2, 0, -1):
-                ab = ab @ dense[i].params["weight"]
-                ab *= d1s[i - 1]
+                ab = times_derivative(ab @ dense[i].params["weight"], i - 1)
             g[s] = ab @ dense[0].params["weight"]
+        self._map(x, chunk)
         return e, g
 
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
@@ -279,14 +315,15 @@ class MLP(Network):
             raise ValueError(f"x and x_noisy must have the same shape; got {x.shape} and {x_noisy.shape}")
         if not (float(sigma) > 0):
             raise ValueError(f"sigma must be > 0; got {sigma}")
-        loss, total = 0.0, None
-        for s in self._chunks(x.shape[0]):
-            part, g = self._dsm_chunk(x[s], x_noisy[s], float(sigma) ** 2, x.shape[0])
+        parts = self._map(x, lambda s: self._dsm_chunk(x[s], x_noisy[s], float(sigma) ** 2, x.shape[0]))
+        loss = 0.0
+        for part, _ in parts:
             loss += float(part)
-            total = g if total is None else {k: total[k] + g[k] for k in total}
-        return loss, total
+        return loss, self._sum_in_order([g for _, g in parts])
 
     def _dsm_chunk(self, x, x_noisy, sigma2, B):
+        if self.fused and self.activation == "tanh" and array_module(x) is np and len(self.sizes) > 2:
+            return self._dsm_chunk_tanh(x, x_noisy, sigma2, B)
         xp = array_module(x)
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
@@ -337,6 +374,57 @@ class MLP(Network):
         return loss, grads
 
 
+    def _dsm_chunk_tanh(self, x, x_noisy, sigma2, B):
+        """``_dsm_chunk`` for tanh layers on numpy: the same passes, with every
+        elementwise step fused into one kernel (``dsm_tanh_kernels``) and sigma',
+        sigma'' recomputed from a_l instead of stored."""
+        from ..kernels.activations import dsm_tanh_kernels
+        delta_k, reverse_k, add_k = dsm_tanh_kernels(x.dtype)
+        W = [layer.params["weight"] for layer in self._dense()]
+        b = [layer.params["bias"] for layer in self._dense()]
+        L = len(W)
+        s2 = x.dtype.type(sigma2)
+        flat = np.ravel
+        a = [x_noisy]
+        for l in range(1, L):                                 # forward
+            z = a[-1] @ W[l - 1].T
+            z += b[l - 1]
+            a.append(np.tanh(z, out=z))
+        ga = [None] * L                                       # ga[l] = dE/da_l
+        delta = [None] * (L + 1)                              # delta[l] = dE/dz_l
+        ga[L - 1] = np.empty_like(a[L - 1])
+        ga[L - 1][...] = W[L - 1][0]
+        for l in range(L - 1, 0, -1):
+            delta[l] = np.empty_like(ga[l])
+            delta_k(flat(ga[l]), flat(a[l]), flat(delta[l]))
+            ga[l - 1] = delta[l] @ W[l - 1]
+        r = x - x_noisy
+        r += s2 * ga[0]
+        loss = float(np.vdot(r, r)) / B
+        grads = {}
+        gab = r
+        gab *= 2 * s2 / B
+        zb = [None] * L
+        Wb = [None] * (L + 1)
+        for l in range(1, L):                                 # reverse of the backward
+            Wb[l] = delta[l].T @ gab
+            deltab = gab @ W[l - 1].T
+            gab = np.empty_like(deltab)
+            zb[l] = np.empty_like(deltab)
+            reverse_k(flat(deltab), flat(ga[l]), flat(a[l]), flat(gab), flat(zb[l]))
+        Wb[L] = gab.sum(0)[None, :]                           # delta_L = 1
+        grads[f"{2 * (L - 1)}.weight"] = Wb[L]
+        grads[f"{2 * (L - 1)}.bias"] = np.zeros_like(b[L - 1])
+        for l in range(L - 1, 0, -1):                         # reverse of the forward
+            Wb[l] += zb[l].T @ a[l - 1]
+            grads[f"{2 * (l - 1)}.weight"] = Wb[l]
+            grads[f"{2 * (l - 1)}.bias"] = zb[l].sum(0)
+            if l - 1 >= 1:
+                add_k(flat(zb[l - 1]), flat(zb[l] @ W[l - 1]), flat(a[l - 1]))
+        return loss, {k: grads[k] for k in sorted(grads, key=lambda n: int(n.split(".")[0]) * 2
+                                                  + (n.endswith("bias")))}
+
+
 class ConvNet(Network):
     """Convolutional energy network: conv layers with an activation between them,
     flattened to a scalar by the last layer (a conv to 1x1 or a final Dense).
@@ -349,7 +437,7 @@ class ConvNet(Network):
     """
 
     def __init__(self, input_shape, channels, kernels, strides, paddings, activation="leaky_relu",
-                 alpha=0.2, seed=0, dtype=np.float64, batch_size=1024):
+                 alpha=0.2, seed=0, dtype=np.float64, batch_size=32):
         if not (len(channels) == len(kernels) == len(strides) == len(paddings)) or not channels:
             raise ValueError("channels, kernels, strides and paddings must be non-empty lists of equal length")
         rng = np.random.default_rng(seed)

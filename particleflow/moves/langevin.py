@@ -88,8 +88,16 @@ class Langevin(Move):
             launch(ens.n, _flat(ens.x), _flat(out), ens.ids, mu, prec, logc, h, c, step, k0, k1)
         else:
             g = self.energy.grad(ens.x)
-            z = stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype)
-            out[...] = ens.x - h * g + c * z.reshape(ens.x.shape)
+            if ens.xp is np and ens.x.flags.c_contiguous and g.flags.c_contiguous and out.flags.c_contiguous:
+                # noise into a reused buffer (a fresh 25 MB array costs its page faults
+                # every step), then one parallel pass for the update
+                from ..kernels.elementwise import langevin_update
+                z = self.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
+                stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
+                langevin_update(ens.x, g, z, h, c, out)
+            else:
+                z = stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype)
+                out[...] = ens.x - h * g + c * z.reshape(ens.x.shape)
         self.swap_positions(ens, out)
         return {}
 

@@ -1,0 +1,98 @@
+"""Chunk-parallel CPU execution of network passes.
+
+Networks process a batch in fixed chunks of ``batch_size`` rows.  On numpy arrays the
+chunks run on a pool of Python threads (numpy's BLAS and our ``nogil`` numba kernels
+release the GIL), each chunk with a single-threaded BLAS.  Why not leave the
+parallelism to OpenBLAS: the GEMMs of these networks are thin (32-256 columns), and
+OpenBLAS's second thread buys little on them (MLP [64,32,32,32,1] at n = 1e5: 53 ms
+with 1 BLAS thread, 50 ms with 2), while everything between the GEMMs (activations,
+im2col/col2im, elementwise products) stays single-threaded; one chunk per core keeps
+both cores busy through the whole pass (same MLP: 35 ms; measurements in the README's
+benchmark section).
+
+Determinism: chunk boundaries depend on ``batch_size`` only, every chunk is computed
+by the same single-threaded code whatever the number of workers, and sums over chunks
+(parameter gradients) are taken in chunk order after all chunks finish, so results
+are bitwise identical for any thread count (tested).  A pass with a single chunk
+keeps BLAS's own threads instead; OpenBLAS splits GEMMs over rows and columns, never
+over the summed dimension, so that too is independent of the thread count (tested).
+
+The worker count is numba's thread count (``NUMBA_NUM_THREADS`` /
+``numba.set_num_threads``): one knob for every CPU kernel of the project.  BLAS is
+limited with ``threadpoolctl`` (the standard tool, used by scikit-learn); where it is
+missing the chunks run one after another with BLAS's default threads.
+"""
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+_lock = threading.Lock()
+_pool = None
+_pool_size = 0
+_controller = None
+_controller_checked = False
+
+
+def workers():
+    """Number of chunk workers: numba's current thread count."""
+    return max(1, int(numba.get_num_threads()))
+
+
+def _blas_controller():
+    global _controller, _controller_checked
+    if not _controller_checked:
+        _controller_checked = True
+        try:
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController()
+        except Exception:          # not installed or unusable: serial chunks
+            _controller = None
+    return _controller
+
+
+def _executor(n):
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="particleflow-chunk")
+            _pool_size = n
+        return _pool
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    ctl = _blas_controller()
+    if ctl is None:
+        yield False
+        return
+    with ctl.limit(limits=1, user_api="blas"):
+        yield True
+
+
+_local = threading.local()
+
+
+def map_chunks(fn, slices):
+    """[fn(s) for s in slices], chunks in parallel on the CPU (see the module doc).
+    Nested calls (a chunk function calling another network) run serially inside."""
+    slices = list(slices)
+    if len(slices) <= 1 or getattr(_local, "inside", False):
+        return [fn(s) for s in slices]
+    n = min(workers(), len(slices))
+    with single_threaded_blas() as limited:
+        if not limited:
+            return [fn(s) for s in slices]
+        if n == 1:
+            return [fn(s) for s in slices]
+
+        def run(s):
+            _local.inside = True
+            try:
+                return fn(s)
+            finally:
+                _local.inside = False
+        return list(_executor(n).map(run, slices))
