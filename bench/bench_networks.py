@@ -4,12 +4,15 @@ cheap to write and PyTorch autograd if importable (never a dependency).
 * ConvNet (Nijkamp et al., n_f = 32, 32x32x3), batch 64, float32: value + grad_x
   (one Langevin step's work) and grad_params.
 * MLP [2, 32, 32, 32, 1] tanh, batch 4096, float32: one DEEN loss gradient
-  (grad_x, then grad_params_directional).
+  (generic grad + item (d), and ``dsm_loss_and_grad``).
+* MLP [64, 32, 32, 32, 1] tanh, n = 1e5, float32: value + grad_x, and one whole
+  Langevin step (``pf.moves.Langevin`` on an Ensemble, Philox noise included).
 
-    python bench/bench_networks.py [--torch-python /path/to/torch-venv/bin/python]
+    python bench/bench_networks.py [--torch-python /path/to/venv/bin/python]
 
-With a PyTorch interpreter (a separate venv), ``torch_reference.py`` times the same
-workloads there and the table shows the ratio measured in the same run.
+With an interpreter that has PyTorch and/or JAX (a separate venv), ``torch_reference.py``
+times the same workloads there and the table shows the ratios measured in the same run.
+Threads: numba's thread count (2 here) for our chunk workers; 2 for PyTorch; JAX's own.
 """
 import os
 import sys
@@ -54,23 +57,36 @@ def main():
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
     rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5",
                  bench(lambda: mlp64.value_and_grad(x64), samples=3)))
-    torch_rows = {}
-    torch_python = os.environ.get("PF_TORCH_PYTHON") or (sys.argv[sys.argv.index("--torch-python") + 1]
-                                                         if "--torch-python" in sys.argv else None)
-    if torch_python:          # PyTorch lives in its own venv; never a particleflow dependency
+    ens = pf.Ensemble(x64.copy())
+    move = pf.moves.Langevin(mlp64, 0.01)
+    stream = pf.random.Stream(0)
+    counter = {"t": 0}
+
+    def langevin_step():
+        move(ens, stream, counter["t"])
+        counter["t"] += 1
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
+                 bench(langevin_step, samples=3)))
+    ref_rows = {}
+    ref_python = os.environ.get("PF_TORCH_PYTHON") or (sys.argv[sys.argv.index("--torch-python") + 1]
+                                                       if "--torch-python" in sys.argv else None)
+    if ref_python:            # PyTorch / JAX live in their own venv; never particleflow dependencies
         import subprocess
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run([torch_python, os.path.join(here, "torch_reference.py")], capture_output=True,
+        out = subprocess.run([ref_python, os.path.join(here, "torch_reference.py")], capture_output=True,
                              text=True, check=True).stdout
         for line in out.splitlines():
-            name, t = line.split("\t")
-            torch_rows[name] = float(t)
-    print("| workload | median time | PyTorch (same run) | ratio ours / PyTorch |")
-    print("|---|---|---|---|")
+            framework, name, t = line.split("\t")
+            ref_rows[(framework, name)] = float(t)
+    frameworks = [f for f in ("PyTorch", "JAX") if any(k[0] == f for k in ref_rows)]
+    print("| workload | particleflow | " + " | ".join(f"{f} (same run) | ours / {f}" for f in frameworks) + " |")
+    print("|---|---|" + "---|---|" * len(frameworks))
     for name, t in rows:
-        key = next((k for k in torch_rows if name.startswith(k)), None)
-        ref = f"{torch_rows[key] * 1e3:.2f} ms | {t / torch_rows[key]:.2f}" if key else "- | -"
-        print(f"| {name} | {t * 1e3:.2f} ms | {ref} |")
+        cells = []
+        for f in frameworks:
+            key = next((k for k in ref_rows if k[0] == f and name.startswith(k[1])), None)
+            cells.append(f"{ref_rows[key] * 1e3:.2f} ms | {t / ref_rows[key]:.2f}" if key else "- | -")
+        print(f"| {name} | {t * 1e3:.2f} ms | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -1,25 +1,29 @@
-"""PyTorch autograd rows for bench/bench_networks.py, run in a separate venv (PyTorch
-is never a dependency of particleflow):
+"""PyTorch autograd and JAX jit rows for bench/bench_networks.py, run in a separate venv
+(neither is ever a dependency of particleflow):
 
     python bench/bench_networks.py --torch-python /path/to/venv/bin/python
 
-Prints one line per workload: ``name<TAB>seconds`` (median per call), same workloads,
-sizes and dtypes as bench_networks.py, 2 threads.
+Prints one line per workload and framework: ``framework<TAB>name<TAB>seconds`` (median
+per call), same workloads, sizes and dtypes as bench_networks.py, 2 threads.  A
+framework that does not import is skipped.  Every Langevin step draws its noise with
+the framework's own RNG (``torch.randn_like``, ``jax.random.normal``), as a user's step would.
 """
+import os
 import sys
 
 import numpy as np
-import torch
-from _timing import time_per_call   # bench/_timing.py: numpy-free, importable from the torch venv
+from _timing import time_per_call   # bench/_timing.py: numpy-only, importable from the reference venv
+
+H = 0.01
 
 
 def per_call(fn, min_time=0.05, samples=7, warmup=2):
     return time_per_call(fn, min_time, samples, warmup)[0]
 
 
-def main():
+def torch_rows(rng):
+    import torch
     torch.set_num_threads(2)
-    rng = np.random.default_rng(0)
     rows = []
     x = torch.from_numpy(rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32)).requires_grad_(True)
     conv = torch.nn.Sequential(
@@ -59,8 +63,80 @@ def main():
         z = x64.detach().requires_grad_(True)
         torch.autograd.grad(big(z).sum(), z)
     rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", per_call(langevin_work, samples=3)))
-    for name, t in rows:
-        print(f"{name}\t{t}")
+    state = {"x": x64.clone()}
+    c = float(np.sqrt(2 * H))
+
+    def langevin_step():
+        z = state["x"].detach().requires_grad_(True)
+        g, = torch.autograd.grad(big(z).sum(), z)
+        with torch.no_grad():
+            state["x"] = z - H * g + c * torch.randn_like(z)
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
+                 per_call(langevin_step, samples=3)))
+    return rows
+
+
+def jax_rows(rng):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import jax.numpy as jnp
+    rows = []
+
+    def init(sizes):
+        ps = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            ps.append((jnp.asarray((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)),
+                       jnp.asarray((0.1 * rng.standard_normal(b)).astype(np.float32))))
+        return ps
+
+    def energy(ps, x):
+        h = x
+        for W, b in ps[:-1]:
+            h = jnp.tanh(h @ W + b)
+        W, b = ps[-1]
+        return (h @ W + b)[..., 0]
+
+    small = init([2, 32, 32, 32, 1])
+    xd = jnp.asarray(rng.standard_normal((4096, 2)).astype(np.float32))
+    xi = xd + 0.1 * jnp.asarray(rng.standard_normal((4096, 2)).astype(np.float32))
+
+    def loss(ps, x, xn):
+        g = jax.grad(lambda z: energy(ps, z).sum())(xn)
+        r = x - xn + 0.01 * g
+        return (r * r).sum() / x.shape[0]
+    deen = jax.jit(jax.value_and_grad(loss))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096",
+                 per_call(lambda: jax.block_until_ready(deen(small, xd, xi)))))
+    big = init([64, 32, 32, 32, 1])
+    x64 = jnp.asarray(rng.standard_normal((100_000, 64)).astype(np.float32))
+    vg = jax.jit(jax.value_and_grad(lambda x: energy(big, x).sum()))
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5",
+                 per_call(lambda: jax.block_until_ready(vg(x64)), samples=3)))
+    c = float(np.sqrt(2 * H))
+    grad_sum = jax.grad(lambda x: energy(big, x).sum())
+
+    @jax.jit
+    def step(x, key):
+        key, sub = jax.random.split(key)
+        return x - H * grad_sum(x) + c * jax.random.normal(sub, x.shape, x.dtype), key
+    state = {"x": x64, "key": jax.random.PRNGKey(0)}
+
+    def langevin_step():
+        state["x"], state["key"] = step(state["x"], state["key"])
+        jax.block_until_ready(state["x"])
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
+                 per_call(langevin_step, samples=3)))
+    return rows
+
+
+def main():
+    for name, make in (("PyTorch", torch_rows), ("JAX", jax_rows)):
+        try:
+            rows = make(np.random.default_rng(0))
+        except ImportError:
+            continue
+        for workload, t in rows:
+            print(f"{name}\t{workload}\t{t}")
     return 0
 
 

@@ -19,6 +19,7 @@ oracle), in numba (vectorised) and in numba.cuda (and its simulator).
 """
 import math
 
+import numba
 import numpy as np
 
 from ._jit import CPU, CUDA, build_kernel, compile_source
@@ -169,51 +170,65 @@ def _unrolled_fill_source(kind, width):
     return "\n".join(L) + "\n"
 
 
-def _panel_fill_source(kind, pw, d, col0):
-    """Draws ``col0 .. col0 + pw - 1`` of particle i into columns ``col0 .. col0 + pw - 1``
-    of row i (row length ``d``, any d): one panel of a wide fill, unrolled like
-    ``_unrolled_fill_source`` so that it vectorises over particles.  Row length and
-    first column must be compile-time constants: with either at run time LLVM does
-    not vectorise the particle loop (measured 4-6x slower)."""
-    L = [f"def fill_{kind}_p{pw}_d{d}_c{col0}_body(i, out, ids, d, step, k0, k1):",
-         f"    r = i * {d} + {col0}"]
-    for b in range((pw + 3) // 4):
-        L.append(f"    w0, w1, w2, w3 = WORDS({col0 // 4 + b}, ids[i], step, k0, k1)")
-        if kind == "normal":
-            L.append("    z0, z1 = NORMAL_PAIR(w0, w1)")
-            if 4 * b + 2 < pw:
-                L.append("    z2, z3 = NORMAL_PAIR(w2, w3)")
-            vals = ["z0", "z1", "z2", "z3"]
-        else:
-            vals = [f"UNIFORM(w{k})" for k in range(4)]
-        L += [f"    out[r + {4 * b + k}] = {v}" for k, v in enumerate(vals) if 4 * b + k < pw]
-    return "\n".join(L) + "\n"
+_PANEL = 16              # draws per panel of a wide fill
+_PANEL_ARGS = [("out", _PANEL), ("ids", 1), ("block0", None), ("step", None), ("k0", None), ("k1", None)]
 
 
-_PANEL_ARGS = [("out", "d"), ("ids", 1), ("d", None), ("step", None), ("k0", None), ("k1", None)]
+def _panel_kernel(kind, target, dtype):
+    """Draws ``4 block0 .. 4 block0 + 15`` of each particle into a contiguous [n, 16]
+    buffer (unrolled like ``_unrolled_fill_source``, vectorised over particles; a
+    run-time block offset keeps it vectorised, a run-time column offset or row stride
+    in the output would not)."""
+    key = ("panel", kind, target.name, np.dtype(dtype).str)
+    if key not in _FILLS:
+        src = _unrolled_fill_source(kind, _PANEL).replace(
+            f"def fill_{kind}_w{_PANEL}_body(i, out, ids, width, step, k0, k1):",
+            f"def fill_{kind}_panel_body(i, out, ids, block0, step, k0, k1):")
+        src = src.replace("WORDS(", "WORDS(block0 + ")
+        ns = dict(namespace(target, dtype))
+        compile_source(ns, src, target, "<philox-panel>")
+        _FILLS[key] = build_kernel(ns, f"fill_{kind}_panel_body", _PANEL_ARGS, target, vector_width=8)
+    return _FILLS[key]
 
 
-def wide_fill_kernel(kind, target, dtype, d):
-    """CPU launcher ``launch(n, out_flat, ids, d, step, k0, k1)`` filling ``out_flat``
-    ``[n * d]`` with draws ``0 .. d - 1`` of each particle (no padding), in panels of
-    16 draws, each a vectorised pass over the particles.  For wide rows (d > 16) the
-    generic body loops over blocks inside each particle and runs scalar: 47-70 ms
-    against 10-12 ms for 6.4e6 float32 normals (n = 1e5, d = 64)."""
-    panels = []
-    for col0 in range(0, d, MAX_UNROLLED_WIDTH):
-        pw = min(MAX_UNROLLED_WIDTH, d - col0)
-        key = ("panel", kind, target.name, np.dtype(dtype).str, pw, d, col0)
-        if key not in _FILLS:
-            ns = dict(namespace(target, dtype))
-            compile_source(ns, _panel_fill_source(kind, pw, d, col0), target, "<philox-panel>")
-            _FILLS[key] = build_kernel(ns, f"fill_{kind}_p{pw}_d{d}_c{col0}_body", _PANEL_ARGS,
-                                       target, vector_width=8)
-        panels.append(_FILLS[key])
+_WIDE_DRIVERS = {}
+_WIDE_ROWS = 2048        # particles per work item: a [2048, 16] buffer (128 KiB float32)
 
-    def launch(n, out, ids, d_, step, k0, k1):
-        for kern in panels:
-            kern(n, out, ids, d_, step, k0, k1)
-    return launch
+
+def _wide_driver(kind, target, dtype):
+    kern = _panel_kernel(kind, target, dtype)
+    key = ("wide", kind, np.dtype(dtype).str)
+    if key not in _WIDE_DRIVERS:
+        src = (f"def _wide(n, out, ids, nd, step, k0, k1):\n"
+               f"    nb = (n + {_WIDE_ROWS} - 1) // {_WIDE_ROWS}\n"
+               f"    for b in prange(nb):\n"
+               f"        s0 = b * {_WIDE_ROWS}\n"
+               f"        m = min(n, s0 + {_WIDE_ROWS}) - s0\n"
+               f"        buf = np.empty(m * {_PANEL}, out.dtype)\n"
+               f"        for col0 in range(0, nd, {_PANEL}):\n"
+               f"            _range(m, buf, ids[s0:s0 + m], col0 // 4, step, k0, k1)\n"
+               f"            w = min({_PANEL}, nd - col0)\n"
+               f"            for r in range(m):\n"
+               f"                for k in range(w):\n"
+               f"                    out[s0 + r, col0 + k] = buf[r * {_PANEL} + k]\n")
+        g = dict(_range=kern.range_kernel, prange=numba.prange, np=np, min=min)
+        exec(src, g)
+        _WIDE_DRIVERS[key] = numba.njit(parallel=True, error_model="numpy")(g["_wide"])
+    return kern, _WIDE_DRIVERS[key]
+
+
+def wide_fill(kind, target, dtype, ids, n_draws, step, k0, k1, out):
+    """Fill ``out`` [n, n_draws] (n_draws > 16) on the CPU: for each block of 2048
+    particles (in parallel), panels of 16 draws, each one vectorised pass into a
+    cache-sized buffer, copied into its columns.  The generic body (a loop over
+    blocks inside each particle) runs scalar: 47-70 ms against ~10-14 ms for 6.4e6
+    float32 normals (n = 1e5, d = 64).  One panel kernel per (kind, dtype) whatever
+    the width (compiling one per width and column offset cost up to 45 s)."""
+    kern, drive = _wide_driver(kind, target, dtype)
+    if not kern.range_kernel.signatures:          # compile the panel with its forced lanes
+        kern(1, np.empty(_PANEL, dtype), ids[:1], 0, step, k0, k1)
+    drive(ids.size, out, ids, n_draws, step, k0, k1)
+    return out
 
 
 def fill_kernel(kind, target, dtype, width=None):
@@ -221,7 +236,7 @@ def fill_kernel(kind, target, dtype, width=None):
     ``normal`` or ``uniform``: fills ``out_flat`` ``[n * width]`` (``width`` a multiple
     of 4) with draws ``0 .. width - 1`` of each particle.  Give ``width`` (<= 16) to
     get a kernel specialised (unrolled and vectorised) for it; wider rows on the CPU:
-    ``wide_fill_kernel``."""
+    ``wide_fill``."""
     if width is not None and width > MAX_UNROLLED_WIDTH:
         width = None
     key = (kind, target.name, np.dtype(dtype).str, width)
@@ -238,5 +253,5 @@ def fill_kernel(kind, target, dtype, width=None):
 
 
 __all__ = ["philox4x32_10", "words_numpy", "uniform_numpy", "normal_numpy",
-           "namespace", "fill_kernel", "wide_fill_kernel", "CPU", "CUDA"]
+           "namespace", "fill_kernel", "wide_fill", "CPU", "CUDA"]
 

@@ -81,14 +81,11 @@ class Stream:
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
         k0, k1 = self.key(purpose)
         target = kernel_target(ids)
-        from .kernels.philox import MAX_UNROLLED_WIDTH, fill_kernel, wide_fill_kernel
-        if target.name == "cpu" and (n_draws > MAX_UNROLLED_WIDTH or n_draws % 4):
-            # exact-width panels: no padding to a multiple of 4 and no trimming copy
+        from .kernels.philox import MAX_UNROLLED_WIDTH, fill_kernel, wide_fill
+        if target.name == "cpu" and n_draws > MAX_UNROLLED_WIDTH:
             if out is None:
                 out = xp.empty((ids.size, n_draws), dtype=dtype)
-            wide_fill_kernel(kind, target, dtype, n_draws)(ids.size, out.reshape(-1), ids, n_draws,
-                                                           int(step), k0, k1)
-            return out
+            return wide_fill(kind, target, dtype, ids, n_draws, int(step), k0, k1, out)
         width = 4 * ((n_draws + 3) // 4)
         if out is not None and width == n_draws:
             fill_kernel(kind, target, dtype, width)(ids.size, out.reshape(-1), ids, width, int(step), k0, k1)

@@ -83,3 +83,22 @@ def test_dimension_mismatch_between_energy_and_ensemble():
             move(ens, Stream(0), 0)
     with pytest.raises(ValueError, match="mass has 3 entries"):
         pf.moves.HMC(ring_mixture(), 0.1, 2, mass=[1.0, 1.0, 1.0])(pf.Ensemble(np.zeros((4, 2))), Stream(0), 0)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [2, 5, 64])
+def test_langevin_array_path_equals_numpy_formula(dt, d):
+    """The array path of ULA fills a reused noise buffer and updates in one parallel
+    pass (kernels/elementwise.py): bitwise x - h grad E(x) + sqrt(2h) z with z the
+    stream's normals, as numpy computes it."""
+    net = pf.energies.MLP([d, 6, 1], seed=2, dtype=dt)
+    x0 = np.random.default_rng(3).standard_normal((700, d)).astype(dt)
+    ens = pf.Ensemble(x0.copy())
+    stream = pf.random.Stream(4)
+    move = pf.moves.Langevin(net, 0.01)
+    x = x0
+    for step in range(3):
+        move(ens, stream, step)
+        z = stream.normal(step, np.arange(700), d, pf.random.Purpose.LANGEVIN_NOISE, dt)
+        x = x - dt(0.01) * net.grad(x) + dt(np.sqrt(0.02)) * z
+        np.testing.assert_array_equal(ens.x, x)

@@ -224,3 +224,81 @@ def test_streamed_conv_passes_equal_full_batch_passes():
     d = np.random.default_rng(7).standard_normal(x.shape)
     fd = np.array([fd_dir(net.value, x[i:i + 1], d[i:i + 1])[0] for i in range(3)])
     assert rel_err((g * d).reshape(3, -1).sum(1), fd) < 1e-6
+
+
+def _with_threads(n, fn):
+    import numba
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        numba.set_num_threads(old)
+
+
+def _bitwise_equal(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_bitwise_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return all(_bitwise_equal(p, q) for p, q in zip(a, b))
+    return np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_tanh_mlp_whole_pass_kernels(dt):
+    """tanh MLPs on numpy run value_and_grad and DEEN's loss gradient as one numba
+    kernel each (kernels/mlp.py, chunks of 512 rows on numba's threads, GEMMs in BLAS):
+    equal to the layer path, and bitwise the same with 1 and 2 threads."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    tol = 1e-12 if dt == np.float64 else 3e-6
+    net = pf.energies.MLP([5, 16, 9, 1], seed=3, dtype=dt)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1300, 5)).astype(dt)          # 3 chunks, the last partial
+    xi = (x + 0.2 * rng.standard_normal(x.shape)).astype(dt)
+    e, g = net.value_and_grad(x)
+    loss, grads = net.dsm_loss_and_grad(x, xi, 0.3)
+    net.fused = False
+    e0, g0 = net.value_and_grad(x)
+    loss0, grads0 = net.dsm_loss_and_grad(x, xi, 0.3)
+    net.fused = True
+    assert rel_err(e, e0) < tol and rel_err(g, g0) < tol
+    assert abs(loss - loss0) < tol * abs(loss0)
+    assert list(grads) == list(grads0) == list(net.params)
+    for k in grads:
+        scale = max(np.abs(grads0[k]).max(), np.abs(grads0["0.weight"]).max())
+        assert np.abs(grads[k] - grads0[k]).max() < 10 * tol * scale, k
+    one = _with_threads(1, lambda: (net.value_and_grad(x), net.dsm_loss_and_grad(x, xi, 0.3)))
+    two = _with_threads(2, lambda: (net.value_and_grad(x), net.dsm_loss_and_grad(x, xi, 0.3)))
+    assert _bitwise_equal(one, two)
+    assert _bitwise_equal(two, ((e, g), (loss, grads)))
+
+
+def test_chunk_parallel_network_passes_are_thread_independent():
+    """Networks run their chunks on a thread pool with single-threaded BLAS
+    (particleflow/energies/chunks.py): bitwise the same for 1 and 2 workers, and equal
+    to one whole-batch chunk up to summation order."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    conv = pf.energies.ConvNet((3, 8, 8), [4, 6, 1], [3, 4, 2], [1, 2, 1], [1, 1, 0], seed=5, batch_size=3)
+    silu = pf.energies.MLP([4, 8, 1], activation="silu", seed=6, batch_size=7)
+    rng = np.random.default_rng(7)
+    for net in (conv, silu):
+        x = rng.standard_normal((20,) + net.input_shape)
+        v = rng.standard_normal(x.shape)
+        c = rng.standard_normal(20)
+
+        def passes():
+            return (net.value(x), net.value_and_grad(x), net.grad_params(x, c), net.hvp(x, v),
+                    net.grad_params_directional(x, v, c))
+        one = _with_threads(1, passes)
+        two = _with_threads(2, passes)
+        assert _bitwise_equal(one, two), net
+        net.batch_size = 1000
+        whole = passes()
+        for a, b in zip(one, whole):
+            for p, q in (zip(a.values(), b.values()) if isinstance(a, dict) else
+                         zip(a, b) if isinstance(a, tuple) else [(a, b)]):
+                np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-13)

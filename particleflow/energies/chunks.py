@@ -13,9 +13,10 @@ benchmark section).
 Determinism: chunk boundaries depend on ``batch_size`` only, every chunk is computed
 by the same single-threaded code whatever the number of workers, and sums over chunks
 (parameter gradients) are taken in chunk order after all chunks finish, so results
-are bitwise identical for any thread count (tested).  A pass with a single chunk
-keeps BLAS's own threads instead; OpenBLAS splits GEMMs over rows and columns, never
-over the summed dimension, so that too is independent of the thread count (tested).
+are bitwise identical for any thread count (tested).  BLAS is single-threaded in every
+pass, one chunk or many: how a GEMM's rows are split changes the rounding of some rows
+(measured: the same rows in chunks of 3 and of 20 differ in the last bits), so a
+multi-threaded BLAS would make results depend on its thread count.
 
 The worker count is numba's thread count (``NUMBA_NUM_THREADS`` /
 ``numba.set_num_threads``): one knob for every CPU kernel of the project.  BLAS is
@@ -23,6 +24,7 @@ limited with ``threadpoolctl`` (the standard tool, used by scikit-learn); where 
 missing the chunks run one after another with BLAS's default threads.
 """
 import contextlib
+import importlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +47,9 @@ def _blas_controller():
     if not _controller_checked:
         _controller_checked = True
         try:
+            # load scipy's BLAS first (numba's np.dot calls it): the controller only
+            # sees libraries loaded when it is created
+            importlib.import_module("scipy.linalg.cython_blas")
             from threadpoolctl import ThreadpoolController
             _controller = ThreadpoolController()
         except Exception:          # not installed or unusable: serial chunks
@@ -77,16 +82,16 @@ _local = threading.local()
 
 
 def map_chunks(fn, slices):
-    """[fn(s) for s in slices], chunks in parallel on the CPU (see the module doc).
+    """[fn(s) for s in slices], chunks in parallel on the CPU (see the module doc),
+    always under a single-threaded BLAS, so that a pass never depends on BLAS's thread
+    count either (a GEMM's rows can round differently with how its rows are split).
     Nested calls (a chunk function calling another network) run serially inside."""
     slices = list(slices)
-    if len(slices) <= 1 or getattr(_local, "inside", False):
+    if getattr(_local, "inside", False):
         return [fn(s) for s in slices]
-    n = min(workers(), len(slices))
     with single_threaded_blas() as limited:
-        if not limited:
-            return [fn(s) for s in slices]
-        if n == 1:
+        n = min(workers(), len(slices))
+        if not limited or n <= 1:
             return [fn(s) for s in slices]
 
         def run(s):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import array_module
 from .analytic import Energy, cotangent_vector
-from .chunks import map_chunks
+from .chunks import map_chunks, single_threaded_blas
 from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
 
 
@@ -250,6 +250,12 @@ class MLP(Network):
         if not self.fused or array_module(x) is not np:
             return super().value_and_grad(x)
         self._check(x)
+        if self._whole_pass_kernel(x):
+            from ..kernels import mlp as kernels
+            dense = self._dense()
+            with single_threaded_blas():
+                return kernels.value_and_grad(x, [d.params["weight"] for d in dense],
+                                              [d.params["bias"] for d in dense])
         from ..kernels.activations import bias_activation, mul_tanh_derivative
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
@@ -293,6 +299,14 @@ class MLP(Network):
         self._map(x, chunk)
         return e, g
 
+    def _whole_pass_kernel(self, x):
+        """tanh networks with a hidden layer on numpy arrays run each pass as one numba
+        kernel (``kernels/mlp.py``: BLAS GEMMs and fused elementwise loops over chunks
+        of 512 rows on numba's threads)."""
+        return (self.fused and self.activation == "tanh" and len(self.sizes) > 2
+                and array_module(x) is np
+                and all(d.params["weight"].flags.c_contiguous for d in self._dense()))
+
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
         """DEEN's denoising score-matching loss (paper 002) and its parameter gradient:
 
@@ -315,6 +329,17 @@ class MLP(Network):
             raise ValueError(f"x and x_noisy must have the same shape; got {x.shape} and {x_noisy.shape}")
         if not (float(sigma) > 0):
             raise ValueError(f"sigma must be > 0; got {sigma}")
+        if self._whole_pass_kernel(x):
+            from ..kernels import mlp as kernels
+            dense = self._dense()
+            with single_threaded_blas():
+                loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, [d.params["weight"] for d in dense],
+                                                        [d.params["bias"] for d in dense], float(sigma) ** 2)
+            out = {}
+            for l, (gw, gb) in enumerate(grads):
+                out[f"{2 * l}.weight"] = gw
+                out[f"{2 * l}.bias"] = gb
+            return loss, out
         parts = self._map(x, lambda s: self._dsm_chunk(x[s], x_noisy[s], float(sigma) ** 2, x.shape[0]))
         loss = 0.0
         for part, _ in parts:
@@ -322,8 +347,6 @@ class MLP(Network):
         return loss, self._sum_in_order([g for _, g in parts])
 
     def _dsm_chunk(self, x, x_noisy, sigma2, B):
-        if self.fused and self.activation == "tanh" and array_module(x) is np and len(self.sizes) > 2:
-            return self._dsm_chunk_tanh(x, x_noisy, sigma2, B)
         xp = array_module(x)
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
@@ -372,57 +395,6 @@ class MLP(Network):
             grads[f"{2 * (l - 1)}.weight"] = Wb[l]
             grads[f"{2 * (l - 1)}.bias"] = bb[l]
         return loss, grads
-
-
-    def _dsm_chunk_tanh(self, x, x_noisy, sigma2, B):
-        """``_dsm_chunk`` for tanh layers on numpy: the same passes, with every
-        elementwise step fused into one kernel (``dsm_tanh_kernels``) and sigma',
-        sigma'' recomputed from a_l instead of stored."""
-        from ..kernels.activations import dsm_tanh_kernels
-        delta_k, reverse_k, add_k = dsm_tanh_kernels(x.dtype)
-        W = [layer.params["weight"] for layer in self._dense()]
-        b = [layer.params["bias"] for layer in self._dense()]
-        L = len(W)
-        s2 = x.dtype.type(sigma2)
-        flat = np.ravel
-        a = [x_noisy]
-        for l in range(1, L):                                 # forward
-            z = a[-1] @ W[l - 1].T
-            z += b[l - 1]
-            a.append(np.tanh(z, out=z))
-        ga = [None] * L                                       # ga[l] = dE/da_l
-        delta = [None] * (L + 1)                              # delta[l] = dE/dz_l
-        ga[L - 1] = np.empty_like(a[L - 1])
-        ga[L - 1][...] = W[L - 1][0]
-        for l in range(L - 1, 0, -1):
-            delta[l] = np.empty_like(ga[l])
-            delta_k(flat(ga[l]), flat(a[l]), flat(delta[l]))
-            ga[l - 1] = delta[l] @ W[l - 1]
-        r = x - x_noisy
-        r += s2 * ga[0]
-        loss = float(np.vdot(r, r)) / B
-        grads = {}
-        gab = r
-        gab *= 2 * s2 / B
-        zb = [None] * L
-        Wb = [None] * (L + 1)
-        for l in range(1, L):                                 # reverse of the backward
-            Wb[l] = delta[l].T @ gab
-            deltab = gab @ W[l - 1].T
-            gab = np.empty_like(deltab)
-            zb[l] = np.empty_like(deltab)
-            reverse_k(flat(deltab), flat(ga[l]), flat(a[l]), flat(gab), flat(zb[l]))
-        Wb[L] = gab.sum(0)[None, :]                           # delta_L = 1
-        grads[f"{2 * (L - 1)}.weight"] = Wb[L]
-        grads[f"{2 * (L - 1)}.bias"] = np.zeros_like(b[L - 1])
-        for l in range(L - 1, 0, -1):                         # reverse of the forward
-            Wb[l] += zb[l].T @ a[l - 1]
-            grads[f"{2 * (l - 1)}.weight"] = Wb[l]
-            grads[f"{2 * (l - 1)}.bias"] = zb[l].sum(0)
-            if l - 1 >= 1:
-                add_k(flat(zb[l - 1]), flat(zb[l] @ W[l - 1]), flat(a[l - 1]))
-        return loss, {k: grads[k] for k in sorted(grads, key=lambda n: int(n.split(".")[0]) * 2
-                                                  + (n.endswith("bias")))}
 
 
 class ConvNet(Network):

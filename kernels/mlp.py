@@ -1,0 +1,219 @@
+"""Whole-pass CPU kernels for tanh MLPs (numba + BLAS): DEEN's loss gradient and the
+Langevin step's value + grad_x.
+
+Why a kernel and not numpy calls: DEEN's network ([2, 32, 32, 32, 1], batch 4096) is
+~17 small GEMMs and ~20 elementwise passes per chunk of rows.  From Python each call
+costs its dispatch and holds the GIL in between, so two threads gained nothing (two
+chunks in parallel were slower than one after the other).  Here one ``njit`` call runs
+the whole pass: ``np.dot`` goes straight to BLAS (scipy's OpenBLAS, limited to one thread
+by the caller), elementwise steps are fused loops, and a ``prange`` over fixed chunks of
+rows runs them on numba's threads.  Measured (2 threads): 1.9-2.2 ms against 4.0-4.5 ms
+for the numpy-call version, in the same process.
+
+Determinism: chunks are fixed by ``rows``; each chunk's parameter gradient goes to its
+own slot and the slots are summed in chunk order after the loop, so the result does not
+depend on the thread count (tested).  The chunk size is small on purpose (512 rows: the
+~15 live [rows, 32] arrays stay in L2; 2048-row chunks were 2.5x slower per row).
+
+tanh uses ``vmath``'s vectorisable exp: tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|).
+"""
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from . import vmath
+
+ROWS = 512
+
+
+def _vexp(v):
+    raise NotImplementedError
+
+
+@overload(_vexp, inline="always")
+def _vexp_impl(v):
+    # vmath's vectorisable exp in the argument's precision
+    if v == types.float32:
+        return lambda v: vmath.exp32(v)
+    return lambda v: vmath.exp64(v)
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def tanh(v, one):
+    e = _vexp(-(abs(v) + abs(v)))
+    t = (one - e) / (one + e)
+    return t if v >= 0 else -t
+
+
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def forward(x, Ws, bs):
+    """Activations a_0 = x, a_l = tanh(a_{l-1} W_l^T + b_l), l < L."""
+    L = len(Ws)
+    one = np.ones(1, x.dtype)[0]
+    acts = [x]
+    for l in range(L - 1):
+        z = np.dot(acts[l], Ws[l].T)
+        b = bs[l]
+        n, k = z.shape
+        zf = z.reshape(-1)
+        for r in range(n):               # flat indices: a row view per r costs
+            for j in range(k):           # reference counting and vectorisation
+                zf[r * k + j] = tanh(zf[r * k + j] + b[j], one)
+        acts.append(z)
+    return acts
+
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def input_gradient(acts, Ws):
+    """ga[l] = dE/da_l and delta[l] = dE/dz_l (l >= 1) of E = a_{L-1} . w_L + b_L."""
+    L = len(Ws)
+    n = acts[0].shape[0]
+    one = np.ones(1, acts[0].dtype)[0]
+    wl = Ws[L - 1]
+    k = wl.shape[1]
+    gaL = np.empty((n, k), acts[0].dtype)
+    for r in range(n):
+        for j in range(k):
+            gaL[r, j] = wl[0, j]
+    gas = [gaL] * L
+    deltas = [gaL] * L
+    for l in range(L - 1, 0, -1):
+        a = acts[l].reshape(-1)
+        ga = gas[l].reshape(-1)
+        d = np.empty_like(gas[l])
+        df = d.reshape(-1)
+        for q in range(df.shape[0]):
+            t = a[q]
+            df[q] = ga[q] * (one - t * t)
+        deltas[l] = d
+        gas[l - 1] = np.dot(d, Ws[l - 1])
+    return gas, deltas
+
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def dsm_chunk(x, xn, Ws, bs, s2, scale, g, woff, boff):
+    """DEEN loss part sum_b |x - xn + s2 grad E(xn)|^2 of this chunk; adds the
+    gradient of scale * that sum to the flat parameter vector g (PyTorch order:
+    W_1, b_1, W_2, ...).  The passes of ``MLP.dsm_loss_and_grad`` (its docstring
+    derives them), with sigma' = 1 - a^2 and sigma'' = -2 a (1 - a^2)."""
+    L = len(Ws)
+    n = x.shape[0]
+    one = np.ones(1, x.dtype)[0]
+    two = one + one
+    acts = forward(xn, Ws, bs)
+    gas, deltas = input_gradient(acts, Ws)
+    res = x - xn + s2 * gas[0]
+    loss = 0.0
+    rf = res.reshape(-1)
+    for q in range(rf.shape[0]):
+        loss += rf[q] * rf[q]
+    gab = res * scale                                   # dL/d(grad_x E)
+    zbs = [gab] * L
+    for l in range(1, L):                               # reverse of the backward pass
+        W = Ws[l - 1]
+        gw = g[woff[l - 1]:woff[l - 1] + W.size].reshape(W.shape)
+        gw += np.dot(deltas[l].T, gab)
+        deltab = np.dot(gab, W.T)
+        nxt = np.empty_like(deltab)
+        zb = np.empty_like(deltab)
+        a = acts[l].reshape(-1)
+        ga = gas[l].reshape(-1)
+        db = deltab.reshape(-1)
+        nf = nxt.reshape(-1)
+        zf = zb.reshape(-1)
+        for q in range(nf.shape[0]):
+            t = a[q]
+            u = db[q] * (one - t * t)
+            nf[q] = u
+            zf[q] = -two * t * ga[q] * u
+        zbs[l] = zb
+        gab = nxt
+    wlast = g[woff[L - 1]:woff[L - 1] + gab.shape[1]]   # delta_L = 1: column sums
+    for r in range(n):
+        for j in range(gab.shape[1]):
+            wlast[j] += gab[r, j]
+    for l in range(L - 1, 0, -1):                       # reverse of the forward pass
+        W = Ws[l - 1]
+        gw = g[woff[l - 1]:woff[l - 1] + W.size].reshape(W.shape)
+        zb = zbs[l]
+        gw += np.dot(zb.T, acts[l - 1])
+        gb = g[boff[l - 1]:boff[l - 1] + zb.shape[1]]
+        for r in range(n):
+            for j in range(zb.shape[1]):
+                gb[j] += zb[r, j]
+        if l >= 2:
+            t2 = np.dot(zb, W)
+            a = acts[l - 1].reshape(-1)
+            tf = t2.reshape(-1)
+            zp = zbs[l - 1].reshape(-1)
+            for q in range(zp.shape[0]):
+                s = a[q]
+                zp[q] += tf[q] * (one - s * s)
+    return loss
+
+@numba.njit(error_model="numpy", parallel=True, cache=True)
+def _dsm(x, xn, Ws, bs, s2, scale, rows, G, losses, woff, boff):
+    n = x.shape[0]
+    nc = (n + rows - 1) // rows
+    for c in prange(nc):
+        s0 = c * rows
+        s1 = min(n, s0 + rows)
+        losses[c] = dsm_chunk(x[s0:s1], xn[s0:s1], Ws, bs, s2, scale, G[c], woff, boff)
+
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def value_and_grad_chunk(x, Ws, bs, e, gx):
+    L = len(Ws)
+    acts = forward(x, Ws, bs)
+    gas, _ = input_gradient(acts, Ws)
+    wl = Ws[L - 1]
+    aL = acts[L - 1]
+    for r in range(x.shape[0]):
+        s = bs[L - 1][0]
+        for j in range(aL.shape[1]):
+            s += aL[r, j] * wl[0, j]
+        e[r] = s
+    gx[:, :] = gas[0]
+
+@numba.njit(error_model="numpy", parallel=True, cache=True)
+def _value_and_grad(x, Ws, bs, rows, e, gx):
+    n = x.shape[0]
+    nc = (n + rows - 1) // rows
+    for c in prange(nc):
+        s0 = c * rows
+        s1 = min(n, s0 + rows)
+        value_and_grad_chunk(x[s0:s1], Ws, bs, e[s0:s1], gx[s0:s1])
+
+
+def _offsets(Ws, bs):
+    woff, boff, o = [], [], 0
+    for W, b in zip(Ws, bs):
+        woff.append(o)
+        o += W.size
+        boff.append(o)
+        o += b.size
+    return np.array(woff, np.int64), np.array(boff, np.int64), o
+
+
+def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+    """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient for a tanh
+    MLP with weights ``Ws`` (PyTorch layout, C-contiguous) and biases ``bs``; returns
+    (loss, [(dW_l, db_l)]).  Call under a single-threaded BLAS (``chunks.single_threaded_blas``)."""
+    x, xn = np.ascontiguousarray(x), np.ascontiguousarray(xn)
+    B = x.shape[0]
+    fl = x.dtype.type
+    woff, boff, P = _offsets(Ws, bs)
+    nc = (B + rows - 1) // rows
+    G = np.zeros((nc, P), x.dtype)
+    losses = np.zeros(nc)
+    _dsm(x, xn, tuple(Ws), tuple(bs), fl(sigma2), fl(2 * sigma2 / B), rows, G, losses, woff, boff)
+    g = G.sum(0) if nc > 1 else G[0]           # chunk order: same for any thread count
+    out = [(g[wo:wo + W.size].reshape(W.shape), g[bo:bo + b.size]) for W, b, wo, bo in zip(Ws, bs, woff, boff)]
+    return float(losses.sum()) / B, out
+
+
+def value_and_grad(x, Ws, bs, rows=ROWS):
+    """(E(x) [n], grad_x E [n, d]) for a tanh MLP (same conventions as above)."""
+    x = np.ascontiguousarray(x)
+    e = np.empty(x.shape[0], x.dtype)
+    gx = np.empty_like(x)
+    _value_and_grad(x, tuple(Ws), tuple(bs), rows, e, gx)
+    return e, gx
