@@ -15,6 +15,7 @@ times the same workloads there and the table shows the ratios measured in the sa
 Threads: numba's thread count (2 here) for our chunk workers; 2 for PyTorch; JAX's own.
 """
 import os
+import statistics
 import sys
 
 import numpy as np
@@ -23,18 +24,18 @@ import particleflow as pf
 from _timing import time_per_call
 
 
-def bench(fn, min_time=0.05, samples=7, warmup=2):
+def bench(fn, min_time=0.05, samples=3, warmup=1):
     return time_per_call(fn, min_time, samples, warmup)[0]
 
 
-def main():
+def workloads():
     rows = []
     rng = np.random.default_rng(0)
     net = pf.energies.ConvNet.nijkamp(32, 32, dtype=np.float32)
     x = rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32)
     c = np.ones(64, np.float32)
-    rows.append(("ConvNet n_f=32 value+grad_x, batch 64", bench(lambda: net.value_and_grad(x))))
-    rows.append(("ConvNet n_f=32 grad_params, batch 64", bench(lambda: net.grad_params(x, c))))
+    rows.append(("ConvNet n_f=32 value+grad_x, batch 64", lambda: net.value_and_grad(x)))
+    rows.append(("ConvNet n_f=32 grad_params, batch 64", lambda: net.grad_params(x, c)))
     mlp = pf.energies.MLP([2, 32, 32, 32, 1], dtype=np.float32)
     xd = rng.standard_normal((4096, 2)).astype(np.float32)
     xi = (xd + 0.1 * rng.standard_normal((4096, 2))).astype(np.float32)
@@ -43,20 +44,19 @@ def main():
     def deen():
         r = xd - xi + s2 * mlp.grad(xi)                        # DEEN residual (paper 002)
         return mlp.grad_params_directional(xi, (2 * s2 / len(xi)) * r, np.ones(len(xi), np.float32))
-    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096: generic grad + item (d)", bench(deen)))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096: generic grad + item (d)", deen))
     rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096: dsm_loss_and_grad (3 passes)",
-                 bench(lambda: mlp.dsm_loss_and_grad(xd, xi, 0.1))))
+                 lambda: mlp.dsm_loss_and_grad(xd, xi, 0.1)))
     ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench-reference")
     if os.path.exists(os.path.join(ref, "dsm_mlp_grad.py")):      # the project's numpy reference, same run
         sys.path.insert(0, ref)
         import dsm_mlp_grad
         f = dsm_mlp_grad.make_numpy(np.dtype(np.float32))
         params = dsm_mlp_grad.flat_params(2, np.dtype(np.float32))
-        rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", bench(lambda: f(params, xd, xi))))
+        rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", lambda: f(params, xd, xi)))
     mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
-    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5",
-                 bench(lambda: mlp64.value_and_grad(x64), samples=3)))
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", lambda: mlp64.value_and_grad(x64)))
     ens = pf.Ensemble(x64.copy())
     move = pf.moves.Langevin(mlp64, 0.01)
     stream = pf.random.Stream(0)
@@ -65,28 +65,54 @@ def main():
     def langevin_step():
         move(ens, stream, counter["t"])
         counter["t"] += 1
-    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
-                 bench(langevin_step, samples=3)))
-    ref_rows = {}
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
+    return rows
+
+
+def main():
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 5
     ref_python = os.environ.get("PF_TORCH_PYTHON") or (sys.argv[sys.argv.index("--torch-python") + 1]
                                                        if "--torch-python" in sys.argv else None)
+    server, served = None, []
     if ref_python:            # PyTorch / JAX live in their own venv; never particleflow dependencies
         import subprocess
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run([ref_python, os.path.join(here, "torch_reference.py")], capture_output=True,
-                             text=True, check=True).stdout
-        for line in out.splitlines():
-            framework, name, t = line.split("\t")
-            ref_rows[(framework, name)] = float(t)
-    frameworks = [f for f in ("PyTorch", "JAX") if any(k[0] == f for k in ref_rows)]
-    print("| workload | particleflow | " + " | ".join(f"{f} (same run) | ours / {f}" for f in frameworks) + " |")
+        server = subprocess.Popen([ref_python, os.path.join(here, "torch_reference.py")], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        for line in server.stdout:
+            if not line.strip():
+                break
+            served.append(tuple(line.rstrip("\n").split("\t")))
+    rows = workloads()
+    frameworks = [f for f in ("PyTorch", "JAX") if any(k[0] == f for k in served)]
+    ours = {name: [] for name, _ in rows}
+    refs = {}
+    for _ in range(rounds):             # alternate ours and the reference's, workload by workload
+        for name, fn in rows:
+            ours[name].append(bench(fn))
+            for f in frameworks:
+                key = next((k for k in served if k[0] == f and name.startswith(k[1])), None)
+                if key:
+                    server.stdin.write("\t".join(key) + "\n")
+                    refs.setdefault((f, name), []).append(float(server.stdout.readline()))
+    if server:
+        server.stdin.close()
+        server.wait()
+    med = statistics.median
+    print(f"{rounds} rounds; each cell: median over rounds of the per-round median time; ratio: median of the "
+          "per-round ratios (min-max)")
+    print("| workload | particleflow | " + " | ".join(f"{f} (same rounds) | ours / {f}" for f in frameworks) + " |")
     print("|---|---|" + "---|---|" * len(frameworks))
-    for name, t in rows:
+    for name, _ in rows:
         cells = []
         for f in frameworks:
-            key = next((k for k in ref_rows if k[0] == f and name.startswith(k[1])), None)
-            cells.append(f"{ref_rows[key] * 1e3:.2f} ms | {t / ref_rows[key]:.2f}" if key else "- | -")
-        print(f"| {name} | {t * 1e3:.2f} ms | " + " | ".join(cells) + " |")
+            r = refs.get((f, name))
+            if r:
+                q = [a / b for a, b in zip(ours[name], r)]
+                cells.append(f"{med(r) * 1e3:.2f} ms | {med(q):.2f} ({min(q):.2f}-{max(q):.2f})")
+            else:
+                cells.append("- | -")
+        print(f"| {name} | {med(ours[name]) * 1e3:.2f} ms | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -3,9 +3,13 @@
 
     python bench/bench_networks.py --torch-python /path/to/venv/bin/python
 
-Prints one line per workload and framework: ``framework<TAB>name<TAB>seconds`` (median
-per call), same workloads, sizes and dtypes as bench_networks.py, 2 threads.  A
-framework that does not import is skipped.  Every Langevin step draws its noise with
+Serves timings over stdin/stdout so that bench_networks.py can interleave them with its
+own: it prints the available ``framework<TAB>workload`` pairs, an empty line, then
+answers each request line ``framework<TAB>workload`` with the median seconds per call
+(same workloads, sizes and dtypes as bench_networks.py, 2 threads).  The machine is a
+shared VM whose speed drifts by 2-3x over minutes; rounds that alternate our timing
+and the reference's make the ratio meaningful.  A framework that does not import is
+skipped.  Every Langevin step draws its noise with
 the framework's own RNG (``torch.randn_like``, ``jax.random.normal``), as a user's step would.
 """
 import os
@@ -17,7 +21,7 @@ from _timing import time_per_call   # bench/_timing.py: numpy-only, importable f
 H = 0.01
 
 
-def per_call(fn, min_time=0.05, samples=7, warmup=2):
+def per_call(fn, min_time=0.05, samples=3, warmup=1):
     return time_per_call(fn, min_time, samples, warmup)[0]
 
 
@@ -36,8 +40,8 @@ def torch_rows(rng):
 
     def conv_params():
         torch.autograd.grad(conv(x).sum(), list(conv.parameters()))
-    rows.append(("ConvNet n_f=32 value+grad_x, batch 64", per_call(conv_step)))
-    rows.append(("ConvNet n_f=32 grad_params, batch 64", per_call(conv_params)))
+    rows.append(("ConvNet n_f=32 value+grad_x, batch 64", conv_step))
+    rows.append(("ConvNet n_f=32 grad_params, batch 64", conv_params))
 
     def mlp(sizes):
         layers = []
@@ -55,14 +59,14 @@ def torch_rows(rng):
         g, = torch.autograd.grad(small(z).sum(), z, create_graph=True)
         r = xd - z + 0.01 * g
         torch.autograd.grad((r * r).sum() / 4096, list(small.parameters()), allow_unused=True)
-    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096", per_call(deen)))
+    rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096", deen))
     big = mlp([64, 32, 32, 32, 1])
     x64 = torch.from_numpy(rng.standard_normal((100_000, 64)).astype(np.float32))
 
     def langevin_work():
         z = x64.detach().requires_grad_(True)
         torch.autograd.grad(big(z).sum(), z)
-    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", per_call(langevin_work, samples=3)))
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", langevin_work))
     state = {"x": x64.clone()}
     c = float(np.sqrt(2 * H))
 
@@ -71,8 +75,7 @@ def torch_rows(rng):
         g, = torch.autograd.grad(big(z).sum(), z)
         with torch.no_grad():
             state["x"] = z - H * g + c * torch.randn_like(z)
-    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
-                 per_call(langevin_step, samples=3)))
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
     return rows
 
 
@@ -106,12 +109,11 @@ def jax_rows(rng):
         return (r * r).sum() / x.shape[0]
     deen = jax.jit(jax.value_and_grad(loss))
     rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096",
-                 per_call(lambda: jax.block_until_ready(deen(small, xd, xi)))))
+                 lambda: jax.block_until_ready(deen(small, xd, xi))))
     big = init([64, 32, 32, 32, 1])
     x64 = jnp.asarray(rng.standard_normal((100_000, 64)).astype(np.float32))
     vg = jax.jit(jax.value_and_grad(lambda x: energy(big, x).sum()))
-    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5",
-                 per_call(lambda: jax.block_until_ready(vg(x64)), samples=3)))
+    rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", lambda: jax.block_until_ready(vg(x64))))
     c = float(np.sqrt(2 * H))
     grad_sum = jax.grad(lambda x: energy(big, x).sum())
 
@@ -124,19 +126,24 @@ def jax_rows(rng):
     def langevin_step():
         state["x"], state["key"] = step(state["x"], state["key"])
         jax.block_until_ready(state["x"])
-    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5",
-                 per_call(langevin_step, samples=3)))
+    rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
     return rows
 
 
 def main():
+    fns = {}
     for name, make in (("PyTorch", torch_rows), ("JAX", jax_rows)):
         try:
             rows = make(np.random.default_rng(0))
         except ImportError:
             continue
-        for workload, t in rows:
-            print(f"{name}\t{workload}\t{t}")
+        for workload, fn in rows:
+            fns[(name, workload)] = fn
+            print(f"{name}\t{workload}", flush=True)
+    print(flush=True)
+    for line in sys.stdin:
+        key = tuple(line.rstrip("\n").split("\t"))
+        print(per_call(fns[key]), flush=True)
     return 0
 
 

@@ -15,7 +15,7 @@ own slot and the slots are summed in chunk order after the loop, so the result d
 depend on the thread count (tested).  The chunk size is small on purpose (512 rows: the
 ~15 live [rows, 32] arrays stay in L2; 2048-row chunks were 2.5x slower per row).
 
-tanh uses ``vmath``'s vectorisable exp: tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|).
+tanh: a rational approximation in float32, ``vmath``'s exp in float64 (below).
 """
 import numba
 import numpy as np
@@ -27,30 +27,60 @@ from . import vmath
 ROWS = 512
 
 
-def _vexp(v):
-    raise NotImplementedError
-
-
-@overload(_vexp, inline="always")
-def _vexp_impl(v):
-    # vmath's vectorisable exp in the argument's precision
-    if v == types.float32:
-        return lambda v: vmath.exp32(v)
-    return lambda v: vmath.exp64(v)
+# float32 tanh: the odd/even rational approximation of Eigen's fast tanh (used by XLA
+# and TensorFlow), clamped to +-7.9053 where it reaches 1 in float32; one division and
+# 11 multiply-adds, it vectorises where the exp-based form (its own exp, a division and
+# a select) ran ~4x slower.  Measured here: at most 5.7 ulp (3.4e-7 absolute) from
+# float64 tanh on [-12, 12], relative error <= 2.2e-7 for 1e-8 <= |x| <= 1e-2 (tested).
+_A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+      -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_B = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+_A32 = tuple(np.float32(c) for c in _A)
+_B32 = tuple(np.float32(c) for c in _B)
+_CLAMP32 = np.float32(7.90531110763549805)
 
 
 @numba.njit(inline="always", error_model="numpy", cache=True)
-def tanh(v, one):
-    e = _vexp(-(abs(v) + abs(v)))
-    t = (one - e) / (one + e)
+def tanh32(v):
+    x = min(max(v, -_CLAMP32), _CLAMP32)
+    x2 = x * x
+    p = _A32[6]
+    p = p * x2 + _A32[5]
+    p = p * x2 + _A32[4]
+    p = p * x2 + _A32[3]
+    p = p * x2 + _A32[2]
+    p = p * x2 + _A32[1]
+    p = p * x2 + _A32[0]
+    q = _B32[3]
+    q = q * x2 + _B32[2]
+    q = q * x2 + _B32[1]
+    q = q * x2 + _B32[0]
+    return (p * x) / q
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def tanh64(v):
+    # tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|), with vmath's vectorisable exp
+    e = vmath.exp64(-(abs(v) + abs(v)))
+    t = (1.0 - e) / (1.0 + e)
     return t if v >= 0 else -t
+
+
+def tanh(v):
+    raise NotImplementedError
+
+
+@overload(tanh, inline="always")
+def _tanh_impl(v):
+    if v == types.float32:
+        return lambda v: tanh32(v)
+    return lambda v: tanh64(v)
 
 
 @numba.njit(error_model="numpy", nogil=True, cache=True)
 def forward(x, Ws, bs):
     """Activations a_0 = x, a_l = tanh(a_{l-1} W_l^T + b_l), l < L."""
     L = len(Ws)
-    one = np.ones(1, x.dtype)[0]
     acts = [x]
     for l in range(L - 1):
         z = np.dot(acts[l], Ws[l].T)
@@ -59,7 +89,7 @@ def forward(x, Ws, bs):
         zf = z.reshape(-1)
         for r in range(n):               # flat indices: a row view per r costs
             for j in range(k):           # reference counting and vectorisation
-                zf[r * k + j] = tanh(zf[r * k + j] + b[j], one)
+                zf[r * k + j] = tanh(zf[r * k + j] + b[j])
         acts.append(z)
     return acts
 

@@ -85,7 +85,7 @@ class Stream:
         if target.name == "cpu" and n_draws > MAX_UNROLLED_WIDTH:
             if out is None:
                 out = xp.empty((ids.size, n_draws), dtype=dtype)
-            return wide_fill(kind, target, dtype, ids, n_draws, int(step), k0, k1, out)
+            return wide_fill(kind, target, np.dtype(dtype), ids, n_draws, int(step), k0, k1, out)
         width = 4 * ((n_draws + 3) // 4)
         if out is not None and width == n_draws:
             fill_kernel(kind, target, dtype, width)(ids.size, out.reshape(-1), ids, width, int(step), k0, k1)

@@ -9,8 +9,11 @@ E(x) is the network's scalar output.  Every network provides (contract)::
     grad_params_directional(x, v, cotangent)  grad_theta sum_i c_i (v_i . grad_x E(x_i))
 
 The last two are what DEEN's loss and short-run reconstruction need.  Batches are
-processed in chunks of ``batch_size`` (bounded memory); parameter gradients are
-summed over chunks in a fixed order.
+processed in chunks of ``batch_size`` (bounded memory), on numpy in parallel on a
+thread pool with a single-threaded BLAS (``chunks.py``); parameter gradients are
+summed over chunks in chunk order, so results do not depend on the thread count.
+tanh MLPs on numpy run ``value_and_grad`` and ``dsm_loss_and_grad`` as one numba
+kernel each (``kernels/mlp.py``, fixed 512-row chunks).
 """
 import contextlib
 
@@ -241,10 +244,10 @@ class MLP(Network):
     fused = True      # numpy arrays: fused bias + activation kernel (kernels/activations.py)
 
     def value_and_grad(self, x):
-        """E and grad_x E.  On numpy arrays each hidden layer is one GEMM plus one
-        activation pass: for tanh, numpy's ``np.tanh`` (AVX-512) in place, with
-        sigma' = 1 - a^2 applied in the backward pass (``mul_tanh_derivative``); for
-        the others a fused bias + activation kernel that also stores sigma'.  Chunks of
+        """E and grad_x E.  On numpy arrays: tanh networks run one whole-pass kernel
+        (``kernels/mlp.py``); otherwise each hidden layer is one GEMM plus one
+        activation pass (tanh: numpy's ``np.tanh`` in place, sigma' = 1 - a^2 applied in
+        the backward pass; others: a fused bias + activation kernel storing sigma').  Chunks of
         ``batch_size`` rows run in parallel (``chunks.py``).  Same numbers as the layer
         path to rounding (tested); CuPy arrays and ``fused = False`` take the layer path."""
         if not self.fused or array_module(x) is not np:

@@ -90,7 +90,9 @@ class Langevin(Move):
             g = self.energy.grad(ens.x)
             if ens.xp is np and ens.x.flags.c_contiguous and g.flags.c_contiguous and out.flags.c_contiguous:
                 # noise into a reused buffer (a fresh 25 MB array costs its page faults
-                # every step), then one parallel pass for the update
+                # every step), then one parallel pass for the update.  (Drawing the noise
+                # inside the update pass measured slower: 21 ms against 11 + 4 ms at
+                # n = 1e5, d = 64, float32.)
                 from ..kernels.elementwise import langevin_update
                 z = self.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
                 stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
