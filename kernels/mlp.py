@@ -93,6 +93,7 @@ def forward(x, Ws, bs):
         acts.append(z)
     return acts
 
+
 @numba.njit(error_model="numpy", nogil=True, cache=True)
 def input_gradient(acts, Ws):
     """ga[l] = dE/da_l and delta[l] = dE/dz_l (l >= 1) of E = a_{L-1} . w_L + b_L."""
@@ -118,6 +119,7 @@ def input_gradient(acts, Ws):
         deltas[l] = d
         gas[l - 1] = np.dot(d, Ws[l - 1])
     return gas, deltas
+
 
 @numba.njit(error_model="numpy", nogil=True, cache=True)
 def dsm_chunk(x, xn, Ws, bs, s2, scale, g, woff, boff):
@@ -180,6 +182,7 @@ def dsm_chunk(x, xn, Ws, bs, s2, scale, g, woff, boff):
                 zp[q] += tf[q] * (one - s * s)
     return loss
 
+
 @numba.njit(error_model="numpy", parallel=True, cache=True)
 def _dsm(x, xn, Ws, bs, s2, scale, rows, G, losses, woff, boff):
     n = x.shape[0]
@@ -188,6 +191,7 @@ def _dsm(x, xn, Ws, bs, s2, scale, rows, G, losses, woff, boff):
         s0 = c * rows
         s1 = min(n, s0 + rows)
         losses[c] = dsm_chunk(x[s0:s1], xn[s0:s1], Ws, bs, s2, scale, G[c], woff, boff)
+
 
 @numba.njit(error_model="numpy", nogil=True, cache=True)
 def value_and_grad_chunk(x, Ws, bs, e, gx):
@@ -202,6 +206,7 @@ def value_and_grad_chunk(x, Ws, bs, e, gx):
             s += aL[r, j] * wl[0, j]
         e[r] = s
     gx[:, :] = gas[0]
+
 
 @numba.njit(error_model="numpy", parallel=True, cache=True)
 def _value_and_grad(x, Ws, bs, rows, e, gx):
