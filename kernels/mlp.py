@@ -245,10 +245,11 @@ def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
     return float(losses.sum()) / B, out
 
 
-def value_and_grad(x, Ws, bs, rows=ROWS):
-    """(E(x) [n], grad_x E [n, d]) for a tanh MLP (same conventions as above)."""
+def value_and_grad(x, Ws, bs, rows=ROWS, gx=None):
+    """(E(x) [n], grad_x E [n, d]) for a tanh MLP (same conventions as above); ``gx``:
+    a C-contiguous array like x to write the gradient into."""
     x = np.ascontiguousarray(x)
     e = np.empty(x.shape[0], x.dtype)
-    gx = np.empty_like(x)
+    gx = np.empty_like(x) if gx is None else gx
     _value_and_grad(x, tuple(Ws), tuple(bs), rows, e, gx)
     return e, gx

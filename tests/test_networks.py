@@ -325,3 +325,17 @@ def test_float32_rational_tanh_accuracy():
     assert y.max() <= 1.0 and y[-1] == np.float32(1.0)
     small = np.logspace(-8, -2, 500).astype(np.float32)
     assert (np.abs(apply(small) - np.tanh(small.astype(np.float64))) / small).max() < 3e-7
+
+
+def test_grad_into_equals_grad():
+    """MLP.grad_into (used by Langevin with a reused buffer): bitwise ``grad``, for the
+    whole-pass kernel and for the other paths; a non-contiguous buffer also works."""
+    rng = np.random.default_rng(8)
+    for act, dt in (("tanh", np.float32), ("tanh", np.float64), ("silu", np.float64)):
+        net = pf.energies.MLP([6, 10, 1], activation=act, seed=9, dtype=dt)
+        x = rng.standard_normal((700, 6)).astype(dt)
+        out = np.full_like(x, np.nan)
+        assert net.grad_into(x, out) is out
+        np.testing.assert_array_equal(out, net.grad(x))
+        strided = np.full((700, 12), np.nan, dt)[:, ::2]
+        np.testing.assert_array_equal(net.grad_into(x, strided), net.grad(x))

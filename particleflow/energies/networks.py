@@ -302,6 +302,22 @@ class MLP(Network):
         self._map(x, chunk)
         return e, g
 
+    def grad_into(self, x, out):
+        """grad_x E written into ``out`` (like x): moves that keep a gradient buffer
+        across steps use it and skip a fresh array's page faults (~3 ms per step for
+        25.6 MB at n = 1e5, d = 64).  Same numbers as ``grad``."""
+        if (self._whole_pass_kernel(x) and out.shape == x.shape and out.dtype == x.dtype
+                and out.flags.c_contiguous):
+            self._check(x)
+            from ..kernels import mlp as kernels
+            dense = self._dense()
+            with single_threaded_blas():
+                kernels.value_and_grad(x, [d.params["weight"] for d in dense],
+                                       [d.params["bias"] for d in dense], gx=out)
+            return out
+        out[...] = self.grad(x)
+        return out
+
     def _whole_pass_kernel(self, x):
         """tanh networks with a hidden layer on numpy arrays run each pass as one numba
         kernel (``kernels/mlp.py``: BLAS GEMMs and fused elementwise loops over chunks

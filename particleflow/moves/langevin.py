@@ -87,7 +87,11 @@ class Langevin(Move):
             k0, k1 = stream.key(Purpose.LANGEVIN_NOISE)
             launch(ens.n, _flat(ens.x), _flat(out), ens.ids, mu, prec, logc, h, c, step, k0, k1)
         else:
-            g = self.energy.grad(ens.x)
+            grad_into = getattr(self.energy, "grad_into", None)
+            if grad_into is not None and ens.xp is np:      # a reused gradient buffer
+                g = grad_into(ens.x, self.buffer("grad", ens.x.shape, ens.dtype, np))
+            else:
+                g = self.energy.grad(ens.x)
             if ens.xp is np and ens.x.flags.c_contiguous and g.flags.c_contiguous and out.flags.c_contiguous:
                 # noise into a reused buffer (a fresh 25 MB array costs its page faults
                 # every step), then one parallel pass for the update.  (Drawing the noise
