@@ -14,9 +14,7 @@ long (rows of 32 columns alone leave it mostly in its prologue and remainder).
 Activations: tanh, relu, leaky_relu(alpha), softplus, silu.  tanh and the logistic use
 the vectorisable exp of ``vmath`` (2-3 ulp); checked against numpy in tests.
 
-For tanh, ``MLP.value_and_grad`` does not use this kernel: numpy's own ``np.tanh``
-(AVX-512) is ~4x faster than the polynomial here, and sigma' = 1 - sigma^2 is applied
-in the backward pass by ``mul_tanh_derivative`` without storing it.
+tanh MLPs on numpy do not use this kernel: they run whole passes in ``kernels/mlp.py``.
 """
 import numba
 import numpy as np
@@ -68,19 +66,7 @@ def _make(exp, log, fl, code):
     return bias_activation
 
 
-def _make_tanh_derivative(fl):
-    one = fl(1)
-
-    @numba.njit(error_model="numpy", nogil=True)
-    def mul(gf, tf):
-        for q in range(gf.shape[0]):
-            t = tf[q]
-            gf[q] *= one - t * t
-    return mul
-
-
 _K = {}
-_TD = {}
 
 
 def bias_activation(z, b, name, alpha, d1, out=None):
@@ -96,14 +82,4 @@ def bias_activation(z, b, name, alpha, d1, out=None):
     out = z if out is None else out
     _K[key](z, b, dt.type(alpha), out, d1)
     return out, d1
-
-
-def mul_tanh_derivative(g, t):
-    """g <- g * (1 - t^2) in place (t = tanh(z): the backward pass of a tanh layer).
-    g and t C-contiguous, same shape."""
-    dt = g.dtype
-    if dt not in _TD:
-        _TD[dt] = _make_tanh_derivative(dt.type)
-    _TD[dt](g.reshape(-1), t.reshape(-1))
-    return g
 

@@ -215,13 +215,7 @@ def _wide_driver(kind, target, dtype):
         g = dict(_range=kern.range_kernel, prange=numba.prange, np=np, min=min)
         exec(src, g)
         _WIDE_DRIVERS[key] = numba.njit(parallel=True, error_model="numpy")(g["_wide"])
-    kern_ready = kern.range_kernel.signatures
-    return kern, _WIDE_DRIVERS[key], kern_ready
-
-
-def _prepare(kern, ready, dtype, ids, step, k0, k1):
-    if not ready:                                # compile the panel with its forced lanes
-        kern(1, np.empty(_PANEL, dtype), ids[:1], 0, step, k0, k1)
+    return kern, _WIDE_DRIVERS[key]
 
 
 def wide_fill(kind, target, dtype, ids, n_draws, step, k0, k1, out):
@@ -231,8 +225,9 @@ def wide_fill(kind, target, dtype, ids, n_draws, step, k0, k1, out):
     blocks inside each particle) runs scalar: 47-70 ms against ~10-14 ms for 6.4e6
     float32 normals (n = 1e5, d = 64).  One panel kernel per (kind, dtype) whatever
     the width (compiling one per width and column offset cost up to 45 s)."""
-    kern, drive, ready = _wide_driver(kind, target, dtype)
-    _prepare(kern, ready, dtype, ids, step, k0, k1)
+    kern, drive = _wide_driver(kind, target, dtype)
+    if not kern.range_kernel.signatures:          # compile the panel with its forced lanes
+        kern(1, np.empty(_PANEL, dtype), ids[:1], 0, step, k0, k1)
     drive(ids.size, out, ids, n_draws, step, k0, k1)
     return out
 

@@ -245,59 +245,44 @@ class MLP(Network):
 
     def value_and_grad(self, x):
         """E and grad_x E.  On numpy arrays: tanh networks run one whole-pass kernel
-        (``kernels/mlp.py``); otherwise each hidden layer is one GEMM plus one
-        activation pass (tanh: numpy's ``np.tanh`` in place, sigma' = 1 - a^2 applied in
-        the backward pass; others: a fused bias + activation kernel storing sigma').  Chunks of
-        ``batch_size`` rows run in parallel (``chunks.py``).  Same numbers as the layer
-        path to rounding (tested); CuPy arrays and ``fused = False`` take the layer path."""
+        (``kernels/mlp.py``); otherwise each hidden layer is one GEMM plus one fused
+        bias + activation pass that also stores sigma'.  Chunks of ``batch_size`` rows
+        run in parallel (``chunks.py``).  Same numbers as the layer path to rounding
+        (tested); CuPy arrays and ``fused = False`` take the layer path."""
         if not self.fused or array_module(x) is not np:
             return super().value_and_grad(x)
         self._check(x)
         if self._whole_pass_kernel(x):
             from ..kernels import mlp as kernels
-            dense = self._dense()
             with single_threaded_blas():
-                return kernels.value_and_grad(x, [d.params["weight"] for d in dense],
-                                              [d.params["bias"] for d in dense])
-        from ..kernels.activations import bias_activation, mul_tanh_derivative
+                return kernels.value_and_grad(x, *self._weights_and_biases())
+        from ..kernels.activations import bias_activation
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
-        tanh = act is not None and act.name == "tanh"
         e = np.empty(x.shape[0], dtype=x.dtype)
         g = np.empty_like(x)
 
         def chunk(s):
             a = x[s]
-            saved = []                   # tanh: the activations a_l; else sigma'(z_l)
+            d1s = []
             for layer in dense[:-1]:
                 z = a @ layer.params["weight"].T
-                if tanh:
-                    z += layer.params["bias"]
-                    a = np.tanh(z, out=z)
-                    saved.append(a)
-                else:
-                    d1 = np.empty_like(z)
-                    # a separate output: in place, LLVM's run-time alias check fails and
-                    # the loop falls back to scalar code (measured 8x slower)
-                    a = np.empty_like(z)
-                    bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
-                    saved.append(d1)
+                d1 = np.empty_like(z)
+                # a separate output: in place, LLVM's run-time alias check fails and the
+                # loop falls back to scalar code (measured 8x slower)
+                a = np.empty_like(z)
+                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
+                d1s.append(d1)
             wL = dense[-1].params["weight"]
             e[s] = a @ wL[0] + dense[-1].params["bias"][0]
-            if not saved:
+            if not d1s:
                 g[s] = wL[0]
                 return
-
-            def times_derivative(ab, l):           # ab <- ab * sigma'(z_l)
-                if tanh:
-                    return mul_tanh_derivative(ab, saved[l])
-                ab *= saved[l]
-                return ab
-            ab = np.empty_like(a)
-            ab[...] = wL[0]
-            ab = times_derivative(ab, len(saved) - 1)     # delta of the last hidden layer
+            ab = d1s[-1]
+            ab *= wL[0]                                   # delta of the last hidden layer
             for i in range(len(dense) - 2, 0, -1):
-                ab = times_derivative(ab @ dense[i].params["weight"], i - 1)
+                ab = ab @ dense[i].params["weight"]
+                ab *= d1s[i - 1]
             g[s] = ab @ dense[0].params["weight"]
         self._map(x, chunk)
         return e, g
@@ -310,13 +295,15 @@ class MLP(Network):
                 and out.flags.c_contiguous):
             self._check(x)
             from ..kernels import mlp as kernels
-            dense = self._dense()
             with single_threaded_blas():
-                kernels.value_and_grad(x, [d.params["weight"] for d in dense],
-                                       [d.params["bias"] for d in dense], gx=out)
+                kernels.value_and_grad(x, *self._weights_and_biases(), gx=out)
             return out
         out[...] = self.grad(x)
         return out
+
+    def _weights_and_biases(self):
+        dense = self._dense()
+        return [d.params["weight"] for d in dense], [d.params["bias"] for d in dense]
 
     def _whole_pass_kernel(self, x):
         """tanh networks with a hidden layer on numpy arrays run each pass as one numba
@@ -350,10 +337,9 @@ class MLP(Network):
             raise ValueError(f"sigma must be > 0; got {sigma}")
         if self._whole_pass_kernel(x):
             from ..kernels import mlp as kernels
-            dense = self._dense()
             with single_threaded_blas():
-                loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, [d.params["weight"] for d in dense],
-                                                        [d.params["bias"] for d in dense], float(sigma) ** 2)
+                loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, *self._weights_and_biases(),
+                                                        float(sigma) ** 2)
             out = {}
             for l, (gw, gb) in enumerate(grads):
                 out[f"{2 * l}.weight"] = gw
