@@ -8,7 +8,7 @@ cheap to write and PyTorch autograd if importable (never a dependency).
 * MLP [64, 32, 32, 32, 1] tanh, n = 1e5, float32: value + grad_x, and one whole
   Langevin step (``pf.moves.Langevin`` on an Ensemble, Philox noise included).
 
-    python bench/bench_networks.py [--torch-python /path/to/venv/bin/python]
+    python bench/bench_networks.py [--torch-python /path/to/venv/bin/python] [--rounds N] [--only NAME]
 
 With an interpreter that has PyTorch and/or JAX (a separate venv), ``torch_reference.py``
 times the same workloads there and the table shows the ratios measured in the same run.
@@ -84,6 +84,8 @@ def main():
                 break
             served.append(tuple(line.rstrip("\n").split("\t")))
     rows = workloads()
+    if "--only" in sys.argv:            # e.g. --only ConvNet: the workloads whose name contains it
+        rows = [r for r in rows if sys.argv[sys.argv.index("--only") + 1] in r[0]]
     frameworks = [f for f in ("PyTorch", "JAX") if any(k[0] == f for k in served)]
     ours = {name: [] for name, _ in rows}
     refs = {}

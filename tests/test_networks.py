@@ -284,8 +284,9 @@ def test_chunk_parallel_network_passes_are_thread_independent():
         pytest.skip("needs 2 numba threads")
     conv = pf.energies.ConvNet((3, 8, 8), [4, 6, 1], [3, 4, 2], [1, 2, 1], [1, 1, 0], seed=5, batch_size=3)
     silu = pf.energies.MLP([4, 8, 1], activation="silu", seed=6, batch_size=7)
+    fused = pf.energies.ConvNet((3, 8, 8), [4, 6, 1], [3, 4, 4], [1, 2, 1], [1, 1, 0], seed=5, batch_size=3)
     rng = np.random.default_rng(7)
-    for net in (conv, silu):
+    for net in (conv, silu, fused):          # fused: convnet_cpu.py for value, grad, grad_params
         x = rng.standard_normal((20,) + net.input_shape)
         v = rng.standard_normal(x.shape)
         c = rng.standard_normal(20)
@@ -339,3 +340,91 @@ def test_grad_into_equals_grad():
         np.testing.assert_array_equal(out, net.grad(x))
         strided = np.full((700, 12), np.nan, dt)[:, ::2]
         np.testing.assert_array_equal(net.grad_into(x, strided), net.grad(x))
+
+
+def _fused_nets(dt):
+    # several groups per layer in convnet_cpu (64 output pixels a group, set below),
+    # stride / padding / kernel variety, ReLU and LeakyReLU, the nijkamp shape
+    return [pf.energies.ConvNet((2, 11, 11), [5, 4, 1], [3, 4, 5], [1, 2, 1], [1, 1, 0], activation="relu",
+                                seed=11, dtype=dt, batch_size=5),
+            pf.energies.ConvNet((3, 8, 8), [4, 6, 1], [3, 4, 4], [1, 2, 1], [1, 1, 0], alpha=0.1, seed=12,
+                                dtype=dt, batch_size=4),
+            pf.energies.ConvNet.nijkamp(32, 32, dtype=dt, batch_size=3)]
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_fused_convnet_passes_match_layer_path(dt, monkeypatch):
+    """ReLU / LeakyReLU ConvNets on numpy run convnet_cpu.py (activations applied inside
+    im2col / col2im, columns recomputed per group for weight gradients): the same
+    numbers as the layer path (values and grad_x bitwise up to GEMM row blocking,
+    bias gradients summed in float64)."""
+    from particleflow.energies import convnet_cpu
+    monkeypatch.setattr(convnet_cpu, "GROUP_ROWS", 64)
+    tol = 1e-13 if dt == np.float64 else 2e-6
+    rng = np.random.default_rng(13)
+    for net in _fused_nets(dt):
+        assert convnet_cpu.plan(net.layers) is not None
+        x = rng.uniform(-1, 1, (7,) + net.input_shape).astype(dt)
+        c = rng.standard_normal(7).astype(dt)
+        v, (e, g), gp = net.value(x), net.value_and_grad(x), net.grad_params(x, c)
+        net.fused = False
+        v0, (e0, g0), gp0 = net.value(x), net.value_and_grad(x), net.grad_params(x, c)
+        net.fused = True
+        assert e.dtype == g.dtype == dt and g.shape == x.shape
+        assert rel_err(v, v0) < tol and rel_err(e, e0) < tol and rel_err(g, g0) < tol, net
+        assert list(gp) == list(gp0) == list(net.params)
+        for k in gp:
+            assert gp[k].dtype == dt and gp[k].shape == gp0[k].shape
+            assert rel_err(gp[k], gp0[k]) < tol, (net, k)
+
+
+def test_fused_convnet_finite_differences():
+    """grad_x and grad_params of the fused path against float64 central differences.
+    ReLU is piecewise linear: the parameter step is 1e-7, because at 1e-6 one unit of
+    this net crosses its kink (measured: 3.489 against 3.553 along 3.weight; 1e-7
+    agrees to 1e-10, and the layer path gives the same gradient)."""
+    net = _fused_nets(np.float64)[0]
+    x, d = inputs(net, 4, 14)
+    g = net.grad(x)
+    fd = np.array([fd_dir(net.value, x[i:i + 1], d[i:i + 1])[0] for i in range(4)])
+    assert rel_err((g * d).reshape(4, -1).sum(1), fd) < 1e-6
+    c = np.random.default_rng(15).standard_normal(4)
+    base = {k: a.copy() for k, a in net.params.items()}
+    direction = {k: np.random.default_rng(16).standard_normal(a.shape) for k, a in base.items()}
+    vals = []
+    step = 1e-7
+    for s in (+1, -1):
+        net.set_params({k: base[k] + s * step * direction[k] for k in base})
+        vals.append(c @ net.value(x))
+    net.set_params(base)
+    gp = net.grad_params(x, c)
+    assert rel_err(sum((gp[k] * direction[k]).sum() for k in gp), (vals[0] - vals[1]) / (2 * step)) < 1e-6
+
+
+def test_fused_conv_kernels_match_numpy():
+    from particleflow.kernels import conv
+    rng = np.random.default_rng(17)
+    for k, s, p in [(3, 1, 1), (4, 2, 1), (4, 1, 0), (2, 3, 0)]:
+        z = rng.standard_normal((2, 7, 7, 3))
+        b = rng.standard_normal(3)
+        Ho = (7 + 2 * p - k) // s + 1
+        a = np.where(z + b > 0, z + b, 0.2 * (z + b))
+        cols = conv.im2col_act(z, b, 0.2, k, k, s, p, Ho, Ho, np.empty((2 * Ho * Ho, k * k * 3)))
+        np.testing.assert_array_equal(cols, im2col_xp(a, k, k, s, p)[0])
+        y = rng.standard_normal(cols.shape)
+        out, gb = np.empty_like(z), np.zeros(3)
+        conv.col2im_act(y, z, b, 0.2, True, k, k, s, p, Ho, Ho, out, gb)
+        ref = col2im_xp(y, z.shape, k, k, s, p) * np.where(z + b > 0, 1.0, 0.2)
+        np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(gb, ref.sum((0, 1, 2)), rtol=1e-12)
+        conv.col2im_act(y, z, b, 0.2, False, k, k, s, p, Ho, Ho, out, gb)
+        np.testing.assert_allclose(out, col2im_xp(y, z.shape, k, k, s, p), rtol=1e-13, atol=1e-13)
+
+
+def test_fused_plan_only_for_piecewise_linear_conv_stacks():
+    from particleflow.energies import convnet_cpu
+    assert convnet_cpu.plan(nets()[-2].layers) is None          # softplus
+    assert convnet_cpu.plan(nets()[-1].layers) is None          # ends in Dense
+    relu = pf.energies.ConvNet((2, 6, 6), [3, 1], [3, 6], [1, 1], [1, 0], activation="relu")
+    convs, wmats, alpha = convnet_cpu.plan(relu.layers)
+    assert alpha == 0.0 and len(convs) == 2 and wmats[0].shape == (3, 18)

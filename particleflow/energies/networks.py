@@ -163,7 +163,8 @@ class Network(Energy):
             _, _, caches = self._forward(x[s], None if v is None else v[s])
             zb, ztb = (c[s], None) if v is None else (None, c[s])
             return self._backward(caches, zb, ztb, need_input=False)[2]
-        return self._sum_in_order(self._map(x, chunk))
+        total = self._sum_in_order(self._map(x, chunk))
+        return {k: total[k] for k in self.params}            # in the order of ``params``
 
     def hvp(self, x, v):
         """Hessian-vector products grad_x (v_i . grad_x E(x_i)), shape of x."""
@@ -435,6 +436,63 @@ class ConvNet(Network):
             layers.append(Activation(activation, alpha))
             layers.append(Dense(c_in * H * W, 1, rng, dt))
         super().__init__(layers, tuple(input_shape), batch_size)
+
+    fused = True      # numpy arrays, ReLU / LeakyReLU: the fused passes of convnet_cpu.py
+
+    def _fused_plan(self, x):
+        from . import convnet_cpu
+        return convnet_cpu.plan(self.layers) if self.fused and array_module(x) is np else None
+
+    def value(self, x):
+        plan = self._fused_plan(x)
+        if plan is None:
+            return super().value(x)
+        from . import convnet_cpu
+        self._check(x)
+        out = np.empty(x.shape[0], dtype=x.dtype)
+
+        def chunk(s):
+            out[s] = convnet_cpu.forward(*plan, x[s])[0]
+        self._map(x, chunk)
+        return out
+
+    def value_and_grad(self, x):
+        """E and grad_x E.  ReLU / LeakyReLU nets on numpy arrays run the fused passes
+        of ``convnet_cpu.py`` (the activations are applied inside im2col / col2im);
+        other nets, CuPy arrays and ``fused = False`` take the layer path."""
+        plan = self._fused_plan(x)
+        if plan is None:
+            return super().value_and_grad(x)
+        from . import convnet_cpu
+        self._check(x)
+        e = np.empty(x.shape[0], dtype=x.dtype)
+        g = np.empty_like(x)
+
+        def chunk(s):
+            e[s], zs = convnet_cpu.forward(*plan, x[s])
+            convnet_cpu.backward(*plan, zs, np.ones(len(e[s]), x.dtype), grad_x=g[s])
+        self._map(x, chunk)
+        return e, g
+
+    def grad_params(self, x, cotangent):
+        plan = self._fused_plan(x)
+        if plan is None:
+            return super().grad_params(x, cotangent)
+        from . import convnet_cpu
+        self._check(x)
+        c = self._cotangent(x, cotangent)
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        convs = plan[0]
+
+        def chunk(s):
+            _, zs = convnet_cpu.forward(*plan, x[s])
+            grads = convnet_cpu.backward(*plan, zs, c[s])
+            out = {}
+            for l, (gw, gb) in sorted(grads.items()):
+                i = index[id(convs[l])]
+                out[f"{i}.weight"], out[f"{i}.bias"] = gw, gb
+            return out
+        return self._sum_in_order(self._map(x, chunk))
 
     @classmethod
     def nijkamp(cls, n_f=32, image_size=32, channels=3, **kw):
