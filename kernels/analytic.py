@@ -20,7 +20,7 @@ Philox stream (``philox.py``), so the array path reproduces it exactly.
 """
 import numpy as np
 
-from ._jit import build_kernel, compile_source
+from ._jit import SIMD_LANES, build_kernel, compile_source
 from .philox import namespace
 
 MAX_FUSED_DIM = 8
@@ -178,9 +178,8 @@ _ARGS = {
                     ("prec", None), ("logc", None)],
 }
 _CACHE = {}
-# forced SIMD lanes per kernel on the CPU (0 = LLVM's choice); see _jit._forced_vector_width
-VECTOR_WIDTH = {"ula": 8, "mala": 8, "hmc_init": 8, "hmc_leapfrog": 8, "hmc_accept": 8,
-                "energy_grad": 8}
+# forced SIMD lanes per kernel on the CPU (0 = LLVM's choice); see _jit._simd_lanes
+VECTOR_WIDTH = {k: SIMD_LANES for k in ("ula", "mala", "hmc_init", "hmc_leapfrog", "hmc_accept", "energy_grad")}
 
 
 def kernel(kind, D, K, iso, dtype, target):

@@ -218,6 +218,27 @@ def _value_and_grad(x, Ws, bs, rows, e, gx):
         value_and_grad_chunk(x[s0:s1], Ws, bs, e[s0:s1], gx[s0:s1])
 
 
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def ula_chunk(x, Ws, bs, z, h, c, out):
+    """out <- x - h grad E(x) + c z for one chunk, while the gradient is in cache (the
+    same operations in the same order as ``elementwise.langevin_update``)."""
+    acts = forward(x, Ws, bs)
+    gas, _ = input_gradient(acts, Ws)
+    xf, gf, zf, of = x.ravel(), gas[0].ravel(), z.ravel(), out.ravel()
+    for q in range(of.shape[0]):
+        of[q] = xf[q] - h * gf[q] + c * zf[q]
+
+
+@numba.njit(error_model="numpy", parallel=True, cache=True)
+def _ula(x, Ws, bs, z, h, c, rows, out):
+    n = x.shape[0]
+    nc = (n + rows - 1) // rows
+    for k in prange(nc):
+        s0 = k * rows
+        s1 = min(n, s0 + rows)
+        ula_chunk(x[s0:s1], Ws, bs, z[s0:s1], h, c, out[s0:s1])
+
+
 def _offsets(Ws, bs):
     woff, boff, o = [], [], 0
     for W, b in zip(Ws, bs):
@@ -253,3 +274,12 @@ def value_and_grad(x, Ws, bs, rows=ROWS, gx=None):
     gx = np.empty_like(x) if gx is None else gx
     _value_and_grad(x, tuple(Ws), tuple(bs), rows, e, gx)
     return e, gx
+
+
+def ula_update(x, Ws, bs, z, h, c, out, rows=ROWS):
+    """One unadjusted Langevin update out <- x - h grad E(x) + c z for a tanh MLP
+    (C-contiguous x, z, out like x): the gradient never leaves the chunk.  Bitwise
+    ``value_and_grad`` followed by ``elementwise.langevin_update`` (tested)."""
+    fl = x.dtype.type
+    _ula(x, tuple(Ws), tuple(bs), z, fl(h), fl(c), rows, out)
+    return out

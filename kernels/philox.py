@@ -22,7 +22,7 @@ import math
 import numba
 import numpy as np
 
-from ._jit import CPU, CUDA, build_kernel, compile_source
+from ._jit import CPU, CUDA, SIMD_LANES, build_kernel, compile_source
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -187,7 +187,7 @@ def _panel_kernel(kind, target, dtype):
         src = src.replace("WORDS(", "WORDS(block0 + ")
         ns = dict(namespace(target, dtype))
         compile_source(ns, src, target, "<philox-panel>")
-        _FILLS[key] = build_kernel(ns, f"fill_{kind}_panel_body", _PANEL_ARGS, target, vector_width=8)
+        _FILLS[key] = build_kernel(ns, f"fill_{kind}_panel_body", _PANEL_ARGS, target, vector_width=SIMD_LANES)
     return _FILLS[key]
 
 
@@ -249,7 +249,7 @@ def fill_kernel(kind, target, dtype, width=None):
             ns = dict(ns)
             compile_source(ns, _unrolled_fill_source(kind, width), target, "<philox-fill>")
             _FILLS[key] = build_kernel(ns, f"fill_{kind}_w{width}_body", _FILL_ARGS, target,
-                                       vector_width=8)
+                                       vector_width=SIMD_LANES)
     return _FILLS[key]
 
 

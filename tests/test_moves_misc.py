@@ -89,16 +89,19 @@ def test_dimension_mismatch_between_energy_and_ensemble():
 @pytest.mark.parametrize("d", [2, 5, 64])
 def test_langevin_array_path_equals_numpy_formula(dt, d):
     """The array path of ULA fills a reused noise buffer and updates in one parallel
-    pass (kernels/elementwise.py): bitwise x - h grad E(x) + sqrt(2h) z with z the
-    stream's normals, as numpy computes it."""
-    net = pf.energies.MLP([d, 6, 1], seed=2, dtype=dt)
-    x0 = np.random.default_rng(3).standard_normal((700, d)).astype(dt)
-    ens = pf.Ensemble(x0.copy())
-    stream = pf.random.Stream(4)
-    move = pf.moves.Langevin(net, 0.01)
-    x = x0
-    for step in range(3):
-        move(ens, stream, step)
-        z = stream.normal(step, np.arange(700), d, pf.random.Purpose.LANGEVIN_NOISE, dt)
-        x = x - dt(0.01) * net.grad(x) + dt(np.sqrt(0.02)) * z
-        np.testing.assert_array_equal(ens.x, x)
+    pass (kernels/elementwise.py), or, for tanh MLPs, inside the gradient pass
+    (``MLP.ula_update_into``, kernels/mlp.py): bitwise x - h grad E(x) + sqrt(2h) z
+    with z the stream's normals, as numpy computes it."""
+    for act in ("tanh", "relu"):            # relu: no whole-pass kernel, the hook declines
+        net = pf.energies.MLP([d, 6, 1], activation=act, seed=2, dtype=dt)
+        x0 = np.random.default_rng(3).standard_normal((700, d)).astype(dt)
+        ens = pf.Ensemble(x0.copy())
+        stream = pf.random.Stream(4)
+        move = pf.moves.Langevin(net, 0.01)
+        x = x0
+        for step in range(3):
+            move(ens, stream, step)
+            z = stream.normal(step, np.arange(700), d, pf.random.Purpose.LANGEVIN_NOISE, dt)
+            x = x - dt(0.01) * net.grad(x) + dt(np.sqrt(0.02)) * z
+            np.testing.assert_array_equal(ens.x, x)
+        assert net.ula_update_into(x, z, 0.01, 0.1, np.empty_like(x)) == (act == "tanh")

@@ -302,6 +302,20 @@ class MLP(Network):
         out[...] = self.grad(x)
         return out
 
+    def ula_update_into(self, x, z, h, c, out):
+        """out <- x - h grad E(x) + c z in one pass (the Langevin move's hook; the
+        gradient of each 512-row chunk is used while in cache and never stored).
+        Returns False, doing nothing, where the whole-pass kernel does not apply."""
+        arrays = (x, z, out)
+        if not (self._whole_pass_kernel(x) and all(a.shape == x.shape and a.dtype == x.dtype
+                                                   and a.flags.c_contiguous for a in arrays)):
+            return False
+        self._check(x)
+        from ..kernels import mlp as kernels
+        with single_threaded_blas():
+            kernels.ula_update(x, *self._weights_and_biases(), z, h, c, out)
+        return True
+
     def _weights_and_biases(self):
         dense = self._dense()
         return [d.params["weight"] for d in dense], [d.params["bias"] for d in dense]
