@@ -428,3 +428,19 @@ def test_fused_plan_only_for_piecewise_linear_conv_stacks():
     relu = pf.energies.ConvNet((2, 6, 6), [3, 1], [3, 6], [1, 1], [1, 0], activation="relu")
     convs, wmats, alpha = convnet_cpu.plan(relu.layers)
     assert alpha == 0.0 and len(convs) == 2 and wmats[0].shape == (3, 18)
+
+
+def test_empty_batches():
+    """An empty batch: values and gradients are empty, parameter gradients are zero (a
+    sum over no samples), on the fused and the layer paths; DEEN's mean loss refuses."""
+    for net in (pf.energies.ConvNet.nijkamp(32, 32), pf.energies.MLP([3, 4, 1])):
+        x = np.zeros((0,) + net.input_shape)
+        for fused in (True, False):
+            net.fused = fused
+            e, g = net.value_and_grad(x)
+            assert e.shape == (0,) and g.shape == x.shape and net.value(x).shape == (0,)
+            gp = net.grad_params(x, np.ones(0))
+            assert list(gp) == list(net.params) and all(not v.any() for v in gp.values())
+        net.fused = True
+    with pytest.raises(ValueError, match="at least one sample"):
+        pf.energies.MLP([3, 4, 1]).dsm_loss_and_grad(np.zeros((0, 3)), np.zeros((0, 3)), 0.1)

@@ -105,8 +105,10 @@ class Network(Energy):
             return map_chunks(fn, self._chunks(x.shape[0]))
         return [fn(s) for s in self._chunks(x.shape[0])]
 
-    @staticmethod
-    def _sum_in_order(parts):
+    def _sum_in_order(self, parts):
+        """Per-chunk parameter gradients summed in chunk order (zeros for an empty batch)."""
+        if not parts:
+            return {k: array_module(v).zeros_like(v) for k, v in self.params.items()}
         total = parts[0]
         for g in parts[1:]:
             total = {k: total[k] + g[k] for k in total}
@@ -350,6 +352,8 @@ class MLP(Network):
             raise ValueError(f"x and x_noisy must have the same shape; got {x.shape} and {x_noisy.shape}")
         if not (float(sigma) > 0):
             raise ValueError(f"sigma must be > 0; got {sigma}")
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one sample (the loss is a mean over the batch)")
         if self._whole_pass_kernel(x):
             from ..kernels import mlp as kernels
             with single_threaded_blas():
