@@ -17,11 +17,11 @@ Only the raw GEMM outputs z_l are kept.  Measured on one 32-image chunk of the
 Nijkamp n_f = 32 net (float32, one thread): value + grad_x 60 ms on the layer path
 (of which ~35 ms GEMMs), see the README's benchmark section for this path's numbers.
 
-Same values as the layer path (bias added before the activation, v or alpha v, g or
-alpha g), up to the order of the bias-gradient sums (float64 accumulators here).
-The network's NCHW input is read through a transposed view (no copy), and grad_x is
-written through one.  Used by ``ConvNet`` for numpy arrays whose layers are
-ChannelsLast, (Conv2d, Activation)*, Conv2d to a single output, Flatten.
+Same operations as the layer path (bias added before the activation, v or alpha v,
+g or alpha g), so the same values up to GEMM row blocking and the order of the
+bias-gradient sums (float64 accumulators here).  The NCHW input is copied to NHWC
+once per chunk and grad_x copied back.  Used by ``ConvNet`` for numpy arrays whose
+layers are ChannelsLast, (Conv2d, Activation)*, Conv2d to a single output, Flatten.
 """
 import numpy as np
 
@@ -54,9 +54,8 @@ def _out_hw(conv, H, W):
     return (H + 2 * conv.pad - conv.k) // conv.stride + 1, (W + 2 * conv.pad - conv.k) // conv.stride + 1
 
 
-def _groups(B, rows_per_image, whole):
-    if whole:
-        return [(0, B)]
+def _groups(B, rows_per_image):
+    """Image ranges (b0, b1) of about ``GROUP_ROWS`` output pixels each (at least one image)."""
     g = max(1, GROUP_ROWS // rows_per_image)
     return [(b0, min(B, b0 + g)) for b0 in range(0, B, g)]
 
@@ -90,7 +89,7 @@ def forward(convs, wmats, alpha, x):
         Ho, Wo = _out_hw(layer, H, W)
         z = np.empty((B, Ho, Wo, layer.out_c), dtype=x.dtype)
         zf = z.reshape(-1, layer.out_c)
-        groups = _groups(B, Ho * Wo, False)
+        groups = _groups(B, Ho * Wo)
         cols = _buffer(groups, Ho * Wo, Wm.shape[1], x.dtype)
         for b0, b1 in groups:
             c = _columns(convs, alpha, zs, l, b0, b1, cols[:(b1 - b0) * Ho * Wo])
@@ -122,7 +121,7 @@ def backward(convs, wmats, alpha, zs, cotangent, grad_x=None):
         Ho, Wo = gz.shape[1], gz.shape[2]
         rows = Ho * Wo
         gzf = gz.reshape(-1, out_c)
-        groups = _groups(B, rows, False)
+        groups = _groups(B, rows)
         need_input = l > 0 or not want_params
         if want_params:
             gw = np.empty(Wm.shape, dtype=dtype)
@@ -131,6 +130,8 @@ def backward(convs, wmats, alpha, zs, cotangent, grad_x=None):
         if need_input:
             part = _buffer(groups, rows, Wm.shape[1], dtype)
             dest = np.empty(zs[l].shape, dtype=dtype)         # cotangent of z_{l-1} (of x: l = 0)
+            # l = 0: no activation before the first layer (col2im_act's apply is False,
+            # its z / bias / bias-gradient arguments are unused)
             prev_bias = convs[l - 1].params["bias"] if l > 0 else gbias
             next_gbias = np.zeros(dest.shape[3])
         for g, (b0, b1) in enumerate(groups):
