@@ -16,30 +16,15 @@ import numpy as np
 
 @numba.njit(error_model="numpy", cache=True, nogil=True)
 def im2col(x, kh, kw, stride, pad, Ho, Wo, out):
-    B, H, W, C = x.shape
-    for r in range(B * Ho):
-        b = r // Ho
-        oh = r % Ho
-        for ow in range(Wo):
-            row = r * Wo + ow
-            for i in range(kh):
-                h = oh * stride + i - pad
-                for j in range(kw):
-                    w = ow * stride + j - pad
-                    base = (i * kw + j) * C
-                    if 0 <= h < H and 0 <= w < W:
-                        for c in range(C):
-                            out[row, base + c] = x[b, h, w, c]
-                    else:
-                        for c in range(C):
-                            out[row, base + c] = 0
-    return out
+    # the gather of ``im2col_act`` without the activation (bias unused)
+    return im2col_act(x, np.zeros(x.shape[3], x.dtype), x.dtype.type(0), False, kh, kw, stride, pad, Ho, Wo, out)
 
 
 @numba.njit(error_model="numpy", cache=True, nogil=True)
 def col2im(cols, kh, kw, stride, pad, Ho, Wo, out):
     # the scatter of ``col2im_act`` without the activation (z, bias unused)
-    return col2im_act(cols, out, out[0, 0, 0], 0.0, False, kh, kw, stride, pad, Ho, Wo, out, np.zeros(1))
+    return col2im_act(cols, out, np.zeros(out.shape[3], out.dtype), out.dtype.type(0), False, kh, kw, stride, pad,
+                      Ho, Wo, out, np.zeros(1))
 
 
 # ------------------------------------------------- fused with a piecewise-linear activation
@@ -50,10 +35,11 @@ def col2im(cols, kh, kw, stride, pad, Ho, Wo, out):
 # the layer path (z + b, then v or alpha * v; gradients g or alpha * g).
 
 @numba.njit(error_model="numpy", cache=True, nogil=True)
-def im2col_act(z, bias, alpha, kh, kw, stride, pad, Ho, Wo, out):
-    """im2col of leaky(z + bias) (bias over channels, alpha the negative slope).
-    (Copying runs of kw*C values per kernel row instead of C was measured: same time
-    for C >= 32, where the loop over C already vectorises.)"""
+def im2col_act(z, bias, alpha, apply, kh, kw, stride, pad, Ho, Wo, out):
+    """im2col of leaky(z + bias) (bias over channels, alpha the negative slope); with
+    ``apply`` False plain im2col of z (bias unused)."""
+    # (Copying runs of kw*C values per kernel row instead of C was measured: same time
+    # for C >= 32, where the loop over C already vectorises.)
     B, H, W, C = z.shape
     for r in range(B * Ho):
         b = r // Ho
@@ -65,13 +51,16 @@ def im2col_act(z, bias, alpha, kh, kw, stride, pad, Ho, Wo, out):
                 for j in range(kw):
                     w = ow * stride + j - pad
                     base = (i * kw + j) * C
-                    if 0 <= h < H and 0 <= w < W:
+                    if not (0 <= h < H and 0 <= w < W):
+                        for c in range(C):
+                            out[row, base + c] = 0
+                    elif apply:
                         for c in range(C):
                             v = z[b, h, w, c] + bias[c]
                             out[row, base + c] = v if v > 0 else alpha * v
                     else:
                         for c in range(C):
-                            out[row, base + c] = 0
+                            out[row, base + c] = z[b, h, w, c]
     return out
 
 

@@ -221,7 +221,9 @@ def _value_and_grad(x, Ws, bs, rows, e, gx):
 @numba.njit(error_model="numpy", nogil=True, cache=True)
 def ula_chunk(x, Ws, bs, z, h, c, out):
     """out <- x - h grad E(x) + c z for one chunk, while the gradient is in cache (the
-    same operations in the same order as ``elementwise.langevin_update``)."""
+    same operations in the same order as ``elementwise.langevin_update``; its loop is
+    not called from here because numba's disk cache of this module would not notice
+    edits to another file)."""
     acts = forward(x, Ws, bs)
     gas, _ = input_gradient(acts, Ws)
     xf, gf, zf, of = x.ravel(), gas[0].ravel(), z.ravel(), out.ravel()

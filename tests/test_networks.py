@@ -409,7 +409,7 @@ def test_fused_conv_kernels_match_numpy():
         b = rng.standard_normal(3)
         Ho = (7 + 2 * p - k) // s + 1
         a = np.where(z + b > 0, z + b, 0.2 * (z + b))
-        cols = conv.im2col_act(z, b, 0.2, k, k, s, p, Ho, Ho, np.empty((2 * Ho * Ho, k * k * 3)))
+        cols = conv.im2col_act(z, b, 0.2, True, k, k, s, p, Ho, Ho, np.empty((2 * Ho * Ho, k * k * 3)))
         np.testing.assert_array_equal(cols, im2col_xp(a, k, k, s, p)[0])
         y = rng.standard_normal(cols.shape)
         out, gb = np.empty_like(z), np.zeros(3)

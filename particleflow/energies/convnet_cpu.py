@@ -71,7 +71,7 @@ def _columns(convs, alpha, zs, l, b0, b1, out):
     Ho, Wo = _out_hw(layer, a.shape[1], a.shape[2])
     if l == 0:
         return K.im2col(a[b0:b1], k, k, s, p, Ho, Wo, out)
-    return K.im2col_act(a[b0:b1], convs[l - 1].params["bias"], a.dtype.type(alpha), k, k, s, p, Ho, Wo, out)
+    return K.im2col_act(a[b0:b1], convs[l - 1].params["bias"], a.dtype.type(alpha), True, k, k, s, p, Ho, Wo, out)
 
 
 def _buffer(groups, rows_per_image, width, dtype):
