@@ -5,7 +5,7 @@ vectors) is an ``Ensemble``.  The backend is the array's module (numpy or CuPy).
 """
 import numpy as np
 
-from .backend import array_module, to_device, to_numpy
+from .backend import Device, array_module, get_device, to_device, to_numpy
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -28,6 +28,13 @@ class Ensemble:
 
     Moves may replace the arrays held by an ensemble (double buffering); hold on to
     the ensemble, not to ``ensemble.x``.
+
+    Energy cache: ``cached_energy(energy)`` returns (E, grad E) of the current
+    positions when a move stored them with ``store_energy`` (MALA and HMC do, so the
+    next step does not evaluate them again).  Assigning ``x`` invalidates the cache;
+    a move that writes into ``x`` in place must call ``positions_changed()``.  The
+    energy's ``cache_token()`` (changed by ``set_params`` and ``load_state_dict``)
+    invalidates it when the energy's parameters change.
     """
 
     def __init__(self, x, log_weights=None, signs=None, ids=None, name=None):
@@ -46,6 +53,8 @@ class Ensemble:
                 "For n scalar particles pass x[:, None]")
         if not bool(xp.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf positions; all positions must be finite")
+        self._device = None
+        self._cache = None
         self.x = xp.array(x, copy=True, order="C")
         n = self.x.shape[0]
         self.log_weights = self._vector(log_weights, "log_weights", n, self.x.dtype, xp)
@@ -79,6 +88,32 @@ class Ensemble:
             raise ValueError(f"{what} must have shape ({n},) to match x; got {v.shape}")
         return xp.array(v, dtype=dtype, copy=True)
 
+    # ------------------------------------------------------------ positions
+    @property
+    def x(self):
+        return self._x
+
+    @x.setter
+    def x(self, value):
+        self._x = value
+        self._cache = None
+
+    def positions_changed(self):
+        """Say that ``x`` was written in place (drops the energy cache)."""
+        self._cache = None
+
+    def store_energy(self, energy, value, grad):
+        """Remember E and grad E of the current positions under ``energy``."""
+        self._cache = (energy, energy.cache_token(), self._x, value, grad)
+
+    def cached_energy(self, energy):
+        """(E, grad E) of the current positions if stored for ``energy`` with its
+        current parameters, else None."""
+        c = self._cache
+        if c is None or c[0] is not energy or c[2] is not self._x or c[1] != energy.cache_token():
+            return None
+        return c[3], c[4]
+
     # ------------------------------------------------------------ shape
     @property
     def n(self):
@@ -97,36 +132,35 @@ class Ensemble:
         return self.x.dtype
 
     @property
-    def xp(self):
-        return array_module(self.x)
+    def device(self):
+        """The ``Device`` this ensemble lives on (set by its Simulation, else the
+        device that owns ``x``)."""
+        return self._device if self._device is not None else Device.of(self._x)
+
+    @device.setter
+    def device(self, device):
+        device = get_device(device)
+        if Device.of(self._x).xp is not device.xp:
+            raise ValueError(f"ensemble {self.name!r} holds {Device.of(self._x)} arrays but the device is "
+                             f"{device}; move it first with ensemble.to({device.name!r})")
+        self._device = device
 
     @property
-    def device(self):
-        return "cpu" if self.xp is np else "gpu"
+    def xp(self):
+        return self.device.xp
 
     # ------------------------------------------------------------ weights
     def weights(self):
         """Normalised weights [n] (uniform when ``log_weights`` is None)."""
-        xp = self.xp
-        if self.log_weights is None:
-            return xp.full(self.n, 1.0 / self.n, dtype=self.dtype)
-        lw = self.log_weights - self.log_weights.max()
-        w = xp.exp(lw)
-        return w / w.sum()
+        return self.device.normalised_weights(self.log_weights, self.n, self.dtype)
 
     def ess(self):
         """Kish effective sample size 1 / sum w_i^2 of the normalised weights."""
-        if self.log_weights is None:
-            return float(self.n)
-        w = self.weights()
-        return float(1.0 / (w * w).sum())
+        return self.device.ess(self.log_weights, self.n, self.dtype)
 
     def mean(self):
         """Weighted mean of positions, shape ``event_shape``."""
-        xf = self.x.reshape(self.n, -1)
-        if self.log_weights is None:
-            return xf.mean(0).reshape(self.event_shape)
-        return (self.weights() @ xf).reshape(self.event_shape)
+        return self.device.weighted_mean(self.x.reshape(self.n, -1), self.log_weights).reshape(self.event_shape)
 
     def cov(self):
         """Weighted covariance ``[dim, dim]`` of the flattened positions
@@ -139,6 +173,7 @@ class Ensemble:
     # ------------------------------------------------------------ copies
     def copy(self):
         e = Ensemble.__new__(Ensemble)
+        e._device, e._cache = self._device, None
         e.x = self.x.copy()
         e.log_weights = None if self.log_weights is None else self.log_weights.copy()
         e.signs = None if self.signs is None else self.signs.copy()
@@ -150,6 +185,7 @@ class Ensemble:
     def to(self, device):
         """A copy on ``device`` ("cpu" or "gpu")."""
         e = Ensemble.__new__(Ensemble)
+        e._device, e._cache = None, None
         e.x = to_device(self.x, device)
         e.log_weights = to_device(self.log_weights, device)
         e.signs = to_device(self.signs, device)
@@ -166,9 +202,23 @@ class Ensemble:
         return ids
 
     def state(self):
-        """Everything the next step needs, as numpy arrays (for checkpoints)."""
-        return dict(x=to_numpy(self.x), log_weights=to_numpy(self.log_weights),
-                    signs=to_numpy(self.signs), ids=to_numpy(self.ids), next_id=self.next_id)
+        """Everything the next step needs, as numpy copies (for checkpoints)."""
+        def copy(a):
+            return None if a is None else np.array(to_numpy(a), copy=True)
+        return dict(x=copy(self.x), log_weights=copy(self.log_weights),
+                    signs=copy(self.signs), ids=copy(self.ids), next_id=self.next_id)
+
+    def load_state(self, st):
+        """Restore what ``state()`` returned (positions, weights, signs, ids, next id)."""
+        xp = self.xp
+
+        def own(a):
+            return None if a is None else xp.array(to_device(a, self.device), copy=True, order="C")
+        self.x = own(st["x"])
+        self.log_weights = own(st.get("log_weights"))
+        self.signs = own(st.get("signs"))
+        self.ids = own(st["ids"])
+        self.next_id = int(st["next_id"])
 
     def __repr__(self):
         return (f"Ensemble(name={self.name!r}, n={self.n}, event_shape={self.event_shape}, "

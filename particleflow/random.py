@@ -17,6 +17,7 @@ from enum import IntEnum
 import numpy as np
 
 from .backend import array_module, kernel_target
+from .kernels.philox import MAX_UNROLLED_WIDTH, fill_kernel, wide_fill
 
 
 class Purpose(IntEnum):
@@ -29,6 +30,25 @@ class Purpose(IntEnum):
     PROPOSAL = 7           # independent proposals (IMH, importance sampling)
     INIT = 8               # initial positions drawn by estimators
     PROPOSAL_COMPONENT = 9  # mixture component choice of a proposal draw
+
+
+class StreamBlock:
+    """The stream-id table: every block of stream ids the package reserves (ids are
+    24-bit; a stream id and a ``Purpose`` together form the second Philox key word).
+
+    SLOTS     0 + k        schedule slot k of a Simulation (k < 2**22)
+    REPLICAS  0 + r        replica r of a replicated estimator (importance-sampling
+                           runs): they share ids with slots, so an experiment that
+                           uses replicas schedules no move that draws from its slot
+    TEACHER   2**22 + j    synthetic data of experiments: j = 0 teacher directions,
+                           1 + split the samples of a split, 10 the student's start
+    INIT      2**23 + i    initial positions of a config's ensemble number i, and
+                           observations drawn by an experiment (i = 0)
+    """
+    SLOTS = 0
+    REPLICAS = 0
+    TEACHER = 1 << 22
+    INIT = 1 << 23
 
 
 # id used for draws that belong to the whole ensemble (e.g. the single uniform of
@@ -81,7 +101,6 @@ class Stream:
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
         k0, k1 = self.key(purpose)
         target = kernel_target(ids)
-        from .kernels.philox import MAX_UNROLLED_WIDTH, fill_kernel, wide_fill
         if target.name == "cpu" and n_draws > MAX_UNROLLED_WIDTH:
             if out is None:
                 out = xp.empty((ids.size, n_draws), dtype=dtype)

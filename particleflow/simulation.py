@@ -1,4 +1,4 @@
-"""Simulation: named ensembles, an ordered schedule of moves, observables.
+"""Simulation: named ensembles, an ordered schedule of moves, what to record, observers.
 
 Loop order of one step t (HOOMD-blue's ``Simulation.run`` idea, written down so that
 "frame t" has one meaning):
@@ -7,19 +7,29 @@ Loop order of one step t (HOOMD-blue's ``Simulation.run`` idea, written down so 
    ``stats = move(ensemble, stream.substream(slot), t)``; the ensemble is then
    checked for NaN / Inf (``DivergenceError`` names ensemble, step and move);
 2. ``t`` becomes ``t + 1``;
-3. every observable whose ``every`` divides the new step is recorded.
+3. the frames and observables due at the new step are computed once and handed to
+   every observer (``observers.py``); then every observer's ``after_step`` runs.
 
-Each schedule slot draws from its own stream id, so two moves of one step never
-share random numbers, and a run is a pure function of (seed, config, n_steps).
+Before the first step the observers are started and the initial state is recorded
+as step 0.  Each schedule slot draws from its own stream id, so two moves of one
+step never share random numbers, and a run is a pure function of (seed, schedule,
+n_steps).
+
+State: ``state_dict()`` holds the step, every ensemble, every move's state (optimiser
+moments and step counts, persistent chains) and every object registered with
+``register_state`` (learnable energies); ``load_state_dict`` restores it, and the
+run continues bitwise as if it had not stopped.
 """
 import numbers
 
 import numpy as np
 
-from .backend import array_module, to_numpy
+from .backend import get_device
 from .ensemble import Ensemble
 from .errors import DivergenceError
-from .random import MAX_STEP, Stream
+from .moves.base import Move
+from .observers import Recorder, Spec
+from .random import MAX_STEP, StreamBlock, Stream
 
 
 def _every(value, what):
@@ -29,7 +39,8 @@ def _every(value, what):
 
 
 class Slot:
-    """One scheduled move: ``move`` applied to ``ensemble`` every ``every`` steps."""
+    """One scheduled move: ``move`` applied to ``ensemble`` every ``every`` steps;
+    ``last`` holds the statistics of its latest call."""
 
     def __init__(self, index, move, ensemble, every, name):
         self.index = index
@@ -37,7 +48,11 @@ class Slot:
         self.ensemble = ensemble
         self.every = every
         self.name = name
-        self.stats = []          # list of (step, dict)
+        self.last = {}
+
+    @property
+    def stats_keys(self):
+        return tuple(getattr(self.move, "stats_keys", ()))
 
     def __repr__(self):
         return f"Slot({self.name!r}: {self.move!r} on {self.ensemble!r} every {self.every})"
@@ -49,20 +64,31 @@ class Simulation:
     ensembles : dict name -> Ensemble, optional
     seed : int in [0, 2**32)
     check_every : int >= 1; the NaN/Inf check runs after a move every this many steps
+    device : "cpu", "gpu", "cudasim" or a ``particleflow.backend.Device``; default: the
+        device of the first ensemble's arrays.  Every ensemble must live on it.
     """
 
-    def __init__(self, ensembles=None, seed=0, check_every=1):
+    def __init__(self, ensembles=None, seed=0, check_every=1, device=None):
         self.stream = Stream(seed)
         self.seed = int(seed)
+        self.device = None if device is None else get_device(device)
         self.ensembles = {}
         self.slots = []
-        self.observables = {}
-        self._observers = []
         self.step = 0
         self.check_every = _every(check_every, "check_every")
+        self.results = {}
+        self.recorder = Recorder(frames=False)
+        self.observers = [self.recorder]
+        self._observables = []             # (name or None, fn, every, initial)
+        self._moves_every = None
+        self._frames = {}                  # ensemble name -> every (None: initial frame only)
+        self._states = {}                  # name -> object with state_dict / load_state_dict
+        self._started = False
+        self.context = {}                  # objects an experiment keeps with its simulation
         for name, ens in (ensembles or {}).items():
             self.add_ensemble(name, ens)
 
+    # ------------------------------------------------------------ building
     def add_ensemble(self, name, ensemble):
         if not isinstance(name, str) or not name:
             raise ValueError(f"ensemble names must be non-empty strings; got {name!r}")
@@ -70,6 +96,9 @@ class Simulation:
             raise ValueError(f"an ensemble named {name!r} already exists")
         if not isinstance(ensemble, Ensemble):
             raise ValueError(f"ensemble {name!r} must be a particleflow.Ensemble; got {type(ensemble).__name__}")
+        if self.device is None:
+            self.device = ensemble.device
+        ensemble.device = self.device
         if ensemble.name is None:
             ensemble.name = name
         self.ensembles[name] = ensemble
@@ -84,28 +113,132 @@ class Simulation:
         name = name or f"{type(move).__name__.lower()}_{len(self.slots)}"
         if any(s.name == name for s in self.slots):
             raise ValueError(f"a scheduled move named {name!r} already exists")
+        if len(self.slots) >= StreamBlock.TEACHER:
+            raise ValueError("too many scheduled moves for the stream table")
         self.slots.append(Slot(len(self.slots), move, ensemble, _every(every, "every"), name))
         return self
 
-    def observe(self, name, fn, every=1):
-        """Record ``fn(ensembles) -> scalar or array`` every ``every`` steps as ``name``."""
-        if name in self.observables:
-            raise ValueError(f"an observable named {name!r} already exists")
+    def observe(self, name, fn, every=1, initial=True):
+        """Record ``fn(sim)`` every ``every`` steps as ``name`` (and at step 0 when
+        ``initial``).  ``fn`` returns a scalar or an array; or a dict of them, recorded
+        as ``name/key`` (as ``key`` when ``name`` is None) and computed once per step."""
+        self._not_started("observe")
         if not callable(fn):
-            raise ValueError(f"observable {name!r} must be callable fn(ensembles)")
-        self.observables[name] = {"steps": [], "values": []}
-        self._observers.append((name, fn, _every(every, "every")))
+            raise ValueError(f"observable {name!r} must be callable fn(sim)")
+        if name is not None and any(n == name for n, *_ in self._observables):
+            raise ValueError(f"an observable named {name!r} already exists")
+        self._observables.append((name, fn, _every(every, "every"), bool(initial)))
         return self
 
-    def run(self, n_steps, progress=None):
-        """Advance ``n_steps`` steps.  ``progress``: optional callable
-        ``progress(step, n_done, n_steps, last_stats)`` called after each step."""
+    def observe_moves(self, every=1):
+        """Record every scheduled move's declared statistics (``move.stats_keys``) as
+        ``<slot>/<key>`` every ``every`` steps (their latest values)."""
+        self._not_started("observe_moves")
+        self._moves_every = _every(every, "every")
+        return self
+
+    def trajectory(self, ensembles=None, every=1):
+        """Write frames of ``ensembles`` (names; default all) every ``every`` steps;
+        ``every=None`` writes the initial frame only (static ensembles such as data)."""
+        self._not_started("trajectory")
+        for name in (list(self.ensembles) if ensembles is None else ensembles):
+            if name not in self.ensembles:
+                raise ValueError(f"unknown ensemble {name!r}; known: {', '.join(self.ensembles)}")
+            self._frames[name] = None if every is None else _every(every, "every")
+        return self
+
+    def attach(self, observer):
+        """Add an observer (``particleflow.observers.Observer``); returns it."""
+        self._not_started("attach")
+        self.observers.append(observer)
+        return observer
+
+    def register_state(self, name, obj):
+        """Checkpoint ``obj.state_dict()`` under ``name`` (learnable energies, an
+        estimator's own state); restored by ``load_state_dict``."""
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise ValueError(f"{name!r}: needs state_dict() and load_state_dict()")
+        self._states[name] = obj
+        return self
+
+    def _not_started(self, what):
+        if self._started:
+            raise ValueError(f"{what}() must be called before the simulation's first run()")
+
+    # ------------------------------------------------------------ recording
+    def _values(self, step, initial=False):
+        out = {}
+        for name, fn, every, init in self._observables:
+            if (initial and not init) or (not initial and step % every):
+                continue
+            v = fn(self)
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    out[k if name is None else f"{name}/{k}"] = x
+            else:
+                out[name] = v
+        if not initial and self._moves_every is not None and step % self._moves_every == 0:
+            for slot in self.slots:
+                for k in slot.stats_keys:
+                    if k in slot.last:
+                        out[f"{slot.name}/{k}"] = slot.last[k]
+        return out
+
+    def _due_frames(self, step):
+        return {k: self.ensembles[k] for k, every in self._frames.items()
+                if every is not None and step % every == 0}
+
+    def spec(self):
+        """The observables (name -> example value, computed at the current state) and
+        the ensembles with frames."""
+        examples = {}
+        for name, fn, every, init in self._observables:
+            v = fn(self)
+            if isinstance(v, dict):
+                examples.update({k if name is None else f"{name}/{k}": x for k, x in v.items()})
+            else:
+                examples[name] = v
+        if self._moves_every is not None:
+            for slot in self.slots:
+                for k in slot.stats_keys:
+                    examples[f"{slot.name}/{k}"] = 0.0
+        return Spec({k: self.ensembles[k] for k in self._frames}, examples)
+
+    def start(self):
+        """Start the observers and record the initial state (step 0); ``run`` calls it.
+        A Simulation restored from a checkpoint at step > 0 records nothing here."""
+        if self._started:
+            return
+        spec = self.spec()
+        for ob in self.observers:
+            ob.start(self, spec)
+        self._started = True
+        if self.step == 0:
+            values = self._values(0, initial=True)
+            for ob in self.observers:
+                ob.record(0, dict(spec.ensembles), values)
+
+    def finish(self, results=None):
+        """Set ``results`` and hand them to the observers (the writer stores them)."""
+        if results is not None:
+            self.results = dict(results)
+        for ob in self.observers:
+            ob.finish(self)
+
+    def close(self):
+        for ob in self.observers:
+            ob.close()
+
+    # ------------------------------------------------------------ running
+    def run(self, n_steps, progress=None, stop=None):
+        """Advance ``n_steps`` steps.  ``progress(sim)`` is called after each step;
+        ``stop()`` too, and a true value ends the run early (after that step)."""
         n_steps = _every(n_steps, "n_steps") if n_steps != 0 else 0
         if self.step + n_steps > MAX_STEP:
             raise ValueError(f"runs are limited to {MAX_STEP} steps (the Philox step counter)")
-        for k in range(n_steps):
+        self.start()
+        for _ in range(n_steps):
             t = self.step
-            last = {}
             for slot in self.slots:
                 if t % slot.every:
                     continue
@@ -113,35 +246,74 @@ class Simulation:
                 stats = slot.move(ens, self.stream.substream(slot.index), t)
                 if t % self.check_every == 0:
                     self._check_finite(ens, slot, t)
-                stats = stats or {}
-                slot.stats.append((t, stats))
-                last[slot.name] = stats
+                slot.last = stats or {}
             self.step = t + 1
-            for name, fn, every in self._observers:
-                if self.step % every == 0:
-                    rec = self.observables[name]
-                    rec["steps"].append(self.step)
-                    rec["values"].append(to_numpy(fn(self.ensembles)))
+            frames = self._due_frames(self.step)
+            values = self._values(self.step)
+            if frames or values:
+                for ob in self.observers:
+                    ob.record(self.step, frames, values)
+            for ob in self.observers:
+                ob.after_step(self)
             if progress is not None:
-                progress(self.step, k + 1, n_steps, last)
+                progress(self)
+            if stop is not None and stop():
+                break
         return self
 
     @staticmethod
     def _check_finite(ens, slot, t):
-        xp = array_module(ens.x)
+        xp = ens.xp
         if not bool(xp.isfinite(ens.x).all()):
             raise DivergenceError(slot.ensemble, t, slot.name)
         if ens.log_weights is not None and bool(xp.isnan(ens.log_weights).any()):
             raise DivergenceError(slot.ensemble, t, slot.name, "log-weights")
 
-    def stats(self, slot_name, key):
-        """(steps [k], values [k]) of statistic ``key`` of the slot named ``slot_name``."""
+    def last_stats(self):
+        """{slot name: latest statistics} of the moves that have run."""
+        return {s.name: s.last for s in self.slots if s.last}
+
+    # ------------------------------------------------------------ state
+    def state_dict(self):
+        """Everything the next step needs, as nested dicts of numpy arrays."""
+        moves = {}
         for s in self.slots:
-            if s.name == slot_name:
-                steps = [t for t, d in s.stats if key in d]
-                vals = [d[key] for t, d in s.stats if key in d]
-                return np.asarray(steps), np.asarray(vals)
-        raise ValueError(f"unknown slot {slot_name!r}; slots: {', '.join(s.name for s in self.slots)}")
+            sd = getattr(s.move, "state_dict", None)
+            st = sd() if sd is not None else {}
+            if st:
+                moves[s.name] = st
+        return {"step": self.step,
+                "ensembles": {k: e.state() for k, e in self.ensembles.items() if k not in self.static_ensembles()},
+                "moves": moves,
+                "states": {k: o.state_dict() for k, o in self._states.items()},
+                "last_stats": {s.name: dict(s.last) for s in self.slots if s.last}}
+
+    def static_ensembles(self):
+        """Ensembles that get only an initial frame and that no move changes (data):
+        checkpoints leave them out, the experiment rebuilds them from the seed."""
+        moved = {s.ensemble for s in self.slots}
+        return [k for k, every in self._frames.items() if every is None and k not in moved]
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()`` (a run restored at step > 0 records no initial frame)."""
+        for name in state["ensembles"]:
+            if name not in self.ensembles:
+                raise ValueError(f"the checkpoint has ensemble {name!r}, which this simulation lacks")
+            self.ensembles[name].load_state(state["ensembles"][name])
+        slots = {s.name: s for s in self.slots}
+        for name, st in state.get("moves", {}).items():
+            if name not in slots:
+                raise ValueError(f"the checkpoint has state for move {name!r}, which this simulation lacks")
+            slots[name].move.load_state_dict(st)
+        for name, st in state.get("states", {}).items():
+            if name not in self._states:
+                raise ValueError(f"the checkpoint has state {name!r}, which this simulation lacks")
+            self._states[name].load_state_dict(st)
+        for name, st in state.get("last_stats", {}).items():
+            if name in slots:
+                slots[name].last = {k: float(np.asarray(v)) for k, v in st.items()}
+        self.step = int(state["step"])
+        return self
 
 
 def sample(energy, x0, move, n_steps, seed=0, thin=1):
@@ -166,7 +338,6 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1):
     >>> xs.shape
     (10, 100, 2)
     """
-    from .moves.base import Move
     if not isinstance(move, Move):
         if not callable(move):
             raise ValueError("move must be a Move or a callable energy -> Move")
@@ -179,7 +350,7 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1):
     thin = _every(thin, "thin")
     ens = Ensemble(x0, name="chains")
     sim = Simulation({"chains": ens}, seed=seed).schedule(move, "chains")
-    xp = array_module(ens.x)
+    xp = ens.xp
     frames = xp.empty((n_steps // thin,) + ens.x.shape, dtype=ens.dtype)
     for f in range(n_steps // thin):
         sim.run(thin)

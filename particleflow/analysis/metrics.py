@@ -12,6 +12,8 @@
 import numpy as np
 from scipy import special
 
+from ..io.h5md import open_run
+
 
 def _as_3d(x):
     x = np.asarray(x, dtype=np.float64)
@@ -158,7 +160,6 @@ def mmd_test(x, y, n_permutations=200, max_points=2000, seed=0):
 
 def from_run(path, ensemble, first_frame=0):
     """(positions [T, n, d], log_weights [T, n] or None) of an ensemble in a run file."""
-    from ..io.h5md import open_run
     with open_run(path) as r:
         if ensemble not in r.ensembles:
             raise ValueError(f"no ensemble {ensemble!r} in {path}; ensembles: {', '.join(r.ensembles)}")
@@ -171,7 +172,6 @@ def from_run(path, ensemble, first_frame=0):
 def summary(path, max_chains=1000):
     """Rows (ensemble, coordinate, mean, sd, tau, ess, rhat) over the second half of
     the frames (the first half is burn-in), at most ``max_chains`` chains."""
-    from ..io.h5md import open_run
     rows = []
     with open_run(path) as r:
         names = list(r.ensembles)

@@ -9,14 +9,39 @@ import math
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, to_numpy
+from ..random import Purpose
 
 
 class Energy:
     """Base class: subclasses implement ``value_and_grad`` (and may override
-    ``value``/``grad``).  ``dim`` is the flattened event size, or None if any."""
+    ``value``/``grad``).  ``dim`` is the flattened event size, or None if any.
+
+    Learnable energies (a ``params`` dict and ``set_params``) also get
+    ``state_dict()`` / ``load_state_dict()`` for checkpoints.  ``cache_token()``
+    changes whenever the parameters change (``set_params`` calls
+    ``parameters_changed``); moves use it to know when E and grad E stored for an
+    ensemble are stale.  An energy whose function changes some other way must call
+    ``parameters_changed()`` itself."""
 
     dim = None
+    _param_version = 0
+
+    def cache_token(self):
+        return self._param_version
+
+    def parameters_changed(self):
+        self._param_version += 1
+
+    def state_dict(self):
+        """The learnable parameters as numpy arrays ({} for a fixed energy)."""
+        if not hasattr(self, "set_params"):
+            return {}
+        return {k: np.array(to_numpy(v)) for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        if state:
+            self.set_params(dict(state))
 
     def check_x(self, x, what="x"):
         xp = array_module(x)
@@ -147,7 +172,6 @@ class Gaussian(_MixtureLike):
     def sample(self, stream, step, ids, dtype=np.float64, purpose=None):
         """Exact draws [len(ids), d] from N(mean, P^-1) with the counter-based stream
         (used as an importance / independent-MH proposal)."""
-        from ..random import Purpose
         xp = array_module(ids)
         z = stream.normal(step, ids, self.dim, purpose or Purpose.PROPOSAL, dtype)
         L = xp.asarray(np.linalg.cholesky(self.covariance), dtype=dtype)
@@ -229,7 +253,6 @@ class GaussianMixture(_MixtureLike):
     def sample(self, stream, step, ids, dtype=np.float64, purpose=None):
         """Exact draws [len(ids), d] with the counter-based stream: the component by
         inverse CDF of a PROPOSAL_COMPONENT uniform, then mu_k + L_k z."""
-        from ..random import Purpose
         xp = array_module(ids)
         u = stream.uniform(step, ids, 1, Purpose.PROPOSAL_COMPONENT, np.float64)[:, 0]
         cdf = np.cumsum(self.weights)

@@ -25,12 +25,14 @@ layers are ChannelsLast, (Conv2d, Activation)*, Conv2d to a single output, Flatt
 """
 import numpy as np
 
+from ..kernels import conv as K
+from .layers import Activation, ChannelsLast, Conv2d, Flatten
+
 
 def plan(layers):
     """(conv layers, their weights as GEMM matrices [out_c, kh*kw*in_c], alpha) when
     the fused path applies to ``layers``, else None.  Made once per pass: the weight
     matrices are copies shared by all chunks."""
-    from .layers import Activation, ChannelsLast, Conv2d, Flatten
     if len(layers) < 3 or not isinstance(layers[0], ChannelsLast) or not isinstance(layers[-1], Flatten):
         return None
     body = layers[1:-1]
@@ -64,7 +66,6 @@ def _columns(convs, alpha, zs, l, b0, b1, out):
     """im2col of layer l's input for images b0:b1 into ``out``: zs[0] is the network
     input (NHWC), zs[l] for l > 0 the raw output of conv l-1, to which its bias and
     the activation are applied on the fly."""
-    from ..kernels import conv as K
     layer = convs[l]
     k, s, p = layer.k, layer.stride, layer.pad
     a = zs[l]
@@ -107,7 +108,6 @@ def backward(convs, wmats, alpha, zs, cotangent, grad_x=None):
     Weight gradients are summed over the same groups as the forward pass, recomputing
     each group's columns (cache-resident) instead of keeping every layer's columns
     (33 MB per 32 images for the n_f = 32 net)."""
-    from ..kernels import conv as K
     B = zs[0].shape[0]
     dtype = zs[0].dtype
     dt = dtype.type(alpha)

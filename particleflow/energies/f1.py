@@ -4,7 +4,8 @@
 
 with neuron positions theta_j = ``neurons.x[j]``, weights w_j = exp(``log_weights``)
 (1 when absent) and signs sigma_j (+1 when absent).  The pairwise sums run in the
-``particleflow.kernels.pairwise`` kernels (numba CPU / numba.cuda).
+``particleflow.kernels.pairwise`` kernels (numba CPU / numba.cuda): ``relu_feature_means``
+and ``relu_network`` below (CPU: block kernels with fixed-order sums).
 
 ``potential(particles, data)`` is the Wasserstein-Fisher-Rao potential of
 Algorithm 1, F(theta) = mean_i relu(<theta, X_i>) - mean_a relu(<theta, x_a>) over
@@ -12,13 +13,15 @@ generated particles X and data x, with its gradient in theta; pass it to
 ``pf.moves.WassersteinFisherRao`` as ``lambda neurons: f1.potential(X, data)``.
 """
 
-from ..backend import array_module
+from ..backend import array_module, kernel_target, on_host
+from ..ensemble import Ensemble
+from ..kernels.pairwise import kernel as _pairwise_kernel
+from ..kernels.pairwise import network_cpu, neuron_sums_cpu
 from .analytic import Energy
 
 
 class F1Network(Energy):
     def __init__(self, neurons, activation="relu"):
-        from ..ensemble import Ensemble
         if activation != "relu":
             raise ValueError(f"F1Network supports activation='relu' only (the paper's); got {activation!r}")
         if not isinstance(neurons, Ensemble) or neurons.x.ndim != 2:
@@ -37,7 +40,6 @@ class F1Network(Energy):
         self.check_x(x)
         if x.dtype != self.neurons.dtype:
             raise ValueError(f"x has dtype {x.dtype} but the neurons are {self.neurons.dtype}")
-        from ..moves.wfr import relu_network
         return relu_network(x, self.neurons.x, self._coefficients())
 
     @property
@@ -59,6 +61,10 @@ class F1Network(Energy):
         S, G = _signed_sums(e.x, x, c)
         return {"theta": (s * w / e.n)[:, None] * G, "weight": s / e.n * S}
 
+    def cache_token(self):
+        """The neurons move every step: a fresh token, so nothing is cached."""
+        return object()
+
     def hvp(self, x, v):
         """ReLU networks are piecewise linear: the Hessian is zero almost everywhere."""
         self.check_x(x)
@@ -66,7 +72,6 @@ class F1Network(Energy):
 
     def potential(self, particles, data):
         """(F [m], grad F [m, d]) at the current neurons (Algorithm 1's F_t)."""
-        from ..moves.wfr import relu_feature_means
         theta = self.neurons.x
         Sp, Gp = relu_feature_means(theta, particles)
         Sd, Gd = relu_feature_means(theta, data)
@@ -74,7 +79,6 @@ class F1Network(Energy):
 
 
 def _signed_sums(theta, x, c):
-    from ..moves.wfr import relu_feature_means
     xp = array_module(x)
     pos, neg = c > 0, c < 0
     S = xp.zeros(theta.shape[0], dtype=x.dtype)
@@ -86,3 +90,45 @@ def _signed_sums(theta, x, c):
             S = S + sgn * s
             G = G + sgn * g
     return S, G
+
+
+def _check_pair(theta, x):
+    if theta.ndim != 2 or x.ndim != 2 or theta.shape[1] != x.shape[1]:
+        raise ValueError(f"theta [m, d] and x [n, d] must be 2-D with the same d; got "
+                         f"{theta.shape} and {x.shape}")
+    if theta.dtype != x.dtype:
+        raise ValueError(f"theta and x must share a dtype; got {theta.dtype} and {x.dtype}")
+
+
+def relu_feature_means(theta, x, coef=None):
+    """(S [m], G [m, d]) with S_j = c sum_i relu(<theta_j, x_i>),
+    G_j = c sum_i 1[<theta_j, x_i> > 0] x_i and c = ``coef`` (default 1/n)."""
+    _check_pair(theta, x)
+    xp = array_module(theta)
+    theta = xp.ascontiguousarray(theta)
+    x = xp.ascontiguousarray(x)
+    m, d = theta.shape
+    c = theta.dtype.type(1.0 / x.shape[0] if coef is None else coef)
+    if on_host(theta):
+        return neuron_sums_cpu(theta, x, c)
+    S = xp.zeros(m, dtype=theta.dtype)
+    G = xp.zeros(m * d, dtype=theta.dtype)
+    _pairwise_kernel("neuron_sums", kernel_target(theta))(m, theta.reshape(-1), x.reshape(-1), x.shape[0], d, c, S, G)
+    return S, G.reshape(m, d)
+
+
+def relu_network(x, theta, a):
+    """(f [n], grad_x f [n, d]) of f(x) = sum_j a_j relu(<theta_j, x>)."""
+    _check_pair(theta, x)
+    xp = array_module(x)
+    n, d = x.shape
+    if a.shape != (theta.shape[0],):
+        raise ValueError(f"a must have shape ({theta.shape[0]},); got {a.shape}")
+    if on_host(x):
+        return network_cpu(xp.ascontiguousarray(x), xp.ascontiguousarray(theta), xp.asarray(a, dtype=x.dtype))
+    f = xp.empty(n, dtype=x.dtype)
+    g = xp.empty(n * d, dtype=x.dtype)
+    _pairwise_kernel("network", kernel_target(x))(n, xp.ascontiguousarray(x).reshape(-1),
+                                        xp.ascontiguousarray(theta).reshape(-1),
+                                        xp.asarray(a, dtype=x.dtype), theta.shape[0], d, f, g)
+    return f, g.reshape(n, d)

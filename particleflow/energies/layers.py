@@ -23,7 +23,9 @@ import math
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, on_host
+from ..kernels import conv
+from ..kernels.activations import bias_activation
 
 
 # ---------------------------------------------------------------- activations
@@ -66,9 +68,8 @@ class Activation:
         self.name, self.alpha = name, float(alpha)
 
     def forward(self, a, at=None):
-        if at is None and array_module(a) is np and a.ndim >= 2 and a.flags.c_contiguous:
+        if at is None and on_host(a) and a.ndim >= 2 and a.flags.c_contiguous:
             # one fused pass for sigma and sigma' (kernels/activations.py)
-            from ..kernels.activations import bias_activation
             z = a.reshape(-1, a.shape[-1])
             out, d1 = np.empty_like(z), np.empty_like(z)
             bias_activation(z, np.zeros(z.shape[1], a.dtype), self.name, self.alpha, d1, out=out)
@@ -148,8 +149,7 @@ def im2col(x, kh, kw, stride, pad):
     the CPU (``kernels/conv.py``), strided view + copy otherwise (``im2col_xp``)."""
     B, H, W, C = x.shape
     Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
-    if array_module(x) is np:
-        from ..kernels import conv
+    if on_host(x):
         out = np.empty((B * Ho * Wo, kh * kw * C), dtype=x.dtype)
         return conv.im2col(np.ascontiguousarray(x), kh, kw, stride, pad, Ho, Wo, out), (Ho, Wo)
     return im2col_xp(x, kh, kw, stride, pad)
@@ -158,8 +158,7 @@ def im2col(x, kh, kw, stride, pad):
 def col2im(cols, shape, kh, kw, stride, pad):
     """Adjoint of im2col: columns [B*Ho*Wo, kh*kw*C] -> [B, H, W, C] (sums overlaps)."""
     B, H, W, C = shape
-    if array_module(cols) is np:
-        from ..kernels import conv
+    if on_host(cols):
         Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
         out = np.empty(shape, dtype=cols.dtype)
         return conv.col2im(np.ascontiguousarray(cols), kh, kw, stride, pad, Ho, Wo, out)
@@ -215,10 +214,9 @@ class Conv2d:
     def forward(self, a, at=None):
         B = a.shape[0]
         Wm = self._wmat()
-        if at is None and self.stream and not self.keep_columns and array_module(a) is np:
+        if at is None and self.stream and not self.keep_columns and on_host(a):
             # im2col + GEMM over groups of batch elements: the columns never exist for
             # the whole batch (they are only needed for parameter gradients)
-            from ..kernels import conv
             Ho, Wo = _conv_out(a.shape[1], self.k, self.stride, self.pad), \
                 _conv_out(a.shape[2], self.k, self.stride, self.pad)
             a = np.ascontiguousarray(a)
@@ -244,7 +242,7 @@ class Conv2d:
         zb_m = zb.reshape(-1, self.out_c)                  # [B*Ho*Wo, out_c], no copy
         Wm = self._wmat()
         ab = None
-        if need_input and array_module(zb) is np:
+        if need_input and on_host(zb):
             ab = self._input_adjoint_chunked(zb, Wm, shape)
         elif need_input:
             ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad)
@@ -256,7 +254,6 @@ class Conv2d:
     def _input_adjoint_chunked(self, zb, Wm, shape):
         """col2im(zb W) over groups of batch elements, so that the [rows, kh*kw*in_c]
         intermediate stays cache-sized instead of a full-batch array."""
-        from ..kernels import conv
         B, Ho, Wo, _ = zb.shape
         out = np.empty(shape, dtype=zb.dtype)
         group = max(1, self.group_rows // (Ho * Wo))

@@ -19,7 +19,10 @@ import contextlib
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, on_host, to_device
+from ..kernels import mlp as kernels
+from ..kernels.activations import bias_activation
+from . import convnet_cpu
 from .analytic import Energy, cotangent_vector
 from .chunks import map_chunks, single_threaded_blas
 from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
@@ -52,9 +55,9 @@ class Network(Energy):
             layer = self.layers[int(i)]
             xp = array_module(layer.params[k])
             layer.params[k] = xp.asarray(v, dtype=layer.params[k].dtype).copy()
+        self.parameters_changed()
 
     def to(self, device):
-        from ..backend import to_device
         for layer in self.layers:
             for k in layer.params:
                 layer.params[k] = to_device(layer.params[k], device)
@@ -101,7 +104,7 @@ class Network(Energy):
     def _map(self, x, fn):
         """[fn(s) for s over the chunks of x]; on numpy the chunks run in parallel
         (``chunks.map_chunks``: bitwise the same for any thread count)."""
-        if array_module(x) is np:
+        if on_host(x):
             return map_chunks(fn, self._chunks(x.shape[0]))
         return [fn(s) for s in self._chunks(x.shape[0])]
 
@@ -252,14 +255,12 @@ class MLP(Network):
         bias + activation pass that also stores sigma'.  Chunks of ``batch_size`` rows
         run in parallel (``chunks.py``).  Same numbers as the layer path to rounding
         (tested); CuPy arrays and ``fused = False`` take the layer path."""
-        if not self.fused or array_module(x) is not np:
+        if not self.fused or not on_host(x):
             return super().value_and_grad(x)
         self._check(x)
         if self._whole_pass_kernel(x):
-            from ..kernels import mlp as kernels
             with single_threaded_blas():
                 return kernels.value_and_grad(x, *self._weights_and_biases())
-        from ..kernels.activations import bias_activation
         dense = self._dense()
         act = self.layers[1] if len(self.layers) > 1 else None
         e = np.empty(x.shape[0], dtype=x.dtype)
@@ -297,7 +298,6 @@ class MLP(Network):
         if (self._whole_pass_kernel(x) and out.shape == x.shape and out.dtype == x.dtype
                 and out.flags.c_contiguous):
             self._check(x)
-            from ..kernels import mlp as kernels
             with single_threaded_blas():
                 kernels.value_and_grad(x, *self._weights_and_biases(), gx=out)
             return out
@@ -313,7 +313,6 @@ class MLP(Network):
                                                    and a.flags.c_contiguous for a in arrays)):
             return False
         self._check(x)
-        from ..kernels import mlp as kernels
         with single_threaded_blas():
             kernels.ula_update(x, *self._weights_and_biases(), z, h, c, out)
         return True
@@ -327,7 +326,7 @@ class MLP(Network):
         kernel (``kernels/mlp.py``: BLAS GEMMs and fused elementwise loops over chunks
         of 512 rows on numba's threads)."""
         return (self.fused and self.activation == "tanh" and len(self.sizes) > 2
-                and array_module(x) is np
+                and on_host(x)
                 and all(d.params["weight"].flags.c_contiguous for d in self._dense()))
 
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
@@ -355,7 +354,6 @@ class MLP(Network):
         if x.shape[0] == 0:
             raise ValueError("x must hold at least one sample (the loss is a mean over the batch)")
         if self._whole_pass_kernel(x):
-            from ..kernels import mlp as kernels
             with single_threaded_blas():
                 loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, *self._weights_and_biases(),
                                                         float(sigma) ** 2)
@@ -458,14 +456,12 @@ class ConvNet(Network):
     fused = True      # numpy arrays, ReLU / LeakyReLU: the fused passes of convnet_cpu.py
 
     def _fused_plan(self, x):
-        from . import convnet_cpu
-        return convnet_cpu.plan(self.layers) if self.fused and array_module(x) is np else None
+        return convnet_cpu.plan(self.layers) if self.fused and on_host(x) else None
 
     def value(self, x):
         plan = self._fused_plan(x)
         if plan is None:
             return super().value(x)
-        from . import convnet_cpu
         self._check(x)
         out = np.empty(x.shape[0], dtype=x.dtype)
 
@@ -481,7 +477,6 @@ class ConvNet(Network):
         plan = self._fused_plan(x)
         if plan is None:
             return super().value_and_grad(x)
-        from . import convnet_cpu
         self._check(x)
         e = np.empty(x.shape[0], dtype=x.dtype)
         g = np.empty_like(x)
@@ -496,7 +491,6 @@ class ConvNet(Network):
         plan = self._fused_plan(x)
         if plan is None:
             return super().grad_params(x, cotangent)
-        from . import convnet_cpu
         self._check(x)
         c = self._cotangent(x, cotangent)
         index = {id(layer): i for i, layer in enumerate(self.layers)}

@@ -32,6 +32,7 @@ class _Parametric(Energy):
             if not np.isfinite(v).all():
                 raise ValueError(f"parameter {k!r} contains NaN or Inf")
             self._set(k, v)
+        self.parameters_changed()
 
     def _cotangent(self, x, c):
         return cotangent_vector(x, c)

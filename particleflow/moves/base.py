@@ -4,6 +4,7 @@ import numbers
 
 import numpy as np
 
+from ..ensemble import Ensemble
 from ..random import Stream, _check_step
 
 
@@ -25,9 +26,15 @@ class Move:
     """A move advances one ensemble in place: ``stats = move(ensemble, stream, step)``.
 
     Subclasses implement ``_step(ensemble, stream, step) -> dict`` (the math only)
-    and may override ``check(ensemble)``.  The base counts calls."""
+    and may override ``check(ensemble)``.  The base counts calls.
+
+    ``stats_keys`` declares the statistics ``_step`` returns (scalars), so that a
+    Simulation knows every observable before its first step.  A move with state
+    that the next step needs (optimiser moments, persistent chains) overrides
+    ``state_dict`` / ``load_state_dict``; checkpoints store it."""
 
     energy = None
+    stats_keys = ()
 
     def __init__(self):
         self.n_calls = 0
@@ -42,7 +49,6 @@ class Move:
                 f"{type(self).__name__} is defined on dimension {energy.dim}")
 
     def __call__(self, ensemble, stream, step):
-        from ..ensemble import Ensemble
         if not isinstance(ensemble, Ensemble):
             raise ValueError(f"{type(self).__name__} needs an Ensemble; got {type(ensemble).__name__}")
         if not isinstance(stream, Stream):
@@ -55,6 +61,14 @@ class Move:
 
     def _step(self, ensemble, stream, step):
         raise NotImplementedError
+
+    def state_dict(self):
+        """State the next step needs, as a dict of numpy arrays ({} for none)."""
+        return {}
+
+    def load_state_dict(self, state):
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state to load")
 
     def buffer(self, name, shape, dtype, xp):
         """A scratch array held by the move and reused across steps."""

@@ -16,7 +16,11 @@ from .langevin import _flat, check_path, fused_launcher
 
 class HMC(Move):
     """HMC with a diagonal mass (``mass``: None = identity, a scalar, or a vector
-    [dim]); reports ``acceptance`` and ``mean_energy``."""
+    [dim]); reports ``acceptance`` and ``mean_energy``.  On the array path the
+    accepted state's energy and gradient go into the ensemble's energy cache, so a
+    step after the first calls ``value_and_grad`` ``n_leapfrog`` times."""
+
+    stats_keys = ('acceptance', 'mean_energy')
 
     def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto"):
         super().__init__()
@@ -65,7 +69,9 @@ class HMC(Move):
             x = ens.x
             shape = x.shape
             xf = x.reshape(ens.n, -1)
-            e0, g = self.energy.value_and_grad(x)
+            cached = ens.cached_energy(self.energy)
+            e0, g = cached if cached is not None else self.energy.value_and_grad(x)
+            g0 = g
             g = g.reshape(ens.n, -1)
             p = sqrt_mass * stream.normal(step, ens.ids, ens.dim, Purpose.HMC_MOMENTUM, ens.dtype)
             h0 = e0 + fl(0.5) * (p * p * inv_mass).sum(1)
@@ -82,7 +88,11 @@ class HMC(Move):
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < h0 - h1
             out[...] = xp.where(acc[:, None], a, xf).reshape(shape)
-            energy[...] = xp.where(acc, e, e0)
+            e_new = xp.where(acc, e, e0)
+            g_new = xp.where(acc[:, None], g, g0.reshape(ens.n, -1)).reshape(shape)
+            energy[...] = e_new
             accepted[...] = acc
         self.swap_positions(ens, out)
+        if fused is None:
+            ens.store_energy(self.energy, e_new, g_new)
         return {"acceptance": float(accepted.mean()), "mean_energy": float(energy.mean())}

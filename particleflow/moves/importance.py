@@ -29,6 +29,8 @@ def _check_energy(e, what):
 
 
 class Reweight(Move):
+    stats_keys = ("ess", "log_mean_increment")
+
     def __init__(self, target, proposal):
         super().__init__()
         _check_energy(target, "target")
@@ -46,6 +48,8 @@ class Reweight(Move):
 
 
 class IndependentMH(Move):
+    stats_keys = ("acceptance",)
+
     def __init__(self, target, proposal):
         super().__init__()
         _check_energy(target, "target")

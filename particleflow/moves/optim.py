@@ -10,8 +10,12 @@ gradient of the loss being minimised.  Conventions follow PyTorch:
   with L2 weight decay (g += lambda x) or decoupled (AdamW: x <- x (1 - lr lambda) first).
 * StepDecay(lr, step_size, gamma): lr_t = lr gamma^floor(t / step_size).
 
-Their state (moments, step count) is returned by ``state_dict()`` and restored by
-``load_state_dict()`` for checkpoints; a restored optimiser continues bitwise.
+The learning-rate schedule is evaluated at the Simulation's step (the ``step``
+argument of the move), so "decay every 1000 steps" means steps of the run whatever
+the move's ``every``; Adam's bias correction counts the optimiser's own updates
+``t``.  Their state (moments, update count) is returned by ``state_dict()`` and
+restored by ``load_state_dict()`` for checkpoints; a restored optimiser continues
+bitwise.
 """
 import math
 
@@ -41,6 +45,8 @@ def _schedule(lr):
 
 
 class _Optimiser(Move):
+    stats_keys = ("lr",)
+
     def __init__(self, grad, lr, weight_decay):
         super().__init__()
         if not callable(grad):
@@ -85,7 +91,7 @@ class SGD(_Optimiser):
             b = g.copy() if b is None else fl(self.momentum) * b + g
             self.state["momentum"] = b
             g = b
-        lr = self.lr(self.t)
+        lr = self.lr(step)
         ens.x = ens.x - fl(lr) * g
         self.t += 1
         return {"lr": lr}
@@ -104,7 +110,7 @@ class Adam(_Optimiser):
     def _step(self, ens, stream, step):
         xp = ens.xp
         fl = ens.dtype.type
-        lr = self.lr(self.t)
+        lr = self.lr(step)
         x = ens.x
         g = self._gradient(ens)
         if self.weight_decay:

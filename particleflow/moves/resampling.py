@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from ..backend import array_module, kernel_target
+from ..kernels.resampling import ancestors_merge, search
 from ..random import GLOBAL_ID, Purpose
 from .base import Move
 
@@ -41,10 +42,8 @@ def _select(cdf, u, xp):
     out = xp.empty(u.shape[0], dtype=xp.int64)
     target = kernel_target(cdf)
     if target.name == "cpu":
-        from ..kernels.resampling import ancestors_merge
         ancestors_merge(cdf, u, out)
     else:
-        from ..kernels.resampling import search
         search(target)(u.shape[0], u, cdf, cdf.shape[0], out)
     return out
 
@@ -89,6 +88,8 @@ class Resample(Move):
     ess_threshold : float in (0, 1] or None
         Resample only when ESS < ess_threshold * n (None: every call).
     """
+
+    stats_keys = ('resampled', 'ess', 'unique_ancestors')
 
     def __init__(self, scheme="systematic", ess_threshold=None):
         super().__init__()

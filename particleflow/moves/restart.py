@@ -16,6 +16,8 @@ class Restart(Move):
     probability : float in [0, 1]
     """
 
+    stats_keys = ('restart_fraction',)
+
     def __init__(self, source, probability):
         super().__init__()
         self.source = source
@@ -40,4 +42,5 @@ class Restart(Move):
         idx = xp.minimum((u[:, 1] * src.shape[0]).astype(xp.int64), src.shape[0] - 1)
         rows = xp.nonzero(hit)[0]
         ens.x[rows] = src[idx[rows]].astype(ens.dtype, copy=False)
+        ens.positions_changed()
         return {"restart_fraction": float(hit.mean())}

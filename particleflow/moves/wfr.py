@@ -15,10 +15,8 @@ particle-neuron sums of F1 ReLU networks, run by ``particleflow.kernels.pairwise
 """
 import math
 
-import numpy as np
 
-from ..backend import array_module, kernel_target
-from ..kernels.pairwise import kernel as _pairwise_kernel
+from ..energies.f1 import relu_feature_means, relu_network
 from .base import Move, positive
 from .euler_maruyama import MANIFOLDS, project_to_sphere_tangent, retract_to_sphere
 
@@ -32,6 +30,8 @@ class WassersteinFisherRao(Move):
     mean_weight_cap : float > 0, optional (rescale weights when their mean exceeds it)
     manifold : None or "sphere"
     """
+
+    stats_keys = ('mean_weight', 'ess')
 
     def __init__(self, potential, step_size, weight_step_size=None, mean_weight_cap=None,
                  manifold=None):
@@ -78,50 +78,6 @@ class WassersteinFisherRao(Move):
 def _mean_exp(a, xp):
     m = float(a.max())
     return math.exp(m) * float(xp.exp(a - m).mean())
-
-
-def _check_pair(theta, x):
-    if theta.ndim != 2 or x.ndim != 2 or theta.shape[1] != x.shape[1]:
-        raise ValueError(f"theta [m, d] and x [n, d] must be 2-D with the same d; got "
-                         f"{theta.shape} and {x.shape}")
-    if theta.dtype != x.dtype:
-        raise ValueError(f"theta and x must share a dtype; got {theta.dtype} and {x.dtype}")
-
-
-def relu_feature_means(theta, x, coef=None):
-    """(S [m], G [m, d]) with S_j = c sum_i relu(<theta_j, x_i>),
-    G_j = c sum_i 1[<theta_j, x_i> > 0] x_i and c = ``coef`` (default 1/n)."""
-    _check_pair(theta, x)
-    xp = array_module(theta)
-    theta = xp.ascontiguousarray(theta)
-    x = xp.ascontiguousarray(x)
-    m, d = theta.shape
-    c = theta.dtype.type(1.0 / x.shape[0] if coef is None else coef)
-    if xp is np:
-        from ..kernels.pairwise import neuron_sums_cpu     # block kernel, fixed-order sums
-        return neuron_sums_cpu(theta, x, c)
-    S = xp.zeros(m, dtype=theta.dtype)
-    G = xp.zeros(m * d, dtype=theta.dtype)
-    _pairwise_kernel("neuron_sums", kernel_target(theta))(m, theta.reshape(-1), x.reshape(-1), x.shape[0], d, c, S, G)
-    return S, G.reshape(m, d)
-
-
-def relu_network(x, theta, a):
-    """(f [n], grad_x f [n, d]) of f(x) = sum_j a_j relu(<theta_j, x>)."""
-    _check_pair(theta, x)
-    xp = array_module(x)
-    n, d = x.shape
-    if a.shape != (theta.shape[0],):
-        raise ValueError(f"a must have shape ({theta.shape[0]},); got {a.shape}")
-    if xp is np:
-        from ..kernels.pairwise import network_cpu          # block kernel
-        return network_cpu(xp.ascontiguousarray(x), xp.ascontiguousarray(theta), xp.asarray(a, dtype=x.dtype))
-    f = xp.empty(n, dtype=x.dtype)
-    g = xp.empty(n * d, dtype=x.dtype)
-    _pairwise_kernel("network", kernel_target(x))(n, xp.ascontiguousarray(x).reshape(-1),
-                                        xp.ascontiguousarray(theta).reshape(-1),
-                                        xp.asarray(a, dtype=x.dtype), theta.shape[0], d, f, g)
-    return f, g.reshape(n, d)
 
 
 __all__ = ["WassersteinFisherRao", "relu_feature_means", "relu_network"]
