@@ -13,11 +13,13 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and \
     # particleflow.kernels only when installing; make the same name resolve here.
     __path__.append(_os.path.dirname(_here))
 
-from . import energies, estimators, io, moves, random  # noqa: E402
+from . import analysis, energies, estimators, experiments, io, moves, observers, random  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .backend import Device  # noqa: E402
 from .ensemble import Ensemble  # noqa: E402
 from .errors import DivergenceError  # noqa: E402
+from .observers import Observer, Recorder  # noqa: E402
 from .simulation import Simulation, sample  # noqa: E402
 
-__version__ = "0.1.0"
-__all__ = ["Ensemble", "Simulation", "sample", "DivergenceError", "energies", "estimators", "io", "moves",
-           "random", "__version__"]
+__all__ = ["Ensemble", "Simulation", "sample", "Device", "Observer", "Recorder", "DivergenceError", "analysis",
+           "energies", "estimators", "experiments", "io", "moves", "observers", "random", "__version__"]

@@ -1,12 +1,15 @@
 """Estimators: learning algorithms written as schedules over ensembles and moves.
+No configs and no files here (runnable experiments are ``particleflow.experiments``).
 
-* ``importance``: importance-sampling maximum likelihood (paper 003).
-
-Config-driven runs of each estimator live in ``<name>_run.py`` (schema, execute,
-plot); ``particleflow.io.config.ESTIMATOR_MODULES`` maps the config's
-``estimator`` key to that module.
+* ``contrastive``: the contrastive gradient shared by likelihood-based estimators, and
+  maximum likelihood with persistent MCMC negatives (``contrastive_ml``);
+* ``importance``: importance-sampling maximum likelihood (paper 003);
+* ``dual_ebm``: dual / primal training of F1-EBMs (paper 001, Algorithm 1).
 """
-from . import importance
-from .importance import GaussianProposal, ImportanceML, weight_second_moment
+from . import contrastive, dual_ebm, importance
+from .contrastive import LoadParameters, contrastive_gradient, contrastive_ml
+from .dual_ebm import DualEBM
+from .importance import GaussianProposal, ImportanceDescent, ImportanceML, weight_second_moment
 
-__all__ = ["importance", "ImportanceML", "GaussianProposal", "weight_second_moment"]
+__all__ = ["contrastive", "dual_ebm", "importance", "contrastive_gradient", "contrastive_ml", "LoadParameters",
+           "DualEBM", "ImportanceML", "ImportanceDescent", "GaussianProposal", "weight_second_moment"]

@@ -49,9 +49,15 @@ import math
 
 import numpy as np
 
+from ..energies.parametric import GaussianStd
 from ..ensemble import Ensemble
 from ..errors import FitDivergenceError
+from ..kernels.reductions import gaussian_std_rows, log_mean_exp
+from ..moves import IndependentMH, Move, Resample
 from ..random import Purpose, Stream
+from ..simulation import Simulation
+from .contrastive import contrastive_gradient
+from .contrastive import flatten as flatten_params
 
 ROUTES = ("is", "imh", "is_resample")
 
@@ -118,7 +124,6 @@ def weight_second_moment(theta, mu, s):
 def _log_mean_exp_rows(lw):
     """log mean_m exp(lw[r, m]) and the ESS (sum w)^2 / sum w^2 of each row."""
     if isinstance(lw, np.ndarray):
-        from ..kernels.reductions import log_mean_exp
         return log_mean_exp(lw)
     m = lw.max(axis=1, keepdims=True)
     e = np.exp(lw - m)
@@ -161,6 +166,9 @@ class ImportanceML:
         self.z = np.stack([Stream(self.seed, r).normal(0, np.arange(self.M), d, Purpose.PROPOSAL)
                            for r in range(self.runs)])
         self._chains = {}
+        self._resamplers = {}
+        self._frozen = self.proposal.at(None if self.proposal.depends_on_theta else {})
+        self._imh = IndependentMH(self.energy, self._frozen)
 
     # ---------------------------------------------------------- J_GL over runs
     def _with_params(self, params):
@@ -189,7 +197,6 @@ class ImportanceML:
         ess = np.empty(self.runs)
         if self._fused_gaussian():
             # the paper's Section 7 family: one fused pass per run (kernels/reductions.py)
-            from ..kernels.reductions import gaussian_std_rows
             mu, s = self.proposal.moments(p)
             gaussian_std_rows(self.z, mu, s, 0.5 / self.energy.std ** 2, log_z, ess)
             return self.energy.value(self.data).sum() + self.N * log_z, log_z, ess
@@ -204,16 +211,17 @@ class ImportanceML:
     fused = True
 
     def _fused_gaussian(self):
-        from ..energies.parametric import GaussianStd
         return self.fused and type(self.energy) is GaussianStd and type(self.proposal) is GaussianProposal
 
     def _event(self, y):
         return y.reshape((-1,) + self.data.shape[1:])
 
     # ---------------------------------------------------------- gradients
-    def grad(self, params=None, run=0, route="is", step=0, scheme="systematic"):
+    def grad(self, params=None, run=0, route="is", step=0, scheme="systematic", chains=None):
         """Gradient of J (dict like ``params``) for one run by ``route``; ``step``
-        numbers the fresh draws of the stochastic routes (an iteration counter)."""
+        numbers the fresh draws of the stochastic routes (an iteration counter).
+        ``chains``: dict run -> Ensemble of the persistent IMH chains (default: the
+        estimator's own)."""
         p = self._with_params(params)
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; valid routes: {', '.join(ROUTES)}")
@@ -221,21 +229,27 @@ class ImportanceML:
         if route == "is":
             return self._is_grad(*self._is_draws(p, run))
         if route == "is_resample":
-            from ..moves import Resample
             z = stream.normal(step + 1, np.arange(self.M), self.dim, Purpose.PROPOSAL)
             ens = Ensemble(self._event(self.proposal.draw(z, p)))
             ens.log_weights = -self.energy.value(ens.x) - self.proposal.log_pdf(ens.x, p)   # Eq. 19
-            Resample(scheme)(ens, stream, step)
+            self._resampler(scheme)(ens, stream, step)
             samples, c = ens.x, np.full(self.M, 1.0 / self.M)
         else:  # imh: persistent chains, one independent-MH step per call
-            from ..moves import IndependentMH
-            ens = self._chains.get(run)
+            chains = self._chains if chains is None else chains
+            ens = chains.get(run)
             if ens is None:
                 ens = Ensemble(self._event(self.proposal.draw(self.z[run], p)))
-                self._chains[run] = ens
-            IndependentMH(self.energy, self.proposal.at(p))(ens, stream, step + 1)
+                chains[run] = ens
+            self._frozen.params = p
+            self._imh(ens, stream, step + 1)
             samples, c = ens.x, np.full(self.M, 1.0 / self.M)
         return self._grad_from(samples, c)
+
+    def _resampler(self, scheme):
+        mv = self._resamplers.get(scheme)
+        if mv is None:
+            mv = self._resamplers[scheme] = Resample(scheme)
+        return mv
 
     def _is_draws(self, p, run):
         """This run's fixed proposal draws y and their log-weights at ``p``."""
@@ -247,52 +261,24 @@ class ImportanceML:
         return self._grad_from(y, w / w.sum())                         # Eqs. 12-13
 
     def _grad_from(self, samples, c):
-        """sum_n grad E(x_n) - N sum_m c_m grad E(y_m)."""
-        g_data = self.energy.grad_params(self.data, np.ones(self.N))
-        g_model = self.energy.grad_params(samples, c)
-        return {k: g_data[k] - self.N * g_model[k] for k in g_data}
+        """sum_n grad E(x_n) - N sum_m c_m grad E(y_m)  (Eqs. 12, 17)."""
+        return contrastive_gradient(self.energy, self.data, samples, np.ones(self.N), c, negative_scale=self.N)
 
     # ---------------------------------------------------------- minimisation
     def fit(self, params0, run=0, route="is", iterations=100, learning_rate=1.0, average_last=0,
-            scheme="systematic", max_step=None, callback=None):
-        """Gradient descent theta <- theta - lr * grad J / N.  Returns (params, history)
-        where params averages the last ``average_last`` iterates (Polyak-Ruppert;
-        the stochastic routes fluctuate around the optimum) or is the last iterate.
-        ``max_step`` clips the Euclidean norm of each update: with few draws a
-        resampled or IMH sample can sit far in the tail (y^2 >> theta^2), and one
-        such gradient would throw theta out of the family."""
-        if iterations < 1 or not learning_rate > 0:
-            raise ValueError("iterations must be >= 1 and learning_rate > 0")
-        if max_step is not None and not max_step > 0:
-            raise ValueError(f"max_step must be > 0; got {max_step}")
-        self._chains.pop(run, None)
-        p = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params0.items()}
-        hist, tail = [], []
-        for t in range(iterations):
-            g = self.grad(p, run, route, step=t, scheme=scheme)
-            upd = {k: learning_rate * g[k] / self.N for k in p}
-            if max_step is not None:
-                norm = math.sqrt(sum(float((u * u).sum()) for u in upd.values()))
-                if norm > max_step:
-                    upd = {k: u * (max_step / norm) for k, u in upd.items()}
-            new = {k: p[k] - upd[k] for k in p}
-            if not all(np.isfinite(v).all() for v in new.values()):
-                raise FitDivergenceError(f"importance ML fit diverged at iteration {t} (route {route}); "
-                                      "lower the learning rate")
-            try:
-                self.energy.set_params(new)
-            except ValueError as e:
-                raise FitDivergenceError(f"importance ML fit left the model family at iteration {t} "
-                                      f"(route {route}): {e}; lower the learning rate") from None
-            p = new
-            hist.append({k: v.copy() for k, v in p.items()})
-            if callback is not None:
-                callback(t, p)
-            if average_last and t >= iterations - average_last:
-                tail.append(p)
-        if average_last:
-            p = {k: np.mean([q[k] for q in tail], axis=0) for k in p}
-        return p, hist
+            scheme="systematic", max_step=None):
+        """Gradient descent theta <- theta - lr * grad J / N for one run: a Simulation
+        of one ``ImportanceDescent`` move on a one-particle ensemble.  Returns
+        (params, history): params averages the last ``average_last`` iterates
+        (Polyak-Ruppert; the stochastic routes fluctuate around the optimum) or is
+        the last iterate; history lists the iterates."""
+        ens = Ensemble(flatten_params(params0)[None, :], name="theta")
+        mv = ImportanceDescent(self, route, [run], params0, iterations, learning_rate, average_last,
+                               scheme, max_step)
+        sim = Simulation({"theta": ens}, seed=self.seed).schedule(mv, "theta", name="descent")
+        hist = []
+        sim.run(iterations, progress=lambda s: hist.append(mv.params_of(s.ensembles["theta"].x[0])))
+        return mv.estimate(ens)[0], hist
 
     def fit_lbfgs(self, params0, run=0, bounds=None, tol=1e-10):
         """Minimise J_GL of one run with scipy's L-BFGS-B (deterministic objective:
@@ -329,3 +315,88 @@ class ImportanceML:
         v0 = np.concatenate([np.ravel(np.asarray(params0[k], float)) for k in names])
         res = minimize(fg, v0, jac=True, method="L-BFGS-B", bounds=b, options={"gtol": tol, "ftol": tol})
         return unflat(res.x), res
+
+
+class ImportanceDescent(Move):
+    """One gradient-descent iteration theta <- theta - lr grad J_GL / N per particle,
+    where particle i of the ensemble is the parameter vector of run ``runs[i]`` of an
+    ``ImportanceML`` estimator, and the gradient comes by ``route`` (Eq. 12, or Eq. 17
+    with IMH or resampled samples).  The step number selects the fresh draws of the
+    stochastic routes.  ``max_step`` clips the Euclidean norm of each update: with few
+    draws a resampled or IMH sample can sit far in the tail (y^2 >> theta^2), and one
+    such gradient would throw theta out of the family.  The last ``average_last``
+    iterates are kept for the Polyak-Ruppert average (``estimate``).
+
+    State (checkpointed): the persistent IMH chains and the kept iterates."""
+
+    stats_keys = ()
+
+    def __init__(self, estimator, route, runs, params0, iterations, learning_rate=1.0, average_last=0,
+                 scheme="systematic", max_step=None):
+        super().__init__()
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; valid routes: {', '.join(ROUTES)}")
+        if iterations < 1 or not learning_rate > 0:
+            raise ValueError("iterations must be >= 1 and learning_rate > 0")
+        if max_step is not None and not max_step > 0:
+            raise ValueError(f"max_step must be > 0; got {max_step}")
+        self.est, self.route, self.runs = estimator, route, [int(r) for r in runs]
+        self.names = list(params0)
+        self.shapes = [np.shape(params0[k]) for k in self.names]
+        self.iterations, self.learning_rate = int(iterations), float(learning_rate)
+        self.average_last, self.scheme, self.max_step = int(average_last), scheme, max_step
+        self.chains = {}
+        self.tail = [[] for _ in self.runs]
+
+    def params_of(self, v):
+        out, i = {}, 0
+        for k, shp in zip(self.names, self.shapes):
+            n = int(np.prod(shp))
+            out[k] = np.asarray(v[i:i + n], dtype=np.float64).reshape(shp).copy()
+            i += n
+        return out
+
+    def _step(self, ens, stream, step):
+        new_x = ens.x.copy()
+        for i, run in enumerate(self.runs):
+            p = self.params_of(ens.x[i])
+            g = self.est.grad(p, run, self.route, step=step, scheme=self.scheme, chains=self.chains)
+            upd = {k: self.learning_rate * g[k] / self.est.N for k in p}
+            if self.max_step is not None:
+                norm = math.sqrt(sum(float((u * u).sum()) for u in upd.values()))
+                if norm > self.max_step:
+                    upd = {k: u * (self.max_step / norm) for k, u in upd.items()}
+            new = {k: p[k] - upd[k] for k in p}
+            if not all(np.isfinite(v).all() for v in new.values()):
+                raise FitDivergenceError(f"importance ML fit diverged at iteration {step} (route {self.route}, "
+                                         f"run {run}); lower the learning rate")
+            try:
+                self.est.energy.set_params(new)
+            except ValueError as e:
+                raise FitDivergenceError(f"importance ML fit left the model family at iteration {step} "
+                                         f"(route {self.route}, run {run}): {e}; lower the learning rate") from None
+            new_x[i] = flatten_params(new)
+            if self.average_last and step >= self.iterations - self.average_last:
+                self.tail[i].append(new)
+        ens.x = new_x
+        return {}
+
+    def estimate(self, ens):
+        """Per run: the average of the kept iterates, or the current iterate."""
+        out = []
+        for i in range(len(self.runs)):
+            if self.average_last and self.tail[i]:
+                out.append({k: np.mean([q[k] for q in self.tail[i]], axis=0) for k in self.names})
+            else:
+                out.append(self.params_of(ens.x[i]))
+        return out
+
+    def state_dict(self):
+        return {"chains": {str(r): e.x for r, e in self.chains.items()},
+                "tail": {str(i): np.array([flatten_params(q) for q in t]) for i, t in enumerate(self.tail) if t}}
+
+    def load_state_dict(self, state):
+        self.chains = {int(r): Ensemble(np.asarray(x)) for r, x in state.get("chains", {}).items()}
+        self.tail = [[] for _ in self.runs]
+        for i, a in state.get("tail", {}).items():
+            self.tail[int(i)] = [self.params_of(v) for v in np.asarray(a)]

@@ -1,9 +1,14 @@
 """Atomic checkpoints: everything the next step needs, nothing else.
 
-The RNG is counter-based, so a checkpoint holds only the step counter, every
-ensemble's state (positions, log-weights, signs, ids, next id), move state where a
-move has any (optimisers, later issues), and the committed frame counts of the
-trajectory.  Written to ``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH``
+The RNG is counter-based, so a checkpoint holds the Simulation's ``state_dict()``
+(the step counter; every dynamic ensemble's positions, log-weights, signs, ids and
+next id; every move's state such as optimiser moments and step counts or persistent
+chains; registered states such as learnable energies' parameters), the committed
+frame counts of the trajectory and the run's config text.  Static ensembles (data)
+are not stored: the experiment rebuilds them from the seed.
+
+Nested dicts become HDF5 groups, arrays and numbers datasets, so any move's state
+round-trips.  Written to ``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH``
 after the previous generation was moved to ``PATH.prev`` (LAMMPS keeps two restart
 files the same way), so a kill at any moment leaves at least one complete checkpoint.
 """
@@ -13,27 +18,40 @@ import h5py
 import numpy as np
 
 
-def write_checkpoint(path, step, ensembles, frame_counts, config_text, seed):
+def _write_tree(group, tree):
+    for k, v in tree.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            _write_tree(group.create_group(str(k)), v)
+        else:
+            group.create_dataset(str(k), data=np.asarray(v))
+
+
+def _read_tree(group):
+    out = {}
+    for k, v in group.items():
+        out[k] = _read_tree(v) if isinstance(v, h5py.Group) else np.asarray(v[()])
+    return out
+
+
+def write_checkpoint(path, state, frame_counts, config_text, seed):
     tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["step"] = int(step)
-        f.attrs["seed"] = int(seed)
-        f.attrs["config"] = config_text
-        g = f.create_group("ensembles")
-        for name, ens in ensembles.items():
-            e = g.create_group(name)
-            for k, v in ens.state().items():
-                if v is None:
-                    continue
-                if k == "next_id":
-                    e.attrs["next_id"] = int(v)
-                else:
-                    e.create_dataset(k, data=v)
-        fc = f.create_group("frames")
-        for k, v in frame_counts.items():
-            fc.attrs[k] = int(v)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["step"] = int(state["step"])
+            f.attrs["seed"] = int(seed)
+            f.attrs["config"] = config_text
+            _write_tree(f.create_group("state"), {k: v for k, v in state.items() if k != "step"})
+            fc = f.create_group("frames")
+            for k, v in frame_counts.items():
+                fc.attrs[k] = int(v)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     if os.path.exists(path):
         os.replace(path, path + ".prev")
     os.replace(tmp, path)
@@ -45,22 +63,20 @@ def write_checkpoint(path, step, ensembles, frame_counts, config_text, seed):
 
 
 def read_checkpoint(path):
-    """dict(step, seed, config, ensembles={name: state dict}, frames={element: count});
-    falls back to ``PATH.prev`` if ``PATH`` is unreadable."""
+    """dict(step, seed, config, state (for ``Simulation.load_state_dict``),
+    frames={element: count}); falls back to ``PATH.prev`` if ``PATH`` is unreadable."""
     last_error = None
     for p in (path, path + ".prev"):
         if not os.path.exists(p):
             continue
         try:
             with h5py.File(p, "r") as f:
-                out = dict(step=int(f.attrs["step"]), seed=int(f.attrs["seed"]),
-                           config=str(f.attrs["config"]), ensembles={},
-                           frames={k: int(v) for k, v in f["frames"].attrs.items()})
-                for name, e in f["ensembles"].items():
-                    st = {k: np.asarray(e[k]) for k in e}
-                    st["next_id"] = int(e.attrs["next_id"])
-                    out["ensembles"][name] = st
-                return out
+                state = _read_tree(f["state"])
+                state["step"] = int(f.attrs["step"])
+                for st in state.get("ensembles", {}).values():
+                    st["next_id"] = int(st["next_id"])
+                return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
+                            state=state, frames={k: int(v) for k, v in f["frames"].attrs.items()})
         except (OSError, KeyError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "

@@ -29,12 +29,16 @@ rewrite it into a clean file that plain ``h5py.File(path)`` opens.  A run that
 ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
 ``h5py.File(path)`` opens it.
 """
+import contextlib
 import os
 import subprocess
 import time
 
 import h5py
 import numpy as np
+from .._version import __version__
+from ..backend import to_numpy
+from ..observers import Observer
 
 H5MD_VERSION = (1, 1)
 MODULE_DESCRIPTION = (
@@ -167,7 +171,6 @@ class TrajectoryWriter:
         h5.create_group("author").attrs["name"] = author
         creator = h5.create_group("creator")
         creator.attrs["name"] = "particleflow"
-        from .. import __version__
         creator.attrs["version"] = __version__
         mod = h5.create_group("modules").create_group("particleflow")
         mod.attrs["version"] = np.array([0, 1], dtype=np.int32)
@@ -204,7 +207,6 @@ class TrajectoryWriter:
         f.swmr_mode = True
 
     def write_frame(self, step, ensembles):
-        from ..backend import to_numpy
         wrote = False
         for (name, what), el in self.elements.items():
             if name not in ensembles:          # static ensembles are written at frame 0 only
@@ -247,6 +249,14 @@ class TrajectoryWriter:
         return {"/".join(k): el.committed for k, el in self.elements.items()} | \
             {f"observables/{k}": el.committed for k, el in self.observables.items()}
 
+    def write_results(self, results):
+        """Store end-of-run values under /results.  HDF5's SWMR mode forbids creating
+        datasets, so the writer commits every frame, closes the SWMR handle and
+        reopens the file (not in SWMR mode) to add them."""
+        self.close()
+        with h5py.File(self.path, "r+", libver="latest") as f:
+            write_results(f, results)
+
     def close(self):
         """Flush, trim preallocated frames, close."""
         if self.file is None:
@@ -257,6 +267,88 @@ class TrajectoryWriter:
                 el.value.resize(el.committed, axis=0)
         self.file.close()
         self.file = None
+
+
+class TrajectoryObserver(Observer):
+    """The HDF5 writer as a Simulation observer: creates ``path`` when the run starts
+    (every dataset exists before step 0, as SWMR requires), streams frames and
+    observables, and stores ``sim.results`` under /results when the run finishes.
+
+    ``resume_frames``: the committed frame counts of a checkpoint; the frames up to
+    them are copied from the existing ``path`` into a fresh file that atomically
+    replaces it (a killed writer leaves its file flagged as open), and the run
+    continues appending to it."""
+
+    def __init__(self, path, parameters, compression=None, resume_frames=None):
+        self.path, self.parameters, self.compression = path, parameters, compression
+        self.resume_frames = resume_frames
+        self.writer = None
+
+    def start(self, sim, spec):
+        if self.resume_frames is None:
+            self.writer = TrajectoryWriter(self.path, spec.ensembles, spec.observables, self.parameters,
+                                           compression=self.compression)
+        else:
+            self.writer = _rewrite_prefix(self.path, spec, self.parameters, self.compression, self.resume_frames)
+
+    def record(self, step, frames, values):
+        if frames:
+            self.writer.write_frame(step, frames)
+        for k, v in values.items():
+            self.writer.write_observable(k, step, to_numpy(v))
+        if step == 0:
+            self.writer.flush()            # readers see the initial state at once
+
+    def finish(self, sim):
+        self.writer.write_results(sim.results)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+    def flush(self):
+        self.writer.flush()
+
+    def frame_counts(self):
+        return self.writer.frame_counts()
+
+
+def _rewrite_prefix(out, spec, params, compression, frames):
+    """A writer on a fresh copy of ``out`` holding the first ``frames[element]`` frames
+    of every element; the copy replaces ``out``."""
+    tmp = out + ".resume.tmp"
+    old = Run(out)
+    with _replace_on_success(tmp, out, old):
+        w = TrajectoryWriter(tmp, spec.ensembles, spec.observables, params, compression=compression)
+        elements = [(f"{name}/{what}", f"particles/{name}/{what}", el) for (name, what), el in w.elements.items()]
+        elements += [(f"observables/{k}", f"observables/{k}", el) for k, el in w.observables.items()]
+        for key, group, el in elements:
+            for i in range(frames.get(key, 0)):
+                src = old.file[group]
+                el.append(int(src["step"][i]), src["value"][i])
+        for (name, what), el in w.elements.items():
+            n = frames.get(f"{name}/{what}", 0)
+            if what == "id" and n:
+                # ids get a frame only when they change: compare with the last one kept
+                w._last_ids[name] = np.asarray(old.file[f"particles/{name}/id/value"][n - 1])
+        w.flush()
+    w.path = out
+    return w
+
+
+@contextlib.contextmanager
+def _replace_on_success(tmp, path, source):
+    """Close ``source``; then move ``tmp`` over ``path`` if the block succeeded, or
+    delete ``tmp`` if it raised (the original file is never damaged)."""
+    try:
+        yield
+    except BaseException:
+        source.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    source.close()
+    os.replace(tmp, path)
 
 
 def write_results(f, results):
@@ -369,19 +461,6 @@ class Run:
         text = self.parameters.get("config", "")
         return tomllib.loads(text) if text else {}
 
-    def load_energy(self):
-        """The run's energy: rebuilt from the stored config for runs that sample a
-        fixed energy; learned energies (network estimators) are stored under
-        /parameters/learned by the estimators that train them."""
-        if "learned" in self.file["parameters"]:
-            raise ValueError(f"{self.path} holds a learned energy of a kind this version cannot load")
-        from ..io.config import validate
-        from ..runner import build_energy
-        cfg = self.config
-        if not cfg:
-            raise ValueError(f"{self.path} stores no config to rebuild its energy from")
-        return build_energy(validate(cfg)["energy"])
-
     def close(self):
         self.file.close()
 
@@ -415,7 +494,7 @@ def repair(path):
     except OSError as e:
         raise ValueError(f"{path} is not a readable HDF5 trajectory ({e})") from None
     counts = {}
-    try:
+    with _replace_on_success(tmp, path, src):
         if "h5md" not in src or "particles" not in src:
             raise ValueError(f"{path} is not a particleflow trajectory (no /h5md or /particles)")
         with h5py.File(tmp, "w", libver="latest") as dst:
@@ -433,11 +512,4 @@ def repair(path):
                     if name.startswith("particles/") and name.endswith("/position"):
                         counts[name.split("/")[1]] = n
             dst.visititems(trim)
-    except BaseException:
-        src.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    src.close()
-    os.replace(tmp, path)
     return counts

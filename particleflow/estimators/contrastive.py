@@ -1,0 +1,100 @@
+"""The contrastive gradient shared by likelihood-based EBM estimators.
+
+For an energy family E(x | theta), the gradient of the negative log-likelihood per
+data point is E_data[grad_theta E] - E_model[grad_theta E].  Every estimator that
+learns by maximum likelihood estimates the second expectation with some samples:
+importance-sampling ML with self-normalised weights (paper 003, Eq. 12), independent
+MH or resampled draws (Eq. 17), short-run / persistent / CD-k Langevin chains
+(paper 004), MALA negatives.  They all call ``contrastive_gradient``.
+"""
+
+import numpy as np
+
+from ..backend import array_module, to_numpy
+from ..ensemble import Ensemble
+from ..moves import Adam, Move
+from ..simulation import Simulation
+
+
+def contrastive_gradient(energy, positive, negative, positive_weights=None, negative_weights=None,
+                         negative_scale=1.0):
+    """grad_theta [sum_i a_i E(x+_i) - s sum_j b_j E(x-_j)] as a dict like ``energy.params``.
+
+    Parameters
+    ----------
+    energy : a family with ``grad_params(x, cotangent)`` (networks, parametric families)
+    positive, negative : [n+, ...] data and [n-, ...] model samples
+    positive_weights, negative_weights : [n+], [n-]; default 1/n+ and 1/n- (means)
+    negative_scale : s (importance-sampling ML uses a = 1, b = normalised weights, s = N)
+    """
+    xp = array_module(positive)
+    a = xp.full(positive.shape[0], 1.0 / positive.shape[0]) if positive_weights is None else positive_weights
+    b = xp.full(negative.shape[0], 1.0 / negative.shape[0]) if negative_weights is None else negative_weights
+    g_pos = energy.grad_params(positive, a)
+    g_neg = energy.grad_params(negative, b)
+    if negative_scale == 1.0:
+        return {k: g_pos[k] - g_neg[k] for k in g_pos}
+    return {k: g_pos[k] - negative_scale * g_neg[k] for k in g_pos}
+
+
+__all__ = ["contrastive_gradient"]
+
+
+class LoadParameters(Move):
+    """Copy a parameter particle (the one position of a parameter ensemble, the
+    energy's parameters flattened in ``energy.params`` order) into the energy."""
+
+    def __init__(self, energy):
+        super().__init__()
+        self.energy = None            # not a sampler: no dimension check against the energy
+        self.target = energy
+
+    def _step(self, ens, stream, step):
+        self.target.set_params(unflatten(self.target.params, to_numpy(ens.x[0])))
+        return {}
+
+
+def flatten(params):
+    """A parameter dict as one float64 vector (keys in dict order)."""
+    return np.concatenate([np.ravel(to_numpy(v)).astype(np.float64) for v in params.values()])
+
+
+def unflatten(like, v):
+    """The inverse of ``flatten``, with the keys and shapes of ``like``."""
+    out, i = {}, 0
+    for k, a in like.items():
+        n = int(np.prod(np.shape(a)))
+        out[k] = np.asarray(v[i:i + n]).reshape(np.shape(a)).copy()
+        i += n
+    return out
+
+
+def contrastive_ml(energy, data, chains, sampler, lr=1e-2, betas=(0.9, 0.999), seed=0, dtype=np.float64):
+    """Maximum likelihood by contrastive gradients with persistent MCMC negatives, as a
+    Simulation of three ensembles:
+
+    * ``data`` (static): the observations;
+    * ``chains``: persistent model samples, moved by ``sampler(energy)`` (e.g.
+      ``lambda e: MALA(e, 0.1)``) toward the current energy;
+    * ``theta``: one particle, the energy's parameters flattened, moved by Adam along
+      grad_theta [mean E(data) - mean E(chains)] and copied into the energy.
+
+    One step = one sampler step on the chains, one Adam step, one parameter copy.
+    The energy is registered as state, Adam's moments and step count are its move
+    state: a checkpointed run resumes bitwise."""
+    theta0 = flatten(energy.params)
+    ens = {"data": Ensemble(np.asarray(data, dtype=dtype), name="data"),
+           "chains": Ensemble(np.asarray(chains, dtype=dtype), name="chains"),
+           "theta": Ensemble(theta0[None, :], name="theta")}
+    sim = Simulation(ens, seed=seed)
+
+    def grad(theta):
+        energy.set_params(unflatten(energy.params, to_numpy(theta.x[0])))
+        g = contrastive_gradient(energy, sim.ensembles["data"].x, sim.ensembles["chains"].x)
+        return flatten(g)[None, :].astype(theta.dtype)
+
+    sim.schedule(sampler(energy), "chains", name="sampler")
+    sim.schedule(Adam(grad, lr=lr, betas=betas), "theta", name="adam")
+    sim.schedule(LoadParameters(energy), "theta", name="load_parameters")
+    sim.register_state("energy", energy)
+    return sim

@@ -1,0 +1,111 @@
+"""The experiment protocol: what the runner and the CLI need from a runnable experiment.
+
+An experiment is one module in ``particleflow/experiments/`` holding one subclass of
+``Experiment`` and registered in ``experiments/__init__.py``.  It declares:
+
+* ``name``: the config's ``estimator = "..."`` value; ``description``: one line;
+* ``sections``: the config schema, section name -> {key: ``config.Field``}; the shared
+  ``[run]`` and ``[output]`` sections come from ``config.run_section`` and
+  ``config.output_section``; ``free``: top-level keys validated by ``check`` (tables of
+  tables, arrays of tables);
+* ``check(cfg)``: cross-key validation after the schema (raise ``ConfigError``);
+* ``build(cfg, base_dir, restore) -> Simulation``: ensembles, schedule, observables
+  (``sim.observe``, ``sim.observe_moves``), frames (``sim.trajectory``), learnable
+  state (``sim.register_state``); with ``restore`` the dynamic ensembles may hold
+  placeholders, a checkpoint overwrites them;
+* ``results(sim, cfg) -> dict``: end-of-run values (written under /results);
+* ``summary(run, cfg) -> [str]``: lines for the terminal, from a finished run (a
+  trajectory file or an in-memory ``Recorder``: both have ``observables`` and
+  ``results``);
+* ``plot(run, png)``: the experiment's figure (default: observables and last frames).
+
+``steps(cfg)`` (default ``run.steps``) and ``checkpoint_every(cfg)`` (default
+``output.checkpoint_every``) tell the runner how long to run and how often to save.
+"""
+import numpy as np
+
+from ..config import REQUIRED, ConfigError, Field, table
+
+
+class Experiment:
+    name = None
+    description = ""
+    sections = {}
+    free = {}
+    required = ()            # sections that must appear in the config
+
+    # ------------------------------------------------------------ config
+    def validate(self, raw):
+        """The validated config (defaults filled in), or ``ConfigError``."""
+        if not isinstance(raw, dict):
+            raise ConfigError("the config must be a table")
+        top = {"estimator": Field("str", self.name)}
+        top |= {k: Field("table", REQUIRED if k in self.required else {})
+                for k in self.sections}
+        top |= self.free
+        cfg = table("", raw, top)
+        for sec, fields in self.sections.items():
+            cfg[sec] = table(sec, cfg[sec], fields)
+        self.check(cfg)
+        return cfg
+
+    def check(self, cfg):
+        pass
+
+    def steps(self, cfg):
+        return cfg["run"]["steps"]
+
+    def checkpoint_every(self, cfg):
+        return cfg["output"]["checkpoint_every"]
+
+    def compression(self, cfg):
+        return cfg["output"].get("compression", "none")
+
+    def parameters(self, cfg):
+        """Extra attributes for the trajectory's /parameters group."""
+        return {"dtype": cfg["run"].get("dtype", "float64")}
+
+    # ------------------------------------------------------------ running
+    def build(self, cfg, base_dir=".", restore=False):
+        raise NotImplementedError
+
+    def results(self, sim, cfg):
+        return {}
+
+    def energy(self, run, cfg):
+        """The energy of a finished run (to sample it again or evaluate it)."""
+        raise ValueError(f"experiment {self.name!r} cannot rebuild its energy from a run file")
+
+    # ------------------------------------------------------------ reporting
+    def summary(self, run, cfg):
+        return []
+
+    def plot(self, run, png):
+        """Observables against steps and the last frame of every ensemble."""
+        import matplotlib  # optional dependency: the 'plot' extra
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        obs = {k: o for k, o in sorted(run.observables.items()) if np.ndim(o.values[0:1]) <= 1 and len(o.steps)}
+        ens = list(run.ensembles.items())
+        ncols = max(1, len(obs)) + len(ens)
+        fig, axes = plt.subplots(1, ncols, figsize=(4 * ncols, 3.5), squeeze=False)
+        axes = axes[0]
+        for ax, (k, o) in zip(axes, obs.items()):
+            ax.plot(o.steps, o.values)
+            ax.set_title(k, fontsize=9)
+            ax.set_xlabel("step")
+        for ax, (name, e) in zip(axes[len(obs):], ens):
+            last = np.asarray(e.positions[-1])
+            if last.ndim == 2 and last.shape[1] >= 2:
+                pts = last[np.random.default_rng(0).permutation(len(last))[:5000]]
+                ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
+                ax.set_aspect("equal")
+            elif last.ndim == 3 or last.ndim == 4:
+                ax.imshow(last[0] if last.ndim == 3 else np.moveaxis(last[0], 0, -1))
+            else:
+                ax.hist(last.reshape(len(last), -1)[:, 0], bins=60)
+            ax.set_title(f"{name}: last frame (step {e.steps[-1]})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        return png

@@ -1,0 +1,187 @@
+"""``estimator = "sample"``: the engine's generic sampler (``runs/demo.toml``).
+
+    [run]        steps, seed, dtype
+    [output]     every, checkpoint_every, compression, plot
+    [energy]     kind = "gaussian" (mean, precision) | "gaussian_mixture"
+                 (means or ring_components/ring_radius, scale or covariances, weights)
+    [ensembles.<name>]  n, init = "normal" | "zeros" | "file", init_scale, file, dim
+    [[schedule]] move = langevin | mala | hmc | resample | restart, ensemble, every, name, ...
+
+Observables every ``output.every`` steps: ``<ensemble>/mean``, ``<ensemble>/ess`` and
+every move's statistics ``<slot>/<key>``; frames of every ensemble at the same
+cadence.  Results: ``<ensemble>/final_mean``.
+"""
+import os
+
+import numpy as np
+
+from .. import energies, moves
+from ..config import ConfigError, Field, output_section, positive, run_section, table
+from ..ensemble import Ensemble
+from ..random import Purpose, Stream, StreamBlock
+from ..simulation import Simulation
+from .base import Experiment
+
+ENERGY = {"kind": Field("str", choices=("gaussian", "gaussian_mixture"), doc="energy family"),
+          "mean": Field("list", None, doc="gaussian: mean vector"),
+          "precision": Field("list", None, doc="gaussian: precision matrix (symmetric positive definite)"),
+          "means": Field("list", None, doc="gaussian_mixture: component means [K][d]"),
+          "ring_components": Field("int", None, lo=1, doc="gaussian_mixture: K means on a circle (2-D)"),
+          "ring_radius": positive(None, doc="radius of the ring of means"),
+          "scale": Field("float", None, lo=0, lo_open=True, doc="isotropic component standard deviation"),
+          "covariances": Field("list", None, doc="full component covariances [K][d][d]"),
+          "weights": Field("list", None, doc="component weights (normalised; default equal)")}
+ENSEMBLE = {"n": Field("int", lo=1, doc="number of particles"),
+            "init": Field("str", "normal", choices=("normal", "zeros", "file"), doc="initial positions"),
+            "init_scale": positive(1.0, doc="standard deviation of normal initial positions"),
+            "file": Field("str", None, doc="init = 'file': a .npy array [n, d] (relative to the config)"),
+            "dim": Field("int", None, lo=1, doc="optional check against the energy's dimension")}
+MOVES = {
+    "langevin": {"step_size": positive(doc="h"), "temperature": positive(1.0, doc="T"),
+                 "noise_scale": Field("float", None, lo=0, doc="noise sd (default sqrt(2 h T))")},
+    "mala": {"step_size": positive(doc="h")},
+    "hmc": {"step_size": positive(doc="leapfrog step"), "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
+            "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)")},
+    "resample": {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
+                                 doc="resampling scheme"),
+                 "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
+                                        doc="resample when ESS < threshold * n (default: always)")},
+    "restart": {"source": Field("str", doc="ensemble to restart from"),
+                "probability": Field("float", lo=0, hi=1, doc="restart probability per particle and step")},
+}
+SLOT = {"move": Field("str", choices=tuple(MOVES), doc="the move"),
+        "ensemble": Field("str", doc="the ensemble it moves"),
+        "every": Field("int", 1, lo=1, doc="run every this many steps"),
+        "name": Field("str", None, doc="slot name (default <move>_<index>)")}
+
+
+def build_energy(e):
+    """The energy of a validated ``[energy]`` table."""
+    if e["kind"] == "gaussian":
+        return energies.Gaussian(np.asarray(e["mean"], float), np.asarray(e["precision"], float))
+    if e["ring_components"] is not None:
+        if e["ring_radius"] is None:
+            raise ConfigError("energy.ring_components needs energy.ring_radius")
+        ang = 2 * np.pi * np.arange(e["ring_components"]) / e["ring_components"]
+        means = e["ring_radius"] * np.stack([np.cos(ang), np.sin(ang)], 1)
+    else:
+        means = np.asarray(e["means"], float)
+    cov = None if e["covariances"] is None else np.asarray(e["covariances"], float)
+    scale = e["scale"] if (e["scale"] is not None or cov is not None) else 1.0
+    return energies.GaussianMixture(means, covariances=cov, scale=scale if cov is None else None,
+                                    weights=e["weights"])
+
+
+def initial_positions(name, index, spec, dim, dtype, seed, base_dir):
+    if spec["init"] == "file":
+        path = spec["file"] if os.path.isabs(spec["file"]) else os.path.join(base_dir, spec["file"])
+        if not os.path.exists(path):
+            raise ConfigError(f"ensembles.{name}.file: no such file {path}")
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"ensembles.{name}.file: cannot read {path} as a .npy array ({err})") from None
+        if x.ndim != 2 or x.shape[1] != dim:
+            raise ConfigError(f"ensembles.{name}.file: expected an array of shape (n, {dim}); got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ConfigError(f"ensembles.{name}.file: {path} contains NaN or Inf values")
+        return x.astype(dtype)
+    if spec["init"] == "zeros":
+        return np.zeros((spec["n"], dim), dtype)
+    # counter-based like everything else: ensemble number `index` gets its own stream
+    z = Stream(seed, StreamBlock.INIT + index).normal(0, np.arange(spec["n"]), dim, Purpose.INIT, dtype)
+    return z * dtype.type(spec["init_scale"])
+
+
+def build_move(kind, s, energy, sim):
+    if kind == "langevin":
+        return moves.Langevin(energy, s["step_size"], noise_scale=s["noise_scale"], temperature=s["temperature"])
+    if kind == "mala":
+        return moves.MALA(energy, s["step_size"])
+    if kind == "hmc":
+        return moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"])
+    if kind == "resample":
+        return moves.Resample(s["scheme"], s["ess_threshold"])
+    return moves.Restart(sim.ensembles[s["source"]], s["probability"])
+
+
+class Sample(Experiment):
+    name = "sample"
+    description = "sample a fixed energy with a schedule of moves (Langevin, MALA, HMC, resampling, restarts)"
+    sections = {"run": run_section(), "output": output_section(every=10, checkpoint_every=1000),
+                "energy": ENERGY}
+    free = {"ensembles": Field("table", doc="[ensembles.<name>] tables"),
+            "schedule": Field("list", doc="[[schedule]] tables, one per move, run in order")}
+    required = ("run", "energy")
+    tables = {"ensembles.<name>": ENSEMBLE, "schedule[i]": SLOT} | \
+        {f"schedule[i] (move = {k!r})": v for k, v in MOVES.items()}
+
+    def check(self, cfg):
+        e = cfg["energy"]
+        if e["kind"] == "gaussian" and (e["mean"] is None or e["precision"] is None):
+            raise ConfigError("energy.kind = 'gaussian' needs energy.mean and energy.precision")
+        if e["kind"] == "gaussian_mixture" and (e["means"] is None) == (e["ring_components"] is None):
+            raise ConfigError("energy.kind = 'gaussian_mixture' needs exactly one of energy.means "
+                              "or energy.ring_components (with energy.ring_radius)")
+        if not cfg["ensembles"]:
+            raise ConfigError("ensembles must define at least one ensemble, e.g. [ensembles.chains] n = 1000")
+        ens = {}
+        for name, t in cfg["ensembles"].items():
+            ens[name] = table(f"ensembles.{name}", t, ENSEMBLE)
+            if ens[name]["init"] == "file" and not ens[name]["file"]:
+                raise ConfigError(f"ensembles.{name}.init = 'file' needs ensembles.{name}.file (a .npy array)")
+        cfg["ensembles"] = ens
+        if not cfg["schedule"]:
+            raise ConfigError("schedule must list at least one move ([[schedule]] move = ...)")
+        slots = []
+        for i, s in enumerate(cfg["schedule"]):
+            where = f"schedule[{i}]"
+            if not isinstance(s, dict) or "move" not in s:
+                raise ConfigError(f"{where} must be a table with a 'move' key (one of {', '.join(MOVES)})")
+            kind = SLOT["move"].check(f"{where}.move", s["move"])
+            slot = table(where, s, SLOT | MOVES[kind])
+            if slot["ensemble"] not in ens:
+                raise ConfigError(f"{where}.ensemble = {slot['ensemble']!r} is not defined; "
+                                  f"ensembles: {', '.join(ens)}")
+            if kind == "restart" and slot["source"] not in ens:
+                raise ConfigError(f"{where}.source = {slot['source']!r} is not defined; ensembles: {', '.join(ens)}")
+            slots.append(slot)
+        cfg["schedule"] = slots
+
+    def build(self, cfg, base_dir=".", restore=False):
+        energy = build_energy(cfg["energy"])
+        dtype = np.dtype(cfg["run"]["dtype"])
+        seed = cfg["run"]["seed"]
+        sim = Simulation(seed=seed)
+        for index, (name, spec) in enumerate(cfg["ensembles"].items()):
+            if spec["dim"] is not None and spec["dim"] != energy.dim:
+                raise ConfigError(f"ensembles.{name}.dim = {spec['dim']} but the energy has dimension {energy.dim}")
+            if restore:
+                x = np.zeros((spec["n"] if spec["init"] != "file" else 1, energy.dim), dtype)
+            else:
+                x = initial_positions(name, index, spec, energy.dim, dtype, seed, base_dir)
+            sim.add_ensemble(name, Ensemble(x, name=name))
+        for i, s in enumerate(cfg["schedule"]):
+            sim.schedule(build_move(s["move"], s, energy, sim), s["ensemble"], every=s["every"],
+                         name=s["name"] or f"{s['move']}_{i}")
+        every = cfg["output"]["every"]
+        sim.observe(None, ensemble_summaries, every=every)
+        sim.observe_moves(every)
+        sim.trajectory(every=every)
+        sim.context["energy"] = energy
+        return sim
+
+    def energy(self, run, cfg):
+        return build_energy(cfg["energy"])
+
+    def results(self, sim, cfg):
+        return {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64) for name, e in sim.ensembles.items()}
+
+
+def ensemble_summaries(sim):
+    """``<ensemble>/mean`` (weighted) and ``<ensemble>/ess`` of every ensemble."""
+    vals = {}
+    for name, ens in sim.ensembles.items():
+        vals[f"{name}/mean"] = np.asarray(ens.mean(), dtype=np.float64)
+        vals[f"{name}/ess"] = ens.ess()
+    return vals
