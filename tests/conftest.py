@@ -1,7 +1,15 @@
+import os
+import signal
+
+import h5py
 import numpy as np
 import pytest
 
 import particleflow as pf
+from particleflow import experiments
+from particleflow.config import loads
+from particleflow.io.checkpoint import read_checkpoint
+from particleflow.runner import Interrupted, execute
 
 
 def ring_mixture(K=6, radius=3.0, scale=1.0):
@@ -32,3 +40,45 @@ def moment_z_scores(x, mean, cov):
     se_cov = prods.std(0) / np.sqrt(n)
     z_cov = (prods.mean(0) - cov) / se_cov
     return z_mean, z_cov
+
+
+def interrupted_and_resumed(text, tmp_path, at_step):
+    """Run config ``text`` uninterrupted, and again with a SIGTERM after step
+    ``at_step`` followed by a resume.  Returns (uninterrupted path, resumed path,
+    the checkpoint written at the interruption)."""
+    cfg = experiments.validate(loads(text))
+    full, part = str(tmp_path / "full.h5"), str(tmp_path / "part.h5")
+    execute(cfg, text, full)
+
+    def stop(sim, total):
+        if sim.step == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        execute(cfg, text, part, progress=stop)
+    start = read_checkpoint(part + ".ckpt")
+    assert start["step"] == at_step
+    execute(cfg, text, part, start=start)
+    assert_same_datasets(full, part)
+    return full, part, start
+
+
+TIMINGS = ("seconds_per_iteration", "teacher_sampling_seconds", "elapsed_s")
+
+
+def assert_same_datasets(path_a, path_b):
+    """Every dataset under /particles, /observables and /results of two run files is
+    present in both with the same shape, dtype and bytes (timings excepted)."""
+    def collect(f):
+        out = {}
+        f.visititems(lambda k, v: out.__setitem__(k, v) if isinstance(v, h5py.Dataset)
+                     and k.split("/")[0] in ("particles", "observables", "results")
+                     and k.split("/")[-1] not in TIMINGS else None)
+        return out
+    with h5py.File(path_a, "r") as a, h5py.File(path_b, "r") as b:
+        da, db = collect(a), collect(b)
+        assert sorted(da) == sorted(db)
+        for k in da:
+            x, y = da[k][()], db[k][()]
+            assert x.dtype == y.dtype and np.shape(x) == np.shape(y) and np.asarray(x).tobytes() == \
+                np.asarray(y).tobytes(), k
+        return len(da)

@@ -1,17 +1,17 @@
 """Dual F1-EBM training (paper 001): teacher sampler, metrics, Algorithm 1 as a
 schedule against a plain numpy transcription, training behaviour, config runs."""
 import math
-import os
-import signal
 
 import h5py
 import numpy as np
 import pytest
 
-from particleflow.estimators.dual_ebm import DualEBM, Teacher, kl_teacher_to_student, score_gap, unit_rows
-from particleflow.io import config as cfgmod
-from particleflow.io.checkpoint import read_checkpoint
+from particleflow import experiments
+from particleflow.config import ConfigError, loads
+from particleflow.estimators.dual_ebm import DualEBM, unit_rows
+from particleflow.experiments.dual_ebm import Teacher, kl_teacher_to_student, metrics, score_gap
 from particleflow.random import Purpose, Stream
+from conftest import interrupted_and_resumed
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,10 @@ def test_dual_beats_primal_and_restarts_give_score_matching(mono):
     hist = {}
     for name, alpha, p_r in (("dual", 20.0, 0.0), ("primal", 0.05, 0.0), ("sm", 20.0, 1.0)):
         m = DualEBM(data, 1000, 32, alpha=alpha, step=0.02, restart_probability=p_r, seed=0)
-        m.set_test(test, teacher)
-        hist[name] = m.run(400, every=50)
+        ft, gt = teacher.value_and_grad(test)
+        m.sim.observe(None, lambda sim: metrics(m, test, ft, gt), every=50, initial=False)
+        m.sim.run(400)
+        hist[name] = {k: o.values for k, o in m.sim.recorder.observables.items()}
     kl0 = hist["dual"]["kl"][0]
     assert hist["dual"]["kl"][-1] < 0.8 * kl0                      # measured 0.79 / 1.10
     assert hist["primal"]["kl"][-1] > 0.97 * hist["primal"]["kl"][0]
@@ -150,20 +152,7 @@ plot = false
 
 
 def test_config_run_resume_is_bitwise(tmp_path):
-    from particleflow.runner import Interrupted, execute
-    cfg = cfgmod.validate(cfgmod.loads(CFG))
-    full = str(tmp_path / "full.h5")
-    execute(cfg, CFG, full)
-    part = str(tmp_path / "part.h5")
-
-    def stop_at_20(step, total, stats):
-        if step == 20:
-            os.kill(os.getpid(), signal.SIGTERM)
-    with pytest.raises(Interrupted):
-        execute(cfg, CFG, part, progress=stop_at_20)
-    start = read_checkpoint(part + ".ckpt")
-    assert start["step"] == 20
-    execute(cfg, CFG, part, start=start)
+    full, part, start = interrupted_and_resumed(CFG, tmp_path, 20)
     with h5py.File(full, "r") as a, h5py.File(part, "r") as b:
         for k in ("particles/neurons/position/value", "particles/neurons/log_weight/value",
                   "particles/particles/position/value", "observables/kl/value", "observables/sm/value"):
@@ -175,12 +164,12 @@ def test_config_run_resume_is_bitwise(tmp_path):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(cfgmod.ConfigError, match="did you mean 'alpha'"):
-        cfgmod.validate(cfgmod.loads(CFG.replace("alpha = 20.0", "alpah = 20.0")))
-    with pytest.raises(cfgmod.ConfigError, match="restart_probability must be <= 1"):
-        cfgmod.validate(cfgmod.loads(CFG.replace("restart_probability = 0.2", "restart_probability = 2.0")))
-    with pytest.raises(cfgmod.ConfigError, match="teacher.weight must be negative"):
-        cfgmod.validate(cfgmod.loads(CFG + "[teacher]\nweight = 1.0\n"))
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        experiments.validate(loads(CFG.replace("alpha = 20.0", "alpah = 20.0")))
+    with pytest.raises(ConfigError, match="restart_probability must be <= 1"):
+        experiments.validate(loads(CFG.replace("restart_probability = 0.2", "restart_probability = 2.0")))
+    with pytest.raises(ConfigError, match="teacher.weight must be negative"):
+        experiments.validate(loads(CFG + "[teacher]\nweight = 1.0\n"))
     with pytest.raises(ValueError, match="unit sphere"):
         DualEBM(np.ones((5, 3)), 10, 4, alpha=1.0)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import particleflow as pf
+from conftest import assert_same_datasets
 
 CONFIG = """
 [run]
@@ -97,14 +98,8 @@ def test_layout_with_plain_h5py(tmp_path):
         assert r.ensembles["chains"].positions[-1].shape == (500, 2)
         assert r.ensembles["chains"].positions[2:5].shape == (3, 500, 2)
         assert len(r.observables["mala_0/acceptance"].values) == 20
-        e = r.load_energy()
+        e = pf.experiments.load_energy(r)
         assert isinstance(e, pf.energies.GaussianMixture) and e.n_components == 6
-
-
-def _final_state(out):
-    with pf.io.open_run(out) as r:
-        e = r.ensembles["chains"]
-        return np.asarray(e.positions[:]), e.steps, np.asarray(r.observables["mala_0/acceptance"].values)
 
 
 def test_sigkill_leaves_readable_file_and_resume_is_bitwise(tmp_path):
@@ -144,10 +139,7 @@ def test_sigkill_leaves_readable_file_and_resume_is_bitwise(tmp_path):
         assert f["particles/chains/position/value"].shape[0] == n
         assert f["particles/chains/position/value"][:].tobytes() == frames.tobytes()
     r = cli("resume", out, "--quiet", cwd=tmp_path)
-    a, b = _final_state(ref), _final_state(out)
-    assert a[0].tobytes() == b[0].tobytes()        # every frame, bitwise
-    np.testing.assert_array_equal(a[1], b[1])
-    assert a[2].tobytes() == b[2].tobytes()
+    assert assert_same_datasets(ref, out) > 10     # every dataset, ids included, bitwise
     with h5py.File(out, "r") as f:                 # the resumed file is clean again
         assert f["particles/chains/position/value"].shape[0] == 301
 
@@ -182,7 +174,8 @@ def test_reader_in_another_process_while_writing(tmp_path):
     reader = r"""
 import sys, time, numpy as np, particleflow as pf
 seen = []
-for _ in range(60):
+t0 = time.time()
+while time.time() - t0 < 120 and (len(seen) < 20 or seen[-1] == seen[0]):
     try:
         with pf.io.open_run(sys.argv[1]) as r:
             e = r.ensembles["chains"]

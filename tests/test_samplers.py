@@ -14,10 +14,10 @@ from conftest import moment_z_scores
 def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.float64):
     x0 = (np.random.default_rng(seed).standard_normal((n_chains, energy.dim)) * x0_scale).astype(dtype)
     ens = pf.Ensemble(x0)
-    sim = pf.Simulation({"chains": ens}, seed=seed).schedule(move, "chains")
+    sim = pf.Simulation({"chains": ens}, seed=seed).schedule(move, "chains", name="move").observe_moves(every=1)
     sim.run(n_steps)
-    steps, acc = sim.stats(sim.slots[0].name, "acceptance") if "acceptance" in (sim.slots[0].stats[-1][1]) else (None, None)
-    return ens.x.astype(np.float64), acc
+    rec = sim.recorder.observables.get("move/acceptance")
+    return ens.x.astype(np.float64), None if rec is None else rec.values
 
 
 @pytest.mark.parametrize("make_move,n_steps", [

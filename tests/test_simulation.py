@@ -17,14 +17,52 @@ def test_schedule_every_and_observables():
         return {"k": step}
     sim.schedule(pf.moves.MALA(mix, 0.2), "a", name="mala")
     sim.schedule(spy, "a", every=3, name="spy")
-    sim.observe("mean_x", lambda ens: ens["a"].x.mean(0), every=2)
+    sim.observe("mean_x", lambda s: s.ensembles["a"].x.mean(0), every=2)
+    sim.observe_moves(every=1)
     sim.run(7)
     assert calls == [(0, 1), (3, 1), (6, 1)]            # slot 1 has stream id 1
-    assert sim.observables["mean_x"]["steps"] == [2, 4, 6]
-    assert np.asarray(sim.observables["mean_x"]["values"]).shape == (3, 2)
-    steps, acc = sim.stats("mala", "acceptance")
-    assert list(steps) == list(range(7)) and np.all((acc > 0) & (acc <= 1))
+    rec = sim.recorder.observables
+    assert list(rec["mean_x"].steps) == [0, 2, 4, 6]    # step 0 is the initial state
+    assert rec["mean_x"].values.shape == (4, 2)
+    acc = rec["mala/acceptance"]
+    assert list(acc.steps) == list(range(1, 8)) and np.all((acc.values > 0) & (acc.values <= 1))
+    assert "spy/k" not in rec                           # undeclared statistics are not recorded
     assert sim.step == 7
+
+
+def test_dict_observables_initial_flag_and_frames():
+    mix = ring_mixture()
+    sim = pf.Simulation({"a": pf.Ensemble(np.zeros((10, 2))), "d": pf.Ensemble(np.ones((4, 2)))}, seed=1)
+    sim.schedule(pf.moves.MALA(mix, 0.2), "a", name="mala")
+    sim.observe("s", lambda s: {"m": s.ensembles["a"].x.mean(), "n": s.step}, every=3, initial=False)
+    rec = sim.attach(pf.Recorder())
+    sim.trajectory(["a"], every=2).trajectory(["d"], every=None)
+    sim.run(6)
+    assert list(rec.observables["s/n"].steps) == [3, 6] and list(rec.observables["s/n"].values) == [3, 6]
+    assert list(rec.ensembles["a"].steps) == [0, 2, 4, 6] and rec.ensembles["a"].positions.shape == (4, 10, 2)
+    assert list(rec.ensembles["d"].steps) == [0]
+    assert sim.static_ensembles() == ["d"]
+    assert "d" not in sim.state_dict()["ensembles"]
+    with pytest.raises(ValueError, match="before the simulation's first run"):
+        sim.observe("late", lambda s: 0.0)
+
+
+def test_state_dict_round_trip_continues_bitwise():
+    """A Simulation restored from state_dict() continues as the original does."""
+    mix = ring_mixture()
+    x0 = np.random.default_rng(0).standard_normal((64, 2))
+
+    def make():
+        return pf.Simulation({"c": pf.Ensemble(x0)}, seed=3).schedule(pf.moves.MALA(mix, 0.3), "c") \
+            .schedule(pf.moves.Resample("systematic"), "c", every=5)
+    a = make().run(40)
+    st = a.state_dict()
+    b = make().load_state_dict(st)
+    a.run(25)
+    b.run(25)
+    assert b.step == a.step == 65
+    for k in ("x", "ids"):
+        assert getattr(a.ensembles["c"], k).tobytes() == getattr(b.ensembles["c"], k).tobytes()
 
 
 def test_divergence_error_names_ensemble_step_and_move():

@@ -1,0 +1,124 @@
+"""The package's import graph: one direction, no cycles, no hidden imports."""
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PKG = os.path.join(ROOT, "particleflow")
+KERNELS = os.path.join(ROOT, "kernels")
+# optional dependencies imported where they are used (allowed inside functions)
+OPTIONAL = {"matplotlib", "cupy", "numba.cuda", "scipy.integrate", "arviz", "mpi4py", "tomllib"}
+
+
+def modules():
+    """module name -> file path for particleflow (kernels/ is particleflow.kernels)."""
+    out = {}
+    for base, prefix in ((PKG, "particleflow"), (KERNELS, "particleflow.kernels")):
+        for dirpath, _, files in os.walk(base):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, f), base)[:-3].split(os.sep)
+                if rel[-1] == "__init__":
+                    rel = rel[:-1]
+                out[".".join([prefix] + rel)] = os.path.join(dirpath, f)
+    return out
+
+
+def resolve(module, is_pkg, node, names):
+    """Absolute targets of an import statement inside ``module``."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = module if is_pkg else module.rsplit(".", 1)[0]
+    for _ in range(node.level - 1):
+        base = base.rsplit(".", 1)[0]
+    target = (base + "." + node.module) if node.module and node.level else (node.module if not node.level else base)
+    out = []
+    for a in node.names:
+        sub = f"{target}.{a.name}"
+        out.append(sub if sub in names else target)
+    return out
+
+
+def graph():
+    mods = modules()
+    edges, inner = {}, []
+    for m, path in mods.items():
+        is_pkg = path.endswith("__init__.py")
+        tree = ast.parse(open(path).read(), path)
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                ts = [t for t in resolve(m, is_pkg, node, mods) if t.startswith("particleflow")]
+                targets.update(t for t in ts if t in mods and t != m)
+        edges[m] = targets
+        # imports of the package's own modules inside functions
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        ts = resolve(m, is_pkg, node, mods)
+                        own = [t for t in ts if t.startswith("particleflow")]
+                        if own:
+                            inner.append(f"{m}:{node.lineno} imports {own}")
+    return edges, inner
+
+
+def find_cycle(edges):
+    """A cycle among non-package modules' edges (package __init__ files re-export
+    their children, so edges into a package from its own children are re-exports)."""
+    color, stack = {}, []
+
+    def visit(n):
+        color[n] = 1
+        stack.append(n)
+        for t in sorted(edges.get(n, ())):
+            if t != "particleflow" and n.startswith(t + "."):
+                continue        # a module importing its own parent package's names
+            if color.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if color.get(t) is None:
+                c = visit(t)
+                if c:
+                    return c
+        stack.pop()
+        color[n] = 2
+        return None
+    for n in sorted(edges):
+        if n != "particleflow" and color.get(n) is None:
+            c = visit(n)
+            if c:
+                return c
+    return None
+
+
+def test_import_graph_has_no_cycles():
+    edges, _ = graph()
+    edges.pop("particleflow", None)            # the top level imports everything, nothing imports it
+    for m in edges:
+        assert "particleflow" not in edges[m], f"{m} imports the package's top level"
+    assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
+
+
+def test_no_function_level_imports_of_own_modules():
+    _, inner = graph()
+    assert inner == [], "\n".join(inner)
+
+
+@pytest.mark.parametrize("low,high", [
+    ("particleflow.kernels", "particleflow.energies"), ("particleflow.energies", "particleflow.moves"),
+    ("particleflow.moves", "particleflow.simulation"), ("particleflow.io", "particleflow.runner"),
+    ("particleflow.simulation", "particleflow.experiments"), ("particleflow.estimators", "particleflow.experiments"),
+    ("particleflow.experiments", "particleflow.runner"), ("particleflow.runner", "particleflow.cli"),
+])
+def test_layers_import_downward_only(low, high):
+    edges, _ = graph()
+    bad = [f"{m} -> {t}" for m, ts in edges.items() if m == low or m.startswith(low + ".")
+           for t in ts if t == high or t.startswith(high + ".")]
+    assert not bad, bad
+
+
+def test_cycle_finder_catches_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
