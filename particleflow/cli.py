@@ -6,11 +6,14 @@ Existing outputs are never overwritten without ``--force``.
 """
 import copy
 import functools
+import errno
 import glob
 import importlib.util
 import itertools
 import os
+import re
 import sys
+import tempfile
 import time
 
 import click
@@ -24,7 +27,7 @@ from .errors import DivergenceError
 from .io.checkpoint import read_checkpoint
 from .io.h5md import open_run
 from .io.h5md import repair as _repair
-from .runner import Interrupted, checkpoint_path, execute, load_config_file
+from .runner import Interrupted, check_memory, checkpoint_path, execute, load_config_file, parse_bytes
 from .simulation import Simulation
 
 
@@ -36,7 +39,8 @@ class UserError(click.ClickException):
 
 
 def _user_errors(fn):
-    """Turn the library's user-facing exceptions into exit code 2."""
+    """Turn the library's user-facing exceptions into exit code 2: invalid values,
+    divergence, files that cannot be written (disk full, read-only, permissions)."""
 
     @functools.wraps(fn)
     def wrapper(*a, **k):
@@ -44,7 +48,21 @@ def _user_errors(fn):
             return fn(*a, **k)
         except (ValueError, DivergenceError) as e:
             raise UserError(str(e)) from None
+        except MemoryError:
+            raise UserError("not enough memory for this run; reduce its sizes (particles, data, grid)") from None
+        except OverflowError as e:
+            raise UserError(f"a value overflowed ({e}); reduce step sizes or scales in the config") from None
+        except OSError as e:
+            if e.errno in USER_ERRNOS or "No space left" in str(e) or "Read-only" in str(e):
+                where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+                raise UserError(f"cannot write{where}: {e.strerror or e}; free space or choose another --out, "
+                                "then rerun (or `particleflow resume` a run that has a checkpoint)") from None
+            raise
     return wrapper
+
+
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR,
+               errno.ENOTDIR}
 
 
 @click.group()
@@ -58,23 +76,27 @@ def _default_out(config_path):
     return os.path.join(os.path.dirname(os.path.abspath(config_path)), "out", f"{stem}.h5")
 
 
-def _check_writable(out, force):
+def _check_writable(out, force, what="--out"):
+    """Refuse an existing file without ``force`` and a path that cannot be created;
+    nothing is removed here (the run replaces the old file when it starts)."""
     d = os.path.dirname(os.path.abspath(out))
-    if os.path.exists(out) and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it or --out to choose another path")
     if os.path.isdir(out):
-        raise UserError(f"{out} is a directory; --out must name a file")
+        raise UserError(f"{out} is a directory; {what} must name a file")
+    if os.path.exists(out) and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it or {what} to choose another path")
     if not os.path.isdir(d):
+        if os.path.exists(d):
+            raise UserError(f"{d} is not a directory; choose another {what}")
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
-            raise UserError(f"cannot create output directory {d}: {e.strerror}") from None
-    if not os.access(d, os.W_OK):
-        raise UserError(f"output directory {d} is not writable; choose another --out")
-    if force:
-        for p in (out, checkpoint_path(out), checkpoint_path(out) + ".prev"):
-            if os.path.exists(p):
-                os.remove(p)
+            raise UserError(f"cannot create output directory {d}: {e.strerror}; choose another {what}") from None
+    try:                                      # can a file be created there at all (/proc, /sys, read-only)?
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".particleflow-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot create files in {d}: {e.strerror}; choose another {what}") from None
 
 
 class _Progress:
@@ -137,18 +159,20 @@ def _finish(out, cfg, quiet):
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config")
 @click.option("--out", default=None, help="trajectory path (default: <config dir>/out/<name>.h5)")
 @click.option("--set", "overrides", multiple=True, help="override a config key: key.path=value")
-@click.option("--steps", type=int, default=None, help="override run.steps")
-@click.option("--seed", type=int, default=None, help="override run.seed")
+@click.option("--steps", type=click.IntRange(1, 2 ** 32 - 1), default=None, help="override run.steps")
+@click.option("--seed", type=click.IntRange(0, 2 ** 32 - 1), default=None, help="override run.seed")
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--max-memory", default=None, help="refuse configs estimated to need more (e.g. 64G; default: this machine's memory)")
 @_user_errors
-def run(config, out, overrides, steps, seed, force, quiet):
+def run(config, out, overrides, steps, seed, force, quiet, max_memory):
     """Run CONFIG.toml and stream its trajectory to an H5MD file.  A config with a
     [sweep] table ("key.path" = [values, ...]) runs once per combination of values,
     writing <out stem>_<key>=<value>.h5 for each."""
+    limit = None if max_memory is None else parse_bytes(max_memory, "--max-memory")
     text, raw = load_config_file(config)
     sets = list(overrides) + ([f"run.steps={steps}"] if steps is not None else []) + \
         ([f"run.seed={seed}"] if seed is not None else [])
@@ -159,7 +183,7 @@ def run(config, out, overrides, steps, seed, force, quiet):
     if sweep is None:
         cfg = experiments.validate(raw)
         _check_writable(out, force)
-        _run_one(cfg, dumps(raw) if sets else text, out, base_dir, quiet)
+        _run_one(cfg, dumps(raw) if sets else text, out, base_dir, quiet, limit)
         return
     if not isinstance(sweep, dict) or not sweep or not all(isinstance(v, list) and v for v in sweep.values()):
         raise UserError('sweep must be a table of "key.path" = [value, ...] with non-empty arrays')
@@ -169,20 +193,29 @@ def run(config, out, overrides, steps, seed, force, quiet):
         for k, v in zip(sweep, values):
             set_path(one, k, v)
         cfg = experiments.validate(one)                   # every combination is checked before any runs
-        tag = "_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(sweep, values))
+        tag = "_".join(f"{k.split('.')[-1]}={_safe(v)}" for k, v in zip(sweep, values))
         combos.append((cfg, one, os.path.splitext(out)[0] + f"_{tag}.h5", tag))
+    paths = [c[2] for c in combos]
+    dup = next((p for p in paths if paths.count(p) > 1), None)
+    if dup is not None:
+        raise UserError(f"sweep: two combinations would write the same file {dup}; remove repeated values")
     for _, _, path, _ in combos:
         _check_writable(path, force)
     for cfg, one, path, tag in combos:
         if not quiet:
             click.echo(f"== sweep: {tag} -> {path}")
-        _run_one(cfg, dumps(one), path, base_dir, quiet)
+        _run_one(cfg, dumps(one), path, base_dir, quiet, limit)
 
 
-def _run_one(cfg, text, out, base_dir, quiet):
+def _safe(v):
+    """A sweep value as part of a file name (no path separators or odd characters)."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", str(v))
+
+
+def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
     prog = _Progress(0, not quiet)
     try:
-        execute(cfg, text, out, progress=prog, base_dir=base_dir)
+        execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory)
     except Interrupted as e:
         click.echo(f"\ninterrupted: trajectory flushed and checkpointed at {out}; "
                    f"continue with: particleflow resume {out}", err=True)
@@ -193,8 +226,9 @@ def _run_one(cfg, text, out, base_dir, quiet):
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--quiet", is_flag=True)
+@click.option("--max-memory", default=None, help="as for run")
 @_user_errors
-def resume(path, quiet):
+def resume(path, quiet, max_memory):
     """Continue the run whose trajectory is PATH from its last checkpoint."""
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
@@ -209,7 +243,8 @@ def resume(path, quiet):
         raise UserError(f"cannot resume: {e}") from None
     prog = _Progress(start["step"], not quiet)
     try:
-        execute(cfg, start["config"], path, start=start, progress=prog)
+        execute(cfg, start["config"], path, start=start, progress=prog,
+                max_memory=None if max_memory is None else parse_bytes(max_memory, "--max-memory"))
     except Interrupted as e:
         click.echo(f"\ninterrupted: checkpointed; continue with: particleflow resume {path}", err=True)
         sys.exit(e.exit_code)
@@ -265,9 +300,16 @@ def _plot(path, png):
     if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
         raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
     with open_run(path) as r:
+        if not any(len(e.steps) for e in r.ensembles.values()) and not any(len(o.steps) for o in r.observables.values()):
+            raise UserError(f"{path} has no committed frames or observables to plot yet")
         exp = experiments.get(r.parameters.get("estimator", "sample"))
         tmp = png + ".tmp.png"
-        exp.plot(r, tmp)
+        try:
+            exp.plot(r, tmp)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         os.replace(tmp, png)
     return png
 
@@ -275,10 +317,16 @@ def _plot(path, png):
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--out", default=None, help="PNG path (default: PATH with .png)")
+@click.option("--force", is_flag=True, help="overwrite an existing --out file")
 @_user_errors
-def plot(path, out):
-    """Observables against steps and the last frame of every ensemble."""
-    click.echo(_plot(path, out or os.path.splitext(path)[0] + ".png"))
+def plot(path, out, force):
+    """Observables against steps and the last frame of every ensemble (the paper
+    experiments draw their figures).  The default output PATH.png is the run's own
+    figure and is replaced; any other existing file needs --force."""
+    default = os.path.splitext(path)[0] + ".png"
+    png = out or default
+    _check_writable(png, force or os.path.abspath(png) == os.path.abspath(default))
+    click.echo(_plot(path, png))
 
 
 @cli.command(name="list")
@@ -301,13 +349,14 @@ def list_():
 @click.option("--n", "n_particles", default=200_000, show_default=True, help="number of chains")
 @click.option("--steps", default=500, show_default=True, help="MALA steps per chain")
 @click.option("--step-size", default=0.3, show_default=True, help="MALA step size")
-@click.option("--seed", default=0, show_default=True, help="seed in [0, 2**32)")
+@click.option("--seed", type=click.IntRange(0, 2 ** 32 - 1), default=0, show_default=True, help="seed in [0, 2**32)")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @_user_errors
 def demo(n_particles, steps, step_size, seed, dtype):
     """Sample a 2-D 6-component Gaussian mixture with MALA chains (no files written)."""
     if n_particles < 1 or steps < 1:
         raise UserError("--n and --steps must be >= 1")
+    check_memory(n_particles * 2 * np.dtype(dtype).itemsize * 12)
     ang = 2 * np.pi * np.arange(6) / 6
     mix = energies.GaussianMixture(3.0 * np.stack([np.cos(ang), np.sin(ang)], 1), scale=1.0)
     move = moves.MALA(mix, step_size)
@@ -330,17 +379,26 @@ def demo(n_particles, steps, step_size, seed, dtype):
 
 
 def main(argv=None):
-    """Entry point: click's own errors (bad options) also exit 2; anything unexpected
-    is an internal error (exit 1) with a one-line summary."""
+    """Entry point: user errors and click's own errors (bad options, with its usage
+    text) exit 2; Ctrl-C before a run's signal handling is installed exits 130 with
+    one line; anything unexpected is an internal error (exit 1) with a one-line
+    summary (``PARTICLEFLOW_DEBUG=1`` shows the traceback)."""
     try:
-        return cli.main(args=argv, prog_name="particleflow", standalone_mode=True)
-    except SystemExit:
-        raise
+        cli.main(args=argv, prog_name="particleflow", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted before the run started; nothing was written", err=True)
+        sys.exit(130)
     except Exception as e:  # internal error
         click.echo(f"internal error: {type(e).__name__}: {e} (please report it)", err=True)
         if os.environ.get("PARTICLEFLOW_DEBUG"):
             raise
         sys.exit(1)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -156,20 +156,28 @@ def apply_overrides(cfg, assignments):
 
 def set_path(cfg, key, v):
     """cfg[a][b][c] = v for key "a.b.c" (tables created as needed, list indices allowed)."""
-    node = cfg
     parts = key.split(".")
-    for p in parts[:-1]:
-        if p.isdigit() and isinstance(node, list):
-            node = node[int(p)]
-            continue
-        node = node.setdefault(p, {})
-        if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {key}: {p!r} is not a table")
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = v
-    else:
-        node[last] = v
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {key!r}: expected a dotted key such as run.steps")
+    node = cfg
+    for i, p in enumerate(parts):
+        where = ".".join(parts[:i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise ConfigError(f"--set {key}: {where!r} is not an element of an array of {len(node)} "
+                                  f"(indices 0..{len(node) - 1})")
+            if last:
+                node[int(p)] = v
+            else:
+                node = node[int(p)]
+        elif isinstance(node, dict):
+            if last:
+                node[p] = v
+            else:
+                node = node.setdefault(p, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])!r} is a value, not a table")
     return cfg
 
 

@@ -41,9 +41,15 @@ class Checkpointer(Observer):
     """Writes ``path`` every ``every`` steps and at step ``last``, after flushing the
     trajectory (``writer``), so the checkpoint's frame counts are on disk."""
 
-    def __init__(self, path, writer, every, last, config_text, seed):
+    def __init__(self, path, writer, every, last, config_text, seed, fresh=True):
         self.path, self.writer, self.every, self.last = path, writer, every, last
-        self.config_text, self.seed = config_text, seed
+        self.config_text, self.seed, self.fresh = config_text, seed, fresh
+
+    def start(self, sim, spec):
+        if self.fresh:               # a new run replaces the old one's checkpoints when it starts
+            for p in (self.path, self.path + ".prev"):
+                if os.path.exists(p):
+                    os.remove(p)
 
     def after_step(self, sim):
         if sim.step % self.every == 0 or sim.step == self.last:
@@ -77,11 +83,15 @@ def build(cfg, base_dir=".", restore=False):
     return exp, exp.build(cfg, base_dir, restore)
 
 
-def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
+def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", max_memory=None):
     """Run (or continue, with ``start`` = a checkpoint from ``read_checkpoint``) the
     config; write ``out`` and ``out + '.ckpt'``.  Returns the Simulation.  Raises
-    ``Interrupted``.  ``progress(sim, n_total)`` is called after every step."""
-    exp, sim = build(cfg, base_dir, restore=start is not None)
+    ``Interrupted``.  ``progress(sim, n_total)`` is called after every step.  A config
+    whose estimated memory exceeds ``max_memory`` bytes (default: this machine's
+    memory, or ``PARTICLEFLOW_MAX_MEMORY``) is refused before anything is allocated."""
+    exp = experiments.get(cfg["estimator"])
+    check_memory(exp.memory_bytes(cfg), max_memory)
+    sim = exp.build(cfg, base_dir, restore=start is not None)
     if start is not None:
         sim.load_state_dict(start["state"])
     n_total = exp.steps(cfg)
@@ -91,7 +101,7 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
     writer = sim.attach(TrajectoryObserver(out, params, exp.compression(cfg),
                                            resume_frames=None if start is None else start["frames"]))
     ckpt = sim.attach(Checkpointer(checkpoint_path(out), writer, exp.checkpoint_every(cfg), n_total,
-                                   config_text, seed))
+                                   config_text, seed, fresh=start is None))
     tick = None if progress is None else (lambda s: progress(s, n_total))
     with _SignalGuard() as guard:
         try:
@@ -107,6 +117,37 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir="."):
         finally:
             sim.close()
     return sim
+
+
+def machine_memory():
+    """Bytes of physical memory (``PARTICLEFLOW_MAX_MEMORY`` overrides: bytes, or with a
+    K / M / G / T suffix)."""
+    env = os.environ.get("PARTICLEFLOW_MAX_MEMORY")
+    if env:
+        return parse_bytes(env, "PARTICLEFLOW_MAX_MEMORY")
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_bytes(text, what):
+    units = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+    t = str(text).strip().upper().removesuffix("B")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t)
+    except ValueError:
+        raise ConfigError(f"{what} must be a size such as 64G or 5e9; got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{what} must be positive; got {text!r}")
+    return int(value * units[unit])
+
+
+def check_memory(need, limit=None):
+    """Refuse a run whose estimated memory ``need`` (bytes) exceeds ``limit``."""
+    limit = machine_memory() if limit is None else limit
+    if need > limit:
+        raise ConfigError(f"this config needs about {need / 2 ** 30:.1f} GiB of memory but {limit / 2 ** 30:.1f} GiB "
+                          "are available; reduce its sizes, or raise the limit with --max-memory "
+                          "(PARTICLEFLOW_MAX_MEMORY) if the estimate is wrong for your machine")
 
 
 def load_config_file(path):

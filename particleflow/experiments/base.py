@@ -20,7 +20,9 @@ An experiment is one module in ``particleflow/experiments/`` holding one subclas
 * ``plot(run, png)``: the experiment's figure (default: observables and last frames).
 
 ``steps(cfg)`` (default ``run.steps``) and ``checkpoint_every(cfg)`` (default
-``output.checkpoint_every``) tell the runner how long to run and how often to save.
+``output.checkpoint_every``) tell the runner how long to run and how often to save;
+``memory_bytes(cfg)`` estimates the peak memory, so that a config that cannot fit is
+refused before anything is allocated.
 """
 import numpy as np
 
@@ -60,6 +62,11 @@ class Experiment:
 
     def compression(self, cfg):
         return cfg["output"].get("compression", "none")
+
+    def memory_bytes(self, cfg):
+        """An estimate of the peak memory of a run (bytes), checked before anything is
+        allocated; experiments override it with their own sizes."""
+        return 0
 
     def parameters(self, cfg):
         """Extra attributes for the trajectory's /parameters group."""

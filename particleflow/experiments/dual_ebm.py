@@ -94,8 +94,11 @@ class Teacher:
             out.append(x[keep])
             have += int(keep.sum())
             b += 1
-            if b > 100000:
-                raise RuntimeError("teacher rejection sampler accepts almost nothing; check beta and the weights")
+            # the acceptance rate so far predicts the work left: refuse hopeless setups
+            if b >= 16 and (have == 0 or (n - have) / have * b > 4096):
+                raise ValueError(f"the teacher's rejection sampler accepts {have} of {b * batch} proposals: "
+                                 f"{n} samples would take too long; use a smaller |teacher.weight| or "
+                                 "teacher.beta (the target is too concentrated for exact sampling)")
         return np.concatenate(out)[:n]
 
 
@@ -142,6 +145,14 @@ class DualTeacherStudent(Experiment):
     def check(self, cfg):
         if cfg["teacher"]["weight"] >= 0:
             raise ConfigError(f"teacher.weight must be negative (planted modes); got {cfg['teacher']['weight']}")
+
+    def memory_bytes(self, cfg):
+        d, n, n_test = cfg["data"]["d"], cfg["data"]["n"], cfg["data"]["n_test"]
+        N, m = cfg["model"]["particles"], cfg["model"]["neurons"]
+        # data (float64 samples and the run's copy), held-out set with teacher and
+        # student values and gradients, particles with buffers, neurons, one batch of
+        # the teacher's rejection sampler
+        return 8 * d * (3 * n + 5 * n_test + 6 * N + 6 * m + 3 * (1 << 16))
 
     def build(self, cfg, base_dir=".", restore=False):
         teacher = teacher_of(cfg)

@@ -46,6 +46,10 @@ class GaussianML(Experiment):
                 "model": MODEL, "sampler": SAMPLER, "adam": ADAM,
                 "output": output_section(every=10, checkpoint_every=100)}
 
+    def memory_bytes(self, cfg):
+        d = cfg["data"]["d"]
+        return 8 * d * (2 * cfg["data"]["n"] + 8 * cfg["sampler"]["chains"]) + 8 * 16 * d * d
+
     def build(self, cfg, base_dir=".", restore=False):
         x = observations(cfg)
         d = cfg["data"]["d"]

@@ -91,6 +91,15 @@ class ImportanceStudy(Experiment):
     def steps(self, cfg):
         return cfg["fit"]["iterations"]
 
+    def memory_bytes(self, cfg):
+        runs, G = cfg["run"]["runs"], cfg["grid"]["points"]
+        studies = len(cfg["proposals"]) * len(cfg["sampling"]["M"])
+        f = cfg["fit"]
+        # per study: common random numbers [runs, M], J and ESS [runs, G], IMH chains;
+        # plus one chunk of the objective's draws
+        return sum(8 * (runs * M + 2 * runs * G + f["runs"] * M * 2) for M in cfg["sampling"]["M"]) \
+            * len(cfg["proposals"]) + 8 * 4 * (1 << 18) + 8 * G * (4 + 2 * studies)
+
     def build(self, cfg, base_dir=".", restore=False):
         t0 = time.perf_counter()
         seed, runs = cfg["run"]["seed"], cfg["run"]["runs"]

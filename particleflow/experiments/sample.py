@@ -19,7 +19,7 @@ from .. import energies, moves
 from ..config import ConfigError, Field, output_section, positive, run_section, table
 from ..ensemble import Ensemble
 from ..random import Purpose, Stream, StreamBlock
-from ..simulation import Simulation
+from ..simulation import ENSEMBLE_NAME, Simulation
 from .base import Experiment
 
 ENERGY = {"kind": Field("str", choices=("gaussian", "gaussian_mixture"), doc="energy family"),
@@ -55,18 +55,44 @@ SLOT = {"move": Field("str", choices=tuple(MOVES), doc="the move"),
         "name": Field("str", None, doc="slot name (default <move>_<index>)")}
 
 
+def _array(e, key, ndim):
+    """energy.<key> as a float array of ``ndim`` dimensions, or a ConfigError naming it."""
+    try:
+        a = np.asarray(e[key], dtype=float)
+    except (ValueError, TypeError):
+        a = None
+    if a is None or a.ndim != ndim:
+        shape = {1: "[d]", 2: "[K][d] or [d][d]", 3: "[K][d][d]"}[ndim]
+        raise ConfigError(f"energy.{key} must be an array of numbers of shape {shape} with rows of equal length; "
+                          f"got {e[key]!r:.80}")
+    if not np.isfinite(a).all():
+        raise ConfigError(f"energy.{key} contains NaN or Inf")
+    return a
+
+
 def build_energy(e):
     """The energy of a validated ``[energy]`` table."""
+    try:
+        return _build_energy(e)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"energy: {err}") from None
+
+
+def _build_energy(e):
     if e["kind"] == "gaussian":
-        return energies.Gaussian(np.asarray(e["mean"], float), np.asarray(e["precision"], float))
+        return energies.Gaussian(_array(e, "mean", 1), _array(e, "precision", 2))
     if e["ring_components"] is not None:
         if e["ring_radius"] is None:
             raise ConfigError("energy.ring_components needs energy.ring_radius")
         ang = 2 * np.pi * np.arange(e["ring_components"]) / e["ring_components"]
         means = e["ring_radius"] * np.stack([np.cos(ang), np.sin(ang)], 1)
     else:
-        means = np.asarray(e["means"], float)
-    cov = None if e["covariances"] is None else np.asarray(e["covariances"], float)
+        means = _array(e, "means", 2)
+    cov = None if e["covariances"] is None else _array(e, "covariances", 3)
+    if e["weights"] is not None:
+        _array(e, "weights", 1)
     scale = e["scale"] if (e["scale"] is not None or cov is not None) else 1.0
     return energies.GaussianMixture(means, covariances=cov, scale=scale if cov is None else None,
                                     weights=e["weights"])
@@ -79,10 +105,12 @@ def initial_positions(name, index, spec, dim, dtype, seed, base_dir):
             raise ConfigError(f"ensembles.{name}.file: no such file {path}")
         try:
             x = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"ensembles.{name}.file: cannot read {path} as a .npy array ({err})") from None
-        if x.ndim != 2 or x.shape[1] != dim:
-            raise ConfigError(f"ensembles.{name}.file: expected an array of shape (n, {dim}); got {x.shape}")
+        except (OSError, ValueError, EOFError) as err:
+            raise ConfigError(f"ensembles.{name}.file: cannot read {path} as a .npy array ({err or 'empty file'})") \
+                from None
+        if x.ndim != 2 or x.shape[1] != dim or x.shape[0] < 1 or x.dtype.kind not in "fiu":
+            raise ConfigError(f"ensembles.{name}.file: {path} must hold a numeric array of shape (n, {dim}) with "
+                              f"n >= 1; got {x.dtype} {x.shape}")
         if not np.isfinite(x).all():
             raise ConfigError(f"ensembles.{name}.file: {path} contains NaN or Inf values")
         return x.astype(dtype)
@@ -127,6 +155,9 @@ class Sample(Experiment):
             raise ConfigError("ensembles must define at least one ensemble, e.g. [ensembles.chains] n = 1000")
         ens = {}
         for name, t in cfg["ensembles"].items():
+            if not ENSEMBLE_NAME.fullmatch(name):
+                raise ConfigError(f"ensembles.{name}: the name is not allowed; use letters, digits, '_' and '-', "
+                                  "starting with a letter or '_'")
             ens[name] = table(f"ensembles.{name}", t, ENSEMBLE)
             if ens[name]["init"] == "file" and not ens[name]["file"]:
                 raise ConfigError(f"ensembles.{name}.init = 'file' needs ensembles.{name}.file (a .npy array)")
@@ -147,6 +178,19 @@ class Sample(Experiment):
                 raise ConfigError(f"{where}.source = {slot['source']!r} is not defined; ensembles: {', '.join(ens)}")
             slots.append(slot)
         cfg["schedule"] = slots
+
+    def memory_bytes(self, cfg):
+        e = cfg["energy"]
+        if e["kind"] == "gaussian":
+            K, d = 1, len(e["mean"])
+        elif e["ring_components"] is not None:
+            K, d = e["ring_components"], 2
+        else:
+            K, d = len(e["means"]), len(e["means"][0]) if e["means"] and isinstance(e["means"][0], list) else 1
+        item = np.dtype(cfg["run"]["dtype"]).itemsize
+        # components: means, precisions, Cholesky factors, constants; per particle:
+        # positions, double buffer, noise, gradient, cache, frame buffer, ids, energies
+        return 4 * 8 * K * d * (d + 1) + sum(s["n"] * (8 * d * item + 4 * 8) for s in cfg["ensembles"].values())
 
     def build(self, cfg, base_dir=".", restore=False):
         energy = build_energy(cfg["energy"])

@@ -17,6 +17,8 @@ import os
 import h5py
 import numpy as np
 
+from .h5md import check_complete
+
 
 def _write_tree(group, tree):
     for k, v in tree.items():
@@ -70,6 +72,7 @@ def read_checkpoint(path):
         if not os.path.exists(p):
             continue
         try:
+            check_complete(p)
             with h5py.File(p, "r") as f:
                 state = _read_tree(f["state"])
                 state["step"] = int(f.attrs["step"])
@@ -77,7 +80,7 @@ def read_checkpoint(path):
                     st["next_id"] = int(st["next_id"])
                 return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
                             state=state, frames={k: int(v) for k, v in f["frames"].attrs.items()})
-        except (OSError, KeyError) as e:
+        except (OSError, KeyError, ValueError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "
                      "the run cannot be resumed")

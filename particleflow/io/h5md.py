@@ -33,6 +33,7 @@ import contextlib
 import os
 import subprocess
 import time
+import tomllib
 
 import h5py
 import numpy as np
@@ -318,6 +319,13 @@ def _rewrite_prefix(out, spec, params, compression, frames):
     of every element; the copy replaces ``out``."""
     tmp = out + ".resume.tmp"
     old = Run(out)
+    for key, n in frames.items():
+        group = key if key.startswith("observables/") else f"particles/{key}"
+        have = old._counts.get("/" + group, 0)
+        if n > have:
+            old.close()
+            raise ValueError(f"{out} holds {have} committed frames of {key} but its checkpoint needs {n}: the "
+                             "trajectory and the checkpoint do not belong together")
     with _replace_on_success(tmp, out, old):
         w = TrajectoryWriter(tmp, spec.ensembles, spec.observables, params, compression=compression)
         elements = [(f"{name}/{what}", f"particles/{name}/{what}", el) for (name, what), el in w.elements.items()]
@@ -360,6 +368,41 @@ def write_results(f, results):
 
 
 # ---------------------------------------------------------------- reader
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_complete(path):
+    """Raise ``ValueError`` unless ``path`` is an HDF5 file at least as long as its
+    superblock's end-of-file address.  A truncated file fails here at once; HDF5
+    itself may hang on it or read zeros where data was cut off (in SWMR mode it skips
+    its own end-of-file check)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(2048 + 64)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    for off in (0, 512, 1024, 2048):
+        if head[off:off + 8] == HDF5_SIGNATURE:
+            break
+    else:
+        raise ValueError(f"{path} is not an HDF5 file")
+    version = head[off + 8] if len(head) > off + 8 else -1
+    if version >= 2:
+        width, at = (head[off + 9] if len(head) > off + 9 else 0), off + 12
+    elif version in (0, 1):
+        width, at = (head[off + 13] if len(head) > off + 13 else 0), off + (24 if version == 0 else 28)
+    else:
+        raise ValueError(f"{path}: damaged HDF5 superblock")
+    if width not in (2, 4, 8) or len(head) < at + 3 * width:
+        raise ValueError(f"{path}: damaged or truncated HDF5 superblock")
+    base = int.from_bytes(head[at:at + width], "little")
+    end = base + int.from_bytes(head[at + 2 * width:at + 3 * width], "little")
+    if size < end:
+        raise ValueError(f"{path} is truncated ({size} of {end} bytes): the file was cut off (copy or disk "
+                         "error); it cannot be read or repaired safely")
+
+
 def _refresh(ds):
     if ds.file.swmr_mode:
         ds.refresh()
@@ -368,13 +411,16 @@ def _refresh(ds):
 
 class _Frames:
     """Lazy view of the committed frames of one element: ``len``, ``shape`` and
-    indexing by an integer or a slice along frames (plus any trailing indices)."""
+    indexing by an integer or a slice along frames (plus any trailing indices).  The
+    frame count is the run's snapshot (``Run.refresh``), so every read within one
+    snapshot sees the same prefix."""
 
-    def __init__(self, group):
+    def __init__(self, group, counts):
         self._group = group
+        self._counts = counts
 
     def __len__(self):
-        return _refresh(self._group["step"]).shape[0]
+        return self._counts[self._group.name]
 
     @property
     def shape(self):
@@ -382,7 +428,7 @@ class _Frames:
 
     def __getitem__(self, idx):
         n = len(self)
-        v = _refresh(self._group["value"])
+        v = self._group["value"]
         first, rest = (idx[0], idx[1:]) if isinstance(idx, tuple) else (idx, ())
         if isinstance(first, (int, np.integer)):
             i = int(first) + n if first < 0 else int(first)
@@ -396,44 +442,52 @@ class _Frames:
             return v[(slice(start, stop, step),) + rest]
         raise TypeError("index frames with an integer or a slice")
 
+    def steps(self):
+        n = len(self)
+        return self._group["step"][:n] if n else np.empty(0, np.int64)
+
     def __array__(self, dtype=None, copy=None):
         a = self[:]
         return a if dtype is None else a.astype(dtype)
 
 
 class EnsembleRecord:
-    def __init__(self, group):
+    def __init__(self, group, counts):
         self._g = group
-        self.positions = _Frames(group["position"])
-        self.ids = _Frames(group["id"])
-        self.log_weights = _Frames(group["log_weight"]) if "log_weight" in group else None
-        self.signs = _Frames(group["sign"]) if "sign" in group else None
+        self.positions = _Frames(group["position"], counts)
+        self.ids = _Frames(group["id"], counts)
+        self.log_weights = _Frames(group["log_weight"], counts) if "log_weight" in group else None
+        self.signs = _Frames(group["sign"], counts) if "sign" in group else None
 
     @property
     def steps(self):
-        n = len(self.positions)
-        return self._g["position/step"][:n]
+        return self.positions.steps()
 
 
 class Observable:
-    def __init__(self, group):
-        self._frames = _Frames(group)
-        self._g = group
+    def __init__(self, group, counts):
+        self._frames = _Frames(group, counts)
 
     @property
     def steps(self):
-        return self._g["step"][:len(self._frames)]
+        return self._frames.steps()
 
     @property
     def values(self):
         return self._frames[:]
 
 
+ELEMENTS = ("position", "id", "log_weight", "sign")
+
+
 class Run:
-    """A trajectory opened by ``open_run``; use as a context manager or call ``close``."""
+    """A trajectory opened by ``open_run``; use as a context manager or call ``close``.
+    Frame counts are a snapshot taken at open (``refresh()`` takes a new one while
+    a run is still writing the file): reads within one snapshot are consistent."""
 
     def __init__(self, path):
         self.path = path
+        check_complete(path)
         try:
             self.file = h5py.File(path, "r", libver="latest", swmr=True)
         except OSError:
@@ -442,22 +496,37 @@ class Run:
         if "h5md" not in f or "particles" not in f:
             self.file.close()
             raise ValueError(f"{path} is an HDF5 file but not a particleflow trajectory (no /h5md or /particles)")
-        self.ensembles = {k: EnsembleRecord(g) for k, g in f["particles"].items()}
+        if "h5md/modules/particleflow" not in f or "observables" not in f or "parameters" not in f or not all(
+                "position" in g and "id" in g for g in f["particles"].values()):
+            self.file.close()
+            raise ValueError(f"{path} is an H5MD file not written by particleflow; particleflow reads, "
+                             "resumes and repairs only its own trajectories")
+        self._counts = {}
+        self.ensembles = {k: EnsembleRecord(g, self._counts) for k, g in f["particles"].items()}
         self.observables = {}
 
         def visit(name, obj):
             if isinstance(obj, h5py.Group) and "value" in obj and "step" in obj:
-                self.observables[name] = Observable(obj)
+                self.observables[name] = Observable(obj, self._counts)
         f["observables"].visititems(visit)
+        self.refresh()
         self.results = {}
         if "results" in f:
             f["results"].visititems(lambda k, v: self.results.__setitem__(k, v[()])
                                     if isinstance(v, h5py.Dataset) else None)
         self.parameters = dict(f["parameters"].attrs)
 
+    def refresh(self):
+        """Take a new snapshot of the committed frame counts: an element's count is
+        the shortest of its step, time and value datasets."""
+        groups = [g[e] for g in self.file["particles"].values() for e in ELEMENTS if e in g]
+        groups += [o._frames._group for o in self.observables.values()]
+        for g in groups:
+            self._counts[g.name] = min(_refresh(g[k]).shape[0] for k in ("step", "time", "value"))
+        return self
+
     @property
     def config(self):
-        import tomllib
         text = self.parameters.get("config", "")
         return tomllib.loads(text) if text else {}
 
@@ -486,8 +555,9 @@ def repair(path):
     ``h5py.File(path)`` opens: every group and attribute is copied, each element is
     cut to its committed frames (``len(step)``), and the result atomically replaces
     ``path``.  Returns the number of committed position frames per ensemble."""
-    if not os.path.exists(path):
-        raise ValueError(f"no such file: {path}")
+    with open_run(path) as run:            # complete, particleflow's own, with frames
+        if not any(len(e.positions) for e in run.ensembles.values()):
+            raise ValueError(f"{path} has no committed frames: nothing to keep; rerun the config instead")
     tmp = path + ".repair.tmp"
     try:
         src = h5py.File(path, "r", libver="latest", swmr=True)
@@ -505,8 +575,8 @@ def repair(path):
 
             def trim(name, obj):
                 if isinstance(obj, h5py.Group) and "step" in obj and "value" in obj:
-                    n = obj["step"].shape[0]
-                    for ds in ("value", "time"):
+                    n = min(obj[k].shape[0] for k in ("step", "time", "value"))
+                    for ds in ("step", "value", "time"):
                         if obj[ds].shape[0] > n:
                             obj[ds].resize(n, axis=0)
                     if name.startswith("particles/") and name.endswith("/position"):
