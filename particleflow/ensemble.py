@@ -39,7 +39,11 @@ class Ensemble:
 
     def __init__(self, x, log_weights=None, signs=None, ids=None, name=None):
         xp = array_module(x)
-        x = xp.asarray(x)
+        try:
+            x = xp.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"x must be an array of shape (n, *event_shape) (rows of equal length, numbers); "
+                             f"numpy could not convert it: {e}") from None
         if x.dtype not in _FLOATS:
             if x.dtype.kind in "iub":
                 x = x.astype(np.float64)
@@ -83,7 +87,10 @@ class Ensemble:
     def _vector(v, what, n, dtype, xp):
         if v is None:
             return None
-        v = xp.asarray(v)
+        try:
+            v = xp.asarray(v, dtype=dtype)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{what} must be a numeric array of shape ({n},): {e}") from None
         if v.shape != (n,):
             raise ValueError(f"{what} must have shape ({n},) to match x; got {v.shape}")
         return xp.array(v, dtype=dtype, copy=True)

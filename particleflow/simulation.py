@@ -21,6 +21,7 @@ moments and step counts, persistent chains) and every object registered with
 run continues bitwise as if it had not stopped.
 """
 import numbers
+import re
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .errors import DivergenceError
 from .moves.base import Move
 from .observers import Recorder, Spec
 from .random import MAX_STEP, StreamBlock, Stream
+
+
+ENSEMBLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def _every(value, what):
@@ -90,8 +94,9 @@ class Simulation:
 
     # ------------------------------------------------------------ building
     def add_ensemble(self, name, ensemble):
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"ensemble names must be non-empty strings; got {name!r}")
+        if not isinstance(name, str) or not ENSEMBLE_NAME.fullmatch(name):
+            raise ValueError(f"ensemble name {name!r} is not allowed: use letters, digits, '_' and '-', starting "
+                             "with a letter or '_' (names become HDF5 group names)")
         if name in self.ensembles:
             raise ValueError(f"an ensemble named {name!r} already exists")
         if not isinstance(ensemble, Ensemble):
@@ -316,7 +321,7 @@ class Simulation:
         return self
 
 
-def sample(energy, x0, move, n_steps, seed=0, thin=1):
+def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
     """Run one move on one ensemble and return the stacked positions.
 
     Parameters
@@ -326,6 +331,9 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1):
     move : a Move bound to ``energy`` (``pf.moves.MALA(energy, 0.1)``), or a callable
         ``energy -> Move`` (``functools.partial(pf.moves.HMC, step_size=0.1, n_leapfrog=10)``)
     n_steps, thin : int >= 1; frames are taken after steps thin, 2 thin, ...
+    start_step : the step counter to start from.  Noise is keyed by the step: a second
+        call that continues a first one (a warm-up, then sampling from its last frame)
+        passes ``start_step`` = the first call's ``n_steps``, else it reuses its noise.
     Returns
     -------
     array [n_steps // thin, n, *event_shape] on x0's backend.
@@ -350,6 +358,9 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1):
     thin = _every(thin, "thin")
     ens = Ensemble(x0, name="chains")
     sim = Simulation({"chains": ens}, seed=seed).schedule(move, "chains")
+    if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or start_step < 0:
+        raise ValueError(f"start_step must be an integer >= 0; got {start_step!r}")
+    sim.step = int(start_step)
     xp = ens.xp
     frames = xp.empty((n_steps // thin,) + ens.x.shape, dtype=ens.dtype)
     for f in range(n_steps // thin):

@@ -74,7 +74,7 @@ CASES = {
     "NaN in data file": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy(t, np.array([[0.0, np.nan], [1, 2], [3, 4]]))}"'))], "NaN"),
     "missing data file": (lambda t: ["run", cfg(t, edit("n = 100", 'n = 3\ninit = "file"\nfile = "nope.npy"'))], "no such file"),
     "data file wrong shape": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy(t, np.zeros((3, 5)))}"'))], "shape (n, 2)"),
-    "unwritable output": (lambda t: ["run", cfg(t, GOOD), "--out", str(t / "keep.h5" / "x.h5")], "cannot create output directory"),
+    "unwritable output": (lambda t: ["run", cfg(t, GOOD), "--out", str(t / "keep.h5" / "x.h5")], "is not a directory"),
     "existing output without --force": (lambda t: ["run", cfg(t, GOOD), "--out", str(t / "keep.h5")], "--force"),
     "missing config": (lambda t: ["run", str(t / "absent.toml")], "no such config file"),
     "malformed --set": (lambda t: ["run", cfg(t, GOOD), "--set", "run.steps"], "key=value"),
@@ -85,16 +85,189 @@ CASES = {
     "bad dtype": (lambda t: ["run", cfg(t, edit("seed = 1", 'seed = 1\ndtype = "float16"'))], "run.dtype must be one of"),
     "ess threshold out of range": (lambda t: ["run", cfg(t, GOOD + '[[schedule]]\nmove = "resample"\nensemble = "chains"\ness_threshold = 1.5\n')], "<= 1"),
     "restart probability out of range": (lambda t: ["run", cfg(t, GOOD + '[[schedule]]\nmove = "restart"\nensemble = "chains"\nsource = "chains"\nprobability = 2.0\n')], "probability must be"),
-    "negative seed": (lambda t: ["run", cfg(t, GOOD), "--seed", "-1"], "run.seed must be >= 0"),
+    "negative seed": (lambda t: ["run", cfg(t, GOOD), "--set", "run.seed=-1"], "run.seed must be >= 0"),
     "gaussian without precision": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]'))], "needs energy.mean and energy.precision"),
     "not positive definite": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]\nprecision = [[1.0, 2.0], [2.0, 1.0]]'))], "positive definite"),
     "diverging run": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]\nprecision = [[10000.0, 0.0], [0.0, 10000.0]]').replace('move = "mala"', 'move = "langevin"').replace("step_size = 0.3", "step_size = 0.5")), "--out", str(t / "div.h5"), "--steps", "400", "--quiet"], "diverged at step"),
-    "truncated HDF5 to inspect": (lambda t: ["inspect", _truncated(t)], "not a readable HDF5"),
+    "truncated HDF5 to inspect": (lambda t: ["inspect", _truncated(t)], "is truncated"),
     "random bytes to resume": (lambda t: ["resume", _garbage(t)], "no readable checkpoint"),
     "plain HDF5 to inspect": (lambda t: ["inspect", _plain_h5(t)], "not a particleflow trajectory"),
     "missing trajectory to resume": (lambda t: ["resume", str(t / "none.h5")], "no such trajectory"),
-    "random bytes to repair": (lambda t: ["repair", _garbage(t)], "not a readable HDF5 trajectory"),
+    "random bytes to repair": (lambda t: ["repair", _garbage(t)], "not an HDF5 file"),
 }
+
+MIX = 'kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0'
+
+
+def energy(text):
+    return edit(MIX, text)
+
+
+def sched(text):
+    return GOOD + "[[schedule]]\n" + text + "\n"
+
+
+def imp(text=""):
+    return 'estimator = "importance_ml"\n[run]\nruns = 20\n[grid]\npoints = 5\n[fit]\nruns = 1\niterations = 2\n' \
+        'average_last = 1\n[output]\nplot = false\n' + text
+
+
+def dual(text=""):
+    return 'estimator = "dual_ebm"\n[run]\nsteps = 2\n[data]\nd = 4\nn = 50\nn_test = 50\n[model]\n' \
+        'neurons = 4\nparticles = 50\n[output]\nplot = false\n' + text
+
+
+def npy_bytes(t, data, name="raw.npy"):
+    p = t / name
+    p.write_bytes(data)
+    return str(p)
+
+
+CASES.update({
+    # config values
+    "steps zero": (lambda t: ["run", cfg(t, edit("steps = 20", "steps = 0"))], "run.steps must be >= 1"),
+    "steps fractional": (lambda t: ["run", cfg(t, edit("steps = 20", "steps = 1.5"))], "run.steps must be an integer"),
+    "seed too large": (lambda t: ["run", cfg(t, edit("seed = 1", "seed = 4294967296"))], "run.seed must be"),
+    "every zero": (lambda t: ["run", cfg(t, edit("every = 10", "every = 0"))], "output.every must be >= 1"),
+    "compression unknown": (lambda t: ["run", cfg(t, edit("every = 10", 'every = 10\ncompression = "zip"'))], "output.compression must be one of"),
+    "plot not bool": (lambda t: ["run", cfg(t, edit("plot = false", 'plot = "no"'))], "output.plot must be true or false"),
+    "energy kind unknown": (lambda t: ["run", cfg(t, energy('kind = "banana"'))], "energy.kind must be one of"),
+    "energy missing": (lambda t: ["run", cfg(t, GOOD.replace("[energy]\n" + MIX + "\n", ""))], "missing required key 'energy'"),
+    "means ragged": (lambda t: ["run", cfg(t, energy('kind = "gaussian_mixture"\nmeans = [[0.0, 0.0], [1.0]]'))], "energy.means must be an array"),
+    "means strings": (lambda t: ["run", cfg(t, energy('kind = "gaussian_mixture"\nmeans = [["a", "b"]]'))], "energy.means must be an array"),
+    "means and ring": (lambda t: ["run", cfg(t, energy(MIX + '\nmeans = [[0.0, 0.0]]'))], "exactly one of"),
+    "ring of zero": (lambda t: ["run", cfg(t, energy(MIX.replace("6", "0")))], "ring_components must be >= 1"),
+    "ring of a billion": (lambda t: ["run", cfg(t, energy(MIX.replace("6", "1000000000")))], "GiB of memory"),
+    "scale zero": (lambda t: ["run", cfg(t, energy(MIX + "\nscale = 0.0"))], "energy.scale must be > 0"),
+    "scale nan": (lambda t: ["run", cfg(t, energy(MIX + "\nscale = nan"))], "must be finite"),
+    "weights negative": (lambda t: ["run", cfg(t, energy(MIX + "\nweights = [1.0, 1.0, 1.0, 1.0, 1.0, -1.0]"))], "weights"),
+    "weights wrong length": (lambda t: ["run", cfg(t, energy(MIX + "\nweights = [1.0, 1.0]"))], "weights"),
+    "gaussian mean ragged": (lambda t: ["run", cfg(t, energy('kind = "gaussian"\nmean = [0.0, [1.0]]\nprecision = [[1.0, 0.0], [0.0, 1.0]]'))], "energy.mean must be an array"),
+    "gaussian shapes disagree": (lambda t: ["run", cfg(t, energy('kind = "gaussian"\nmean = [0.0, 0.0, 0.0]\nprecision = [[1.0, 0.0], [0.0, 1.0]]'))], "energy:"),
+    "ensembles empty": (lambda t: ["run", cfg(t, "ensembles = {}\n" + GOOD.replace("[ensembles.chains]\nn = 100\n", ""))], "at least one ensemble"),
+    "a trillion particles": (lambda t: ["run", cfg(t, edit("n = 100", "n = 1000000000000"))], "GiB of memory"),
+    "four billion particles": (lambda t: ["run", cfg(t, edit("n = 100", "n = 4000000000"))], "GiB of memory"),
+    "ensemble name with slash": (lambda t: ["run", cfg(t, GOOD.replace("[ensembles.chains]", '[ensembles."a/b"]').replace('ensemble = "chains"', 'ensemble = "a/b"'))], "name is not allowed"),
+    "ensemble name dot": (lambda t: ["run", cfg(t, GOOD.replace("[ensembles.chains]", '[ensembles."."]').replace('ensemble = "chains"', 'ensemble = "."'))], "name is not allowed"),
+    "init file without file": (lambda t: ["run", cfg(t, edit("n = 100", 'n = 3\ninit = "file"'))], "needs ensembles.chains.file"),
+    "init file empty bytes": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy_bytes(t, b"")}"'))], "cannot read"),
+    "init file zero rows": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy(t, np.zeros((0, 2)))}"'))], "n >= 1"),
+    "init file text": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy_bytes(t, b"1 2 3")}"'))], "cannot read"),
+    "init file strings": (lambda t: ["run", cfg(t, edit("n = 100", f'n = 3\ninit = "file"\nfile = "{npy(t, np.array([["a", "b"]]))}"'))], "numeric array"),
+    "schedule empty": (lambda t: ["run", cfg(t, "schedule = []\n" + GOOD.split("[[schedule]]")[0])], "at least one move"),
+    "schedule entry not a table": (lambda t: ["run", cfg(t, "schedule = [1]\n" + GOOD.split("[[schedule]]")[0])], "must be a table"),
+    "mala step zero": (lambda t: ["run", cfg(t, edit("step_size = 0.3", "step_size = 0.0"))], "step_size must be > 0"),
+    "hmc n_leapfrog zero": (lambda t: ["run", cfg(t, sched('move = "hmc"\nensemble = "chains"\nstep_size = 0.1\nn_leapfrog = 0'))], "n_leapfrog must be >= 1"),
+    "restart unknown source": (lambda t: ["run", cfg(t, sched('move = "restart"\nensemble = "chains"\nsource = "data"\nprobability = 0.1'))], "'data' is not defined"),
+    "resample unknown scheme": (lambda t: ["run", cfg(t, sched('move = "resample"\nensemble = "chains"\nscheme = "lottery"'))], "scheme must be one of"),
+    "langevin negative noise": (lambda t: ["run", cfg(t, sched('move = "langevin"\nensemble = "chains"\nstep_size = 0.1\nnoise_scale = -1.0'))], "noise_scale must be >= 0"),
+    "slot every zero": (lambda t: ["run", cfg(t, edit('step_size = 0.3', 'step_size = 0.3\nevery = 0'))], "every must be >= 1"),
+    "duplicate slot names": (lambda t: ["run", cfg(t, edit('step_size = 0.3', 'step_size = 0.3\nname = "a"') + '[[schedule]]\nmove = "mala"\nensemble = "chains"\nstep_size = 0.3\nname = "a"\n')], "already exists"),
+    "estimator unknown": (lambda t: ["run", cfg(t, 'estimator = "nope"\n' + GOOD)], "estimator must be one of"),
+    "config is a directory": (lambda t: ["run", str(t)], "cannot read config"),
+    # --set and options
+    "--set index out of range": (lambda t: ["run", cfg(t, GOOD), "--set", "schedule.5.step_size=0.1"], "indices 0..0"),
+    "--set index not a number": (lambda t: ["run", cfg(t, GOOD), "--set", "schedule.x.step_size=0.1"], "not an element"),
+    "--set through a value": (lambda t: ["run", cfg(t, GOOD), "--set", "run.steps.x=1"], "is a value, not a table"),
+    "--set empty key": (lambda t: ["run", cfg(t, GOOD), "--set", ".=1"], "dotted key"),
+    "--max-memory garbage": (lambda t: ["run", cfg(t, GOOD), "--max-memory", "lots"], "--max-memory must be a size"),
+    "--max-memory too small": (lambda t: ["run", cfg(t, GOOD), "--max-memory", "1K", "--out", str(t / "m.h5")], "GiB of memory"),
+    "--out is a directory": (lambda t: ["run", cfg(t, GOOD), "--out", str(t)], "is a directory"),
+    "--out is a directory with --force": (lambda t: ["run", cfg(t, GOOD), "--out", str(t), "--force"], "is a directory"),
+    "--out under /proc": (lambda t: ["run", cfg(t, GOOD), "--out", "/proc/particleflow-test/x.h5"], "cannot"),
+    # sweeps
+    "sweep repeated value": (lambda t: ["run", cfg(t, GOOD + '[sweep]\n"run.seed" = [1, 1]\n'), "--out", str(t / "s.h5")], "same file"),
+    "sweep not a table": (lambda t: ["run", cfg(t, "sweep = 3\n" + GOOD)], "sweep must be a table"),
+    "sweep empty list": (lambda t: ["run", cfg(t, GOOD + '[sweep]\n"run.seed" = []\n')], "non-empty arrays"),
+    "sweep missing index": (lambda t: ["run", cfg(t, GOOD + '[sweep]\n"schedule.9.step_size" = [0.1]\n')], "indices 0..0"),
+    "sweep bad value": (lambda t: ["run", cfg(t, GOOD + '[sweep]\n"run.steps" = [10, -1]\n'), "--out", str(t / "s.h5")], "run.steps must be >= 1"),
+    # other experiments
+    "importance grid of a billion": (lambda t: ["run", cfg(t, imp().replace("points = 5", "points = 1000000000"))], "GiB of memory"),
+    "importance grid reversed": (lambda t: ["run", cfg(t, imp("[grid]\ntheta_min = 3.0\ntheta_max = 1.0\n").replace("[grid]\npoints = 5\n", ""))], "must be < grid.theta_max"),
+    "importance unknown route": (lambda t: ["run", cfg(t, imp().replace("runs = 1", 'runs = 1\nroutes = ["mcmc"]'))], "unknown route 'mcmc'"),
+    "importance empty M": (lambda t: ["run", cfg(t, imp("[sampling]\nM = []\n"))], "sampling.M must be"),
+    "importance zero M": (lambda t: ["run", cfg(t, imp("[sampling]\nM = [0]\n"))], "sampling.M must be"),
+    "importance fit runs exceed runs": (lambda t: ["run", cfg(t, imp().replace("[fit]\nruns = 1", "[fit]\nruns = 50"))], "must be <= run.runs"),
+    "dual positive teacher weight": (lambda t: ["run", cfg(t, dual("[teacher]\nweight = 1.0\n"))], "teacher.weight must be negative"),
+    "dual huge teacher weight": (lambda t: ["run", cfg(t, dual("[teacher]\nweight = -1000000.0\n")), "--out", str(t / "d.h5")], "rejection sampler"),
+    "dual huge beta": (lambda t: ["run", cfg(t, dual("[teacher]\nbeta = 1000000.0\n")), "--out", str(t / "d.h5")], "rejection sampler"),
+    "dual a trillion data": (lambda t: ["run", cfg(t, dual().replace("n = 50\n", "n = 1000000000000\n", 1))], "GiB of memory"),
+    "dual dimension 1e5": (lambda t: ["run", cfg(t, dual().replace("d = 4", "d = 100000").replace("n = 50\nn_test = 50", "n = 2000\nn_test = 5000").replace("particles = 50", "particles = 4000"))], "GiB of memory"),
+    "dual a trillion particles": (lambda t: ["run", cfg(t, dual().replace("particles = 50", "particles = 1000000000000"))], "GiB of memory"),
+    "gaussian_ml zero dimension": (lambda t: ["run", cfg(t, 'estimator = "gaussian_ml"\n[data]\nd = 0\n')], "data.d must be >= 1"),
+    # files
+    "inspect missing file": (lambda t: ["inspect", str(t / "none.h5")], "no such file"),
+    "inspect text file": (lambda t: ["inspect", npy_bytes(t, b"hello", "text.h5")], "not an HDF5 file"),
+    "inspect foreign H5MD": (lambda t: ["inspect", _foreign_h5md(t)], "not written by particleflow"),
+    "plot foreign H5MD": (lambda t: ["plot", _foreign_h5md(t)], "not written by particleflow"),
+    "plot truncated run": (lambda t: ["plot", _truncated_run(t)], "is truncated"),
+    "plot onto an existing file": (lambda t: ["plot", _run(t), "--out", str(t / "keep.h5")], "--force"),
+    "plot onto a directory": (lambda t: ["plot", _run(t), "--out", str(t)], "is a directory"),
+    "plot of zero frames": (lambda t: ["plot", _empty_run(t)], "no committed frames"),
+    "repair zero frames": (lambda t: ["repair", _empty_run(t)], "no committed frames"),
+    "repair foreign H5MD": (lambda t: ["repair", _foreign_h5md(t)], "not written by particleflow"),
+    "repair truncated run": (lambda t: ["repair", _truncated_run(t)], "is truncated"),
+    "resume without checkpoint": (lambda t: ["resume", _empty_run(t)], "no readable checkpoint"),
+    "resume complete run": (lambda t: ["resume", _run(t)], "already complete"),
+    "resume truncated run": (lambda t: ["resume", _truncated_run(t, keep_ckpt=True)], "is truncated"),
+    "resume foreign H5MD with a checkpoint": (lambda t: ["resume", _foreign_with_ckpt(t)], "not written by particleflow"),
+    "resume checkpoint of a longer run": (lambda t: ["resume", _mismatched_ckpt(t)], "do not belong together"),
+    "demo zero chains": (lambda t: ["demo", "--n", "0"], "must be >= 1"),
+    "demo a trillion chains": (lambda t: ["demo", "--n", "1000000000000"], "GiB of memory"),
+    "demo negative step": (lambda t: ["demo", "--n", "10", "--steps", "2", "--step-size", "-1"], "step_size must be"),
+})
+
+
+def _run(t, steps=20, name="done.h5"):
+    out = t / name
+    if not out.exists():
+        r = CliRunner().invoke(cli, ["run", cfg(t, edit("steps = 20", f"steps = {steps}"), "r.toml"), "--out", str(out),
+                                     "--quiet", "--set", "output.checkpoint_every=20"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    return str(out)
+
+
+def _truncated_run(t, keep_ckpt=False):
+    src = _run(t, 40, "long.h5")
+    p = t / "cut.h5"
+    data = open(src, "rb").read()
+    p.write_bytes(data[:len(data) - 100])
+    if keep_ckpt:                      # the step-20 checkpoint of the 40-step run
+        (t / "cut.h5.ckpt").write_bytes(open(src + ".ckpt.prev", "rb").read())
+    return str(p)
+
+
+def _foreign_h5md(t):
+    p = t / "foreign.h5"
+    with h5py.File(p, "w") as f:
+        f.create_group("h5md").attrs["version"] = [1, 1]
+        f.create_group("particles/atoms/position").create_dataset("value", data=np.zeros((2, 3, 3)))
+        f["particles/atoms/position"].create_dataset("step", data=[0, 1])
+    return str(p)
+
+
+def _foreign_with_ckpt(t):
+    p = _foreign_h5md(t)
+    src = _run(t, 40, "long.h5")
+    open(p + ".ckpt", "wb").write(open(src + ".ckpt.prev", "rb").read())
+    return p
+
+
+def _empty_run(t):
+    import particleflow as pf
+    p = t / "empty.h5"
+    w = pf.io.TrajectoryWriter(str(p), {"chains": pf.Ensemble(np.zeros((3, 2)))}, {"o": 0.0}, {"config": GOOD})
+    w.close()
+    return str(p)
+
+
+def _mismatched_ckpt(t):
+    short = _run(t, 10, "short.h5")
+    long_ = _run(t, 40, "long.h5")
+    p = t / "mixed.h5"
+    p.write_bytes(open(short, "rb").read())
+    (t / "mixed.h5.ckpt").write_bytes(open(long_ + ".ckpt.prev", "rb").read())
+    return str(p)
 
 
 def _truncated(t):

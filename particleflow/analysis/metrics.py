@@ -25,6 +25,9 @@ def _as_3d(x):
         raise ValueError(f"expected [n_frames, n_chains] or [n_frames, n_chains, dim]; got shape {x.shape}")
     if x.shape[0] < 4:
         raise ValueError(f"need at least 4 frames; got {x.shape[0]}")
+    if not np.isfinite(x).all():
+        raise ValueError("the chains contain NaN or Inf values: diagnostics of a diverged run are meaningless; "
+                         "drop those frames or chains first")
     return x
 
 

@@ -278,30 +278,62 @@ class FromCallable(Energy):
 
     Parameters
     ----------
-    value : callable x -> [n]
-    grad : callable x -> array shaped like x
+    value : callable x -> [n], optional when ``value_and_grad`` is given
+    grad : callable x -> array shaped like x, optional when ``value_and_grad`` is given
     value_and_grad : callable x -> (value, grad), optional (faster when given)
     dim : int, optional; checked against the ensemble when given
+
+    What the functions return is checked (shape ``(n,)`` for values, the shape of x
+    for gradients, floating point), with a message naming the function.
     """
 
-    def __init__(self, value, grad, value_and_grad=None, dim=None):
-        if not callable(value) or not callable(grad):
-            raise ValueError("FromCallable needs callables value(x) and grad(x)")
+    def __init__(self, value=None, grad=None, value_and_grad=None, dim=None):
+        for name, f in (("value", value), ("grad", grad), ("value_and_grad", value_and_grad)):
+            if f is not None and not callable(f):
+                raise ValueError(f"FromCallable: {name} must be callable; got {type(f).__name__}")
+        if value_and_grad is None and (value is None or grad is None):
+            raise ValueError("FromCallable needs value(x) and grad(x), or value_and_grad(x)")
         self._value = value
         self._grad = grad
         self._vg = value_and_grad
         self.dim = dim
 
+    @staticmethod
+    def _checked_value(v, x, name):
+        xp = array_module(x)
+        v = xp.asarray(v)
+        if v.shape != (x.shape[0],) or v.dtype.kind != "f":
+            raise ValueError(f"FromCallable: {name}(x) must return a float array of shape ({x.shape[0]},) "
+                             f"(one energy per particle); got {v.dtype} {tuple(v.shape)}")
+        return v
+
+    @staticmethod
+    def _checked_grad(g, x, name):
+        xp = array_module(x)
+        g = xp.asarray(g)
+        if g.shape != x.shape or g.dtype.kind != "f":
+            raise ValueError(f"FromCallable: {name}(x) must return a float array shaped like x {tuple(x.shape)}; "
+                             f"got {g.dtype} {tuple(g.shape)}")
+        return g
+
     def value(self, x):
         self.check_x(x)
-        return self._value(x)
+        if self._value is None:
+            return self.value_and_grad(x)[0]
+        return self._checked_value(self._value(x), x, "value")
 
     def grad(self, x):
         self.check_x(x)
-        return self._grad(x)
+        if self._grad is None:
+            return self.value_and_grad(x)[1]
+        return self._checked_grad(self._grad(x), x, "grad")
 
     def value_and_grad(self, x):
         self.check_x(x)
         if self._vg is not None:
-            return self._vg(x)
-        return self._value(x), self._grad(x)
+            out = self._vg(x)
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise ValueError("FromCallable: value_and_grad(x) must return a tuple (value, grad)")
+            return (self._checked_value(out[0], x, "value_and_grad"),
+                    self._checked_grad(out[1], x, "value_and_grad"))
+        return self.value(x), self.grad(x)
