@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 
 import click
 import numpy as np
@@ -45,7 +46,11 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*a, **k):
         try:
-            return fn(*a, **k)
+            with warnings.catch_warnings():
+                # numpy's overflow / invalid-value warnings: a run that goes non-finite is
+                # reported once, by the divergence check, naming ensemble, step and move
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*a, **k)
         except (ValueError, DivergenceError) as e:
             raise UserError(str(e)) from None
         except MemoryError:
@@ -53,10 +58,15 @@ def _user_errors(fn):
         except OverflowError as e:
             raise UserError(f"a value overflowed ({e}); reduce step sizes or scales in the config") from None
         except OSError as e:
-            if e.errno in USER_ERRNOS or "No space left" in str(e) or "Read-only" in str(e):
-                where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-                raise UserError(f"cannot write{where}: {e.strerror or e}; free space or choose another --out, "
-                                "then rerun (or `particleflow resume` a run that has a checkpoint)") from None
+            text = " ".join(str(e).split())
+            if e.errno in USER_ERRNOS or "No space left" in text or "Read-only" in text:
+                m = re.search(r"filename = '([^']*)'", text)
+                where = e.filename or (m.group(1) if m else None)
+                reason = "no space left on device" if (e.errno == errno.ENOSPC or "No space left" in text) else \
+                    ("read-only file system" if "Read-only" in text else (e.strerror or text))
+                raise UserError(f"cannot write{f' {where}' if where else ''}: {reason}; free space or choose "
+                                "another --out, then rerun (or `particleflow resume` a run that has a checkpoint)") \
+                    from None
             raise
     return wrapper
 

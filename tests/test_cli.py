@@ -89,6 +89,7 @@ CASES = {
     "gaussian without precision": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]'))], "needs energy.mean and energy.precision"),
     "not positive definite": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]\nprecision = [[1.0, 2.0], [2.0, 1.0]]'))], "positive definite"),
     "diverging run": (lambda t: ["run", cfg(t, edit('kind = "gaussian_mixture"\nring_components = 6\nring_radius = 3.0', 'kind = "gaussian"\nmean = [0.0, 0.0]\nprecision = [[10000.0, 0.0], [0.0, 10000.0]]').replace('move = "mala"', 'move = "langevin"').replace("step_size = 0.3", "step_size = 0.5")), "--out", str(t / "div.h5"), "--steps", "400", "--quiet"], "diverged at step"),
+    "sweep value with a path separator": (lambda t: ["run", cfg(t, GOOD + '[sweep]\n"output.compression" = ["none", "a/b"]\n'), "--out", str(t / "s.h5")], "output.compression must be one of"),
     "truncated HDF5 to inspect": (lambda t: ["inspect", _truncated(t)], "is truncated"),
     "random bytes to resume": (lambda t: ["resume", _garbage(t)], "no readable checkpoint"),
     "plain HDF5 to inspect": (lambda t: ["inspect", _plain_h5(t)], "not a particleflow trajectory"),
@@ -194,6 +195,7 @@ CASES.update({
     "dual a trillion data": (lambda t: ["run", cfg(t, dual().replace("n = 50\n", "n = 1000000000000\n", 1))], "GiB of memory"),
     "dual dimension 1e5": (lambda t: ["run", cfg(t, dual().replace("d = 4", "d = 100000").replace("n = 50\nn_test = 50", "n = 2000\nn_test = 5000").replace("particles = 50", "particles = 4000"))], "GiB of memory"),
     "dual a trillion particles": (lambda t: ["run", cfg(t, dual().replace("particles = 50", "particles = 1000000000000"))], "GiB of memory"),
+    "dual step 1e300": (lambda t: ["run", cfg(t, dual("[dual]\nstep = 1e300\n")), "--out", str(t / "d.h5")], "overflowed"),
     "gaussian_ml zero dimension": (lambda t: ["run", cfg(t, 'estimator = "gaussian_ml"\n[data]\nd = 0\n')], "data.d must be >= 1"),
     # files
     "inspect missing file": (lambda t: ["inspect", str(t / "none.h5")], "no such file"),
@@ -302,6 +304,10 @@ def test_malformed_input_exits_2_with_one_line(case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert expected in lines[0], lines[0]
     assert "Traceback" not in r.output + r.stderr
+    if case == "diverging run":                     # the frames before the divergence are kept
+        with h5py.File(tmp_path / "div.h5", "r") as f:
+            steps = f["particles/chains/position/step"][:]
+            assert steps[0] == 0 and steps[-1] < 400
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
@@ -329,3 +335,31 @@ def test_good_run_set_override_and_inspect(tmp_path):
     assert digest(out) == before
     r = CliRunner().invoke(cli, ["run", cfg(tmp_path, GOOD), "--out", out, "--force", "--quiet"])
     assert r.exit_code == 0 and digest(out) != before
+
+
+def test_full_disk_is_one_user_error_line(tmp_path):
+    """A run on a full file system (a 2 MiB tmpfs) ends with exit 2 and one line;
+    needs root to mount, skipped otherwise."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(tiny)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        text = edit("steps = 20", "steps = 2000").replace("n = 100", "n = 5000")
+        r = subprocess.run([sys.executable, "-m", "particleflow.cli", "run", cfg(tmp_path, text), "--out",
+                            str(tiny / "full.h5"), "--quiet"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot write") and "no space left" in lines[0], r.stderr
+        assert not [p for p in os.listdir(tiny) if p.endswith(".tmp")]
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
+
+
+def test_sweep_values_become_safe_file_names(tmp_path):
+    text = edit("steps = 20", "steps = 2") + '[sweep]\n"energy.ring_radius" = [1.5, 3.0]\n"schedule.0.name" = ["a/b", "c d"]\n'
+    r = invoke(["run", cfg(tmp_path, text), "--out", str(tmp_path / "s.h5"), "--quiet"], tmp_path)
+    assert r.exit_code == 0, r.stderr
+    names = sorted(p for p in os.listdir(tmp_path) if p.startswith("s_") and p.endswith(".h5"))
+    assert names == ["s_ring_radius=1.5_name=a_b.h5", "s_ring_radius=1.5_name=c_d.h5",
+                     "s_ring_radius=3.0_name=a_b.h5", "s_ring_radius=3.0_name=c_d.h5"], names
