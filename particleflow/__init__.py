@@ -13,13 +13,29 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and \
     # particleflow.kernels only when installing; make the same name resolve here.
     __path__.append(_os.path.dirname(_here))
 
-from . import analysis, energies, estimators, experiments, io, moves, observers, random  # noqa: E402
+import importlib as _importlib  # noqa: E402
+
 from ._version import __version__  # noqa: E402
-from .backend import Device  # noqa: E402
-from .ensemble import Ensemble  # noqa: E402
-from .errors import DivergenceError  # noqa: E402
-from .observers import Observer, Recorder  # noqa: E402
-from .simulation import Simulation, sample  # noqa: E402
+
+# Subpackages and names load on first use (PEP 562), so that importing the package is
+# cheap: the console entry point (``_main.py``) can then guard the heavy imports
+# (numba, the kernels) and answer Ctrl-C during them with one line.
+_SUBMODULES = ("analysis", "backend", "config", "energies", "estimators", "experiments", "io", "moves", "observers",
+               "random", "simulation")
+_NAMES = {"Device": "backend", "Ensemble": "ensemble", "DivergenceError": "errors", "Observer": "observers",
+          "Recorder": "observers", "Simulation": "simulation", "sample": "simulation"}
 
 __all__ = ["Ensemble", "Simulation", "sample", "Device", "Observer", "Recorder", "DivergenceError", "analysis",
            "energies", "estimators", "experiments", "io", "moves", "observers", "random", "__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        return getattr(_importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'particleflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_NAMES))

@@ -227,8 +227,11 @@ def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
     try:
         execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory)
     except Interrupted as e:
-        click.echo(f"\ninterrupted: trajectory flushed and checkpointed at {out}; "
-                   f"continue with: particleflow resume {out}", err=True)
+        if not e.started:
+            click.echo("interrupted before the run started; nothing was written", err=True)
+        else:
+            click.echo(f"\ninterrupted: trajectory flushed and checkpointed at {out}; "
+                       f"continue with: particleflow resume {out}", err=True)
         sys.exit(e.exit_code)
     _finish(out, cfg, quiet)
 

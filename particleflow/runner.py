@@ -28,8 +28,11 @@ from .observers import Observer
 
 
 class Interrupted(Exception):
-    def __init__(self, signum):
+    """SIGINT / SIGTERM ended a run; ``started``: whether it had begun writing."""
+
+    def __init__(self, signum, started=True):
         self.signum = signum
+        self.started = started
         self.exit_code = 128 + signum
 
 
@@ -91,19 +94,23 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", m
     memory, or ``PARTICLEFLOW_MAX_MEMORY``) is refused before anything is allocated."""
     exp = experiments.get(cfg["estimator"])
     check_memory(exp.memory_bytes(cfg), max_memory)
-    sim = exp.build(cfg, base_dir, restore=start is not None)
-    if start is not None:
-        sim.load_state_dict(start["state"])
-    n_total = exp.steps(cfg)
-    seed = cfg["run"]["seed"]
-    params = dict(config=config_text, seed=seed, backend=str(sim.device), estimator=cfg["estimator"])
-    params |= exp.parameters(cfg)
-    writer = sim.attach(TrajectoryObserver(out, params, exp.compression(cfg),
-                                           resume_frames=None if start is None else start["frames"]))
-    ckpt = sim.attach(Checkpointer(checkpoint_path(out), writer, exp.checkpoint_every(cfg), n_total,
-                                   config_text, seed, fresh=start is None))
-    tick = None if progress is None else (lambda s: progress(s, n_total))
+    # signals are caught from here on: building may compile kernels, and a Ctrl-C
+    # inside numba's compiler callbacks would otherwise be swallowed
     with _SignalGuard() as guard:
+        sim = exp.build(cfg, base_dir, restore=start is not None)
+        if start is not None:
+            sim.load_state_dict(start["state"])
+        if guard.signum is not None:
+            raise Interrupted(guard.signum, started=False)
+        n_total = exp.steps(cfg)
+        seed = cfg["run"]["seed"]
+        params = dict(config=config_text, seed=seed, backend=str(sim.device), estimator=cfg["estimator"])
+        params |= exp.parameters(cfg)
+        writer = sim.attach(TrajectoryObserver(out, params, exp.compression(cfg),
+                                               resume_frames=None if start is None else start["frames"]))
+        ckpt = sim.attach(Checkpointer(checkpoint_path(out), writer, exp.checkpoint_every(cfg), n_total,
+                                       config_text, seed, fresh=start is None))
+        tick = None if progress is None else (lambda s: progress(s, n_total))
         try:
             if sim.step < n_total:
                 sim.run(n_total - sim.step, progress=tick, stop=lambda: guard.signum is not None)

@@ -101,8 +101,13 @@ def test_import_graph_has_no_cycles():
     assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
 
 
+# function-level imports of the package's own modules, each with its reason
+ALLOWED_INNER = {"particleflow._main": "the entry point guards the CLI's heavy imports against Ctrl-C"}
+
+
 def test_no_function_level_imports_of_own_modules():
     _, inner = graph()
+    inner = [line for line in inner if line.split(":")[0] not in ALLOWED_INNER]
     assert inner == [], "\n".join(inner)
 
 

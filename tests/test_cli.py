@@ -363,3 +363,21 @@ def test_sweep_values_become_safe_file_names(tmp_path):
     names = sorted(p for p in os.listdir(tmp_path) if p.startswith("s_") and p.endswith(".h5"))
     assert names == ["s_ring_radius=1.5_name=a_b.h5", "s_ring_radius=1.5_name=c_d.h5",
                      "s_ring_radius=3.0_name=a_b.h5", "s_ring_radius=3.0_name=c_d.h5"], names
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 3.0])
+def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, delay):
+    """SIGINT while Python imports numba, while the config is built, or while the run
+    goes: exit 130, one line on stderr, no traceback."""
+    import signal
+    import time
+    text = edit("steps = 20", "steps = 100000")
+    p = subprocess.Popen([sys.executable, "-c", "from particleflow._main import main; main()", "run",
+                          cfg(tmp_path, text), "--out", str(tmp_path / "i.h5"), "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 130 and len(lines) == 1 and "Traceback" not in err, (p.returncode, err)
+    assert lines[0].startswith("interrupted")
