@@ -30,6 +30,7 @@ class Purpose(IntEnum):
     PROPOSAL = 7           # independent proposals (IMH, importance sampling)
     INIT = 8               # initial positions drawn by estimators
     PROPOSAL_COMPONENT = 9  # mixture component choice of a proposal draw
+    DATA_NOISE = 10        # noise added to data by estimators (denoising score matching)
 
 
 class StreamBlock:
@@ -44,11 +45,14 @@ class StreamBlock:
                            1 + split the samples of a split, 10 the student's start
     INIT      2**23 + i    initial positions of a config's ensemble number i, and
                            observations drawn by an experiment (i = 0)
+    DATA      3 * 2**22 + j  minibatches and data noise drawn by estimators: j = 0
+                           training, 1 held-out evaluation
     """
     SLOTS = 0
     REPLICAS = 0
     TEACHER = 1 << 22
     INIT = 1 << 23
+    DATA = 3 << 22
 
 
 # id used for draws that belong to the whole ensemble (e.g. the single uniform of

@@ -1,0 +1,244 @@
+"""``estimator = "deen"``: Deep Energy Estimator Networks on 2-D data (paper 002).
+
+    [run]      steps (Adam iterations), seed, dtype
+    [data]     kind = "ring" (K isotropic Gaussians on a circle) | "spiral"; n, n_heldout,
+               components, radius, std (ring), noise (spiral)
+    [model]    sizes = [2, 32, 32, 32, 1], activation = "tanh"
+    [deen]     sigma, batch, lr, sigma_test (a second noise level for single-step denoising)
+    [sigma_selection]  grid = [...] (held-out Parzen log-likelihood; empty: no selection),
+               use (train at the selected sigma instead of deen.sigma)
+    [output]   every, checkpoint_every, compression, plot
+
+The algorithm is ``particleflow.estimators.deen``.  Observables every ``output.every``
+steps: ``loss`` (the latest minibatch's DEEN loss) and ``heldout_loss`` (on a fixed
+noisy held-out subset of up to 2000 points).  Results: ``heldout_loss`` (all held-out
+points, fixed noise), ``mse_noisy`` and ``mse_denoised`` at sigma and at
+``sigma_test`` (single-step denoising, eq. 11), ``curl_relative`` (mean |d1 psi2 -
+d2 psi1| over mean |d1 psi2| of the score psi = -grad E on a grid, from Hessian-vector
+products); for the ring, where the truth is known: ``mmse`` (the Bayes denoiser's
+MSE on the same held-out pairs, the loss's minimum: the noisy density is the same
+mixture with variance std^2 + sigma^2), ``corr_logp`` (Pearson correlation of -E and
+log p_sigma on a grid where p_sigma > 1e-3 max) and ``mode_fractions`` (mass of
+exp(-E) near each mode); ``sigma_selected`` and ``parzen_scores`` with a selection
+grid; the trained parameters as ``params/<name>`` (``pf.experiments.load_energy``).
+"""
+import math
+
+import numpy as np
+
+from ..config import ConfigError, Field, output_section, positive, run_section
+from ..energies import MLP
+from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, select_sigma
+from ..random import Purpose, Stream, StreamBlock
+from .base import Experiment
+
+DATA = {"kind": Field("str", "ring", choices=("ring", "spiral"), doc="data set (generated from the seed)"),
+        "n": Field("int", 20000, lo=2, doc="training points"),
+        "n_heldout": Field("int", 5000, lo=2, doc="held-out points"),
+        "components": Field("int", 8, lo=1, hi=1000, doc="ring: number of Gaussians"),
+        "radius": positive(2.0, doc="ring: radius of the circle of means"),
+        "std": positive(0.1, doc="ring: standard deviation of each Gaussian"),
+        "noise": Field("float", 0.05, lo=0, doc="spiral: standard deviation of the noise around the curve")}
+MODEL = {"sizes": Field("list", [2, 32, 32, 32, 1], doc="MLP layer sizes, [2, ..., 1]"),
+         "activation": Field("str", "tanh", choices=("tanh", "softplus", "silu"), doc="smooth activation")}
+DEEN = {"sigma": positive(0.1, doc="training noise level"), "batch": Field("int", 256, lo=1, doc="minibatch size"),
+        "lr": positive(1e-3, doc="Adam learning rate"),
+        "sigma_test": positive(0.3, doc="a second noise level for single-step denoising")}
+SELECTION = {"grid": Field("list", [], doc="sigmas for the held-out Parzen selection (empty: none)"),
+             "use": Field("bool", False, doc="train at the selected sigma")}
+GRID = np.linspace(-3.0, 3.0, 121)
+
+
+def data_sets(cfg):
+    """(train, held-out) [n, 2] float64 from the seed."""
+    d, seed = cfg["data"], cfg["run"]["seed"]
+    out = []
+    for split, n in ((0, d["n"]), (1, d["n_heldout"])):
+        stream = Stream(seed, StreamBlock.INIT + split)
+        u = stream.uniform(0, np.arange(n), 1, Purpose.INIT)[:, 0]
+        z = stream.normal(0, np.arange(n), 2, Purpose.PROPOSAL)
+        if d["kind"] == "ring":
+            k = np.minimum((u * d["components"]).astype(np.int64), d["components"] - 1)
+            out.append(ring_means(cfg)[k] + d["std"] * z)
+        else:
+            t = np.sqrt(u)                                     # uniform along the curve's area
+            ang = 4 * np.pi * t
+            out.append(np.stack([2 * t * np.cos(ang), 2 * t * np.sin(ang)], 1) + d["noise"] * z)
+    return out
+
+
+def ring_means(cfg):
+    K, r = cfg["data"]["components"], cfg["data"]["radius"]
+    ang = 2 * np.pi * np.arange(K) / K
+    return r * np.stack([np.cos(ang), np.sin(ang)], 1)
+
+
+def ring_log_density(cfg, x, sigma):
+    """log p_sigma(x): the ring mixture convolved with N(0, sigma^2 I)."""
+    mu, v = ring_means(cfg), cfg["data"]["std"] ** 2 + sigma ** 2
+    a = -((x[:, None, :] - mu[None]) ** 2).sum(2) / (2 * v)
+    m = a.max(1)
+    return m + np.log(np.exp(a - m[:, None]).sum(1)) - math.log(len(mu)) - math.log(2 * math.pi * v)
+
+
+def ring_posterior_mean(cfg, xi, sigma):
+    """E[x | xi] for the ring mixture (the Bayes denoiser): component responsibilities
+    under N(mu_k, (s^2 + sigma^2) I), then the Gaussian posterior mean per component."""
+    mu, s2 = ring_means(cfg), cfg["data"]["std"] ** 2
+    v = s2 + sigma ** 2
+    a = -((xi[:, None, :] - mu[None]) ** 2).sum(2) / (2 * v)
+    w = np.exp(a - a.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    per = mu[None] + (s2 / v) * (xi[:, None, :] - mu[None])
+    return (w[:, :, None] * per).sum(1)
+
+
+class DEEN(Experiment):
+    name = "deen"
+    description = "paper 002: deep energy estimator networks (denoising score matching) on 2-D data"
+    sections = {"run": run_section(steps=4000, steps_doc="Adam iterations"), "data": DATA, "model": MODEL,
+                "deen": DEEN, "sigma_selection": SELECTION,
+                "output": output_section(every=100, checkpoint_every=1000)}
+
+    def check(self, cfg):
+        sizes = cfg["model"]["sizes"]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
+                or sizes[0] != 2 or sizes[-1] != 1:
+            raise ConfigError(f"model.sizes must be integers [2, ..., 1] (2-D data, one energy); got {sizes!r}")
+        g = cfg["sigma_selection"]["grid"]
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in g):
+            raise ConfigError(f"sigma_selection.grid must be positive numbers; got {g!r}")
+        if cfg["sigma_selection"]["use"] and not g:
+            raise ConfigError("sigma_selection.use = true needs a non-empty sigma_selection.grid")
+
+    def memory_bytes(self, cfg):
+        width = max(cfg["model"]["sizes"])
+        d = cfg["data"]
+        return 8 * (4 * (d["n"] + d["n_heldout"]) * 2 + 12 * cfg["deen"]["batch"] * width
+                    + 8 * GRID.size ** 2 * max(width, d["components"]))
+
+    def build(self, cfg, base_dir=".", restore=False):
+        train, held = data_sets(cfg)
+        dt = np.dtype(cfg["run"]["dtype"])
+        sigma = cfg["deen"]["sigma"]
+        scores = None
+        if cfg["sigma_selection"]["grid"]:
+            chosen, scores = select_sigma(train, held, cfg["sigma_selection"]["grid"])
+            if cfg["sigma_selection"]["use"]:
+                sigma = chosen
+        energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
+        sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], cfg["deen"]["lr"], seed=cfg["run"]["seed"])
+        x_h, xi_h = noisy_batch(held.astype(dt), sigma, cfg["run"]["seed"], 0, len(held), split=HELDOUT)
+        watch = slice(0, min(2000, len(held)))
+        every = cfg["output"]["every"]
+        sim.observe("loss", lambda s: s.context["loss"], every=every, initial=False)
+        sim.observe("heldout_loss", lambda s: dsm_loss(energy, x_h[watch], xi_h[watch], sigma), every=every)
+        sim.trajectory(["data"], every=None)
+        sim.context.update(cfg=cfg, held=(x_h, xi_h), sigma_used=sigma, scores=scores)
+        return sim
+
+    def results(self, sim, cfg):
+        c = sim.context
+        energy, sigma = c["energy"], c["sigma_used"]
+        x_h, xi_h = c["held"]
+        out = {"heldout_loss": np.asarray(dsm_loss(energy, x_h, xi_h, sigma)), "sigma": np.asarray(sigma)}
+        stream = Stream(cfg["run"]["seed"], StreamBlock.DATA + HELDOUT)
+        for i, (tag, s) in enumerate((("", sigma), ("_sigma_test", cfg["deen"]["sigma_test"]))):
+            z = stream.normal(1 + i, np.arange(len(x_h)), 2, Purpose.DATA_NOISE, x_h.dtype)
+            noisy = x_h + x_h.dtype.type(s) * z                 # fresh noise at each level
+            out[f"mse_noisy{tag}"] = np.asarray(((noisy - x_h) ** 2).sum(1).mean())
+            out[f"mse_denoised{tag}"] = np.asarray(((denoise(energy, noisy, s) - x_h) ** 2).sum(1).mean())
+        gx, gy = np.meshgrid(GRID, GRID)
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(x_h.dtype)
+        out["curl_relative"] = np.asarray(curl_relative(energy, pts))
+        if cfg["data"]["kind"] == "ring":
+            post = ring_posterior_mean(cfg, xi_h.astype(np.float64), sigma)
+            out["mmse"] = np.asarray(((x_h.astype(np.float64) - post) ** 2).sum(1).mean())
+            logp = ring_log_density(cfg, pts.astype(np.float64), sigma)
+            neg_e = -energy.value(pts).astype(np.float64)
+            mask = logp > logp.max() + math.log(1e-3)
+            out["corr_logp"] = np.asarray(np.corrcoef(neg_e[mask], logp[mask])[0, 1])
+            out["mode_fractions"] = mode_fractions(cfg, pts.astype(np.float64), neg_e, sigma)
+        if c["scores"] is not None:
+            out["parzen_grid"] = np.asarray(cfg["sigma_selection"]["grid"], float)
+            out["parzen_scores"] = c["scores"]
+            out["sigma_selected"] = np.asarray(out["parzen_grid"][int(np.argmax(c["scores"]))])
+        for k, v in energy.params.items():
+            out[f"params/{k}"] = np.asarray(v)
+        return out
+
+    def energy(self, run, cfg):
+        net = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], dtype=np.dtype(cfg["run"]["dtype"]))
+        params = run.results.get("params")
+        if params is None:
+            params = {k[len("params/"):]: v for k, v in run.results.items() if k.startswith("params/")}
+        if not params:
+            raise ValueError(f"{run.path} holds no trained parameters (the run did not finish)")
+        net.set_params({k: np.asarray(v) for k, v in params.items()})
+        return net
+
+    def summary(self, run, cfg):
+        r = {k: np.asarray(v) for k, v in run.results.items() if not k.startswith("params")}
+        line = (f"held-out loss {float(r['heldout_loss']):.5f}" + (f", mmse {float(r['mmse']):.5f} "
+                f"(ratio {float(r['heldout_loss'] / r['mmse']):.3f})" if "mmse" in r else "") +
+                f"; denoising MSE {float(r['mse_noisy']):.4f} -> {float(r['mse_denoised']):.4f} at sigma, "
+                f"{float(r['mse_noisy_sigma_test']):.4f} -> {float(r['mse_denoised_sigma_test']):.4f} at sigma_test")
+        lines = [line, f"curl (relative) {float(r['curl_relative']):.2e}"]
+        if "corr_logp" in r:
+            lines.append(f"corr(-E, log p_sigma) {float(r['corr_logp']):.4f}; mode fractions "
+                         f"{np.array2string(r['mode_fractions'], precision=3)}")
+        if "sigma_selected" in r:
+            lines.append(f"sigma selected by held-out Parzen likelihood: {float(r['sigma_selected']):.4g}")
+        return lines
+
+    def plot(self, run, png):
+        """Paper 002, Figure 1 panels: data, exp(-E) on a grid, the score field."""
+        import matplotlib  # optional dependency: the 'plot' extra
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        energy = self.energy(run, self.validate(run.config))
+        data = np.asarray(run.ensembles["data"].positions[0])
+        gx, gy = np.meshgrid(GRID, GRID)
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(next(iter(energy.params.values())).dtype)
+        e = energy.value(pts).reshape(gx.shape)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+        sub = data[np.random.default_rng(0).permutation(len(data))[:3000]]
+        axes[0].scatter(sub[:, 0], sub[:, 1], s=2, alpha=0.5)
+        axes[0].set_title("data")
+        axes[1].imshow(np.exp(-(e - e.min())), origin="lower", extent=(-3, 3, -3, 3))
+        axes[1].set_title("exp(-E)")
+        q = np.linspace(-3, 3, 21)
+        qx, qy = np.meshgrid(q, q)
+        qp = np.stack([qx.ravel(), qy.ravel()], 1).astype(pts.dtype)
+        s = -energy.grad(qp)
+        axes[2].quiver(qx, qy, s[:, 0].reshape(qx.shape), s[:, 1].reshape(qx.shape))
+        axes[2].set_title("score -grad E")
+        for ax in axes:
+            ax.set_aspect("equal")
+            ax.set_xlim(-3, 3)
+            ax.set_ylim(-3, 3)
+        fig.tight_layout()
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        return png
+
+
+def curl_relative(energy, pts):
+    """mean |d1 psi2 - d2 psi1| / mean |d1 psi2| for psi = -grad E, from two Hessian-vector
+    products (the Hessian's off-diagonal entries H10 and H01)."""
+    e0 = np.zeros_like(pts)
+    e0[:, 0] = 1
+    e1 = np.zeros_like(pts)
+    e1[:, 1] = 1
+    h10 = energy.hvp(pts, e0)[:, 1].astype(np.float64)
+    h01 = energy.hvp(pts, e1)[:, 0].astype(np.float64)
+    return float(np.abs(h10 - h01).mean() / max(np.abs(h10).mean(), 1e-300))
+
+
+def mode_fractions(cfg, pts, neg_e, sigma):
+    """Mass of exp(-E) on the grid within 3 sd of each ring mode, as fractions."""
+    mu = ring_means(cfg)
+    w = np.exp(neg_e - neg_e.max())
+    r = 3 * math.sqrt(cfg["data"]["std"] ** 2 + sigma ** 2)
+    mass = np.array([w[((pts - m) ** 2).sum(1) < r * r].sum() for m in mu])
+    return mass / mass.sum()
