@@ -310,11 +310,11 @@ def inspect(path, stats):
 
 
 def _plot(path, png):
-    if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
-        raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
     with open_run(path) as r:
         if not any(len(e.steps) for e in r.ensembles.values()) and not any(len(o.steps) for o in r.observables.values()):
             raise UserError(f"{path} has no committed frames or observables to plot yet")
+        if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
+            raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
         exp = experiments.get(r.parameters.get("estimator", "sample"))
         tmp = png + ".tmp.png"
         try:

@@ -46,7 +46,7 @@ class StreamBlock:
     INIT      2**23 + i    initial positions of a config's ensemble number i, and
                            observations drawn by an experiment (i = 0)
     DATA      3 * 2**22 + j  minibatches and data noise drawn by estimators: j = 0
-                           training, 1 held-out evaluation
+                           training, 1 held-out evaluation, 2 contrastive-divergence noise
     """
     SLOTS = 0
     REPLICAS = 0

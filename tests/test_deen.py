@@ -150,3 +150,42 @@ def test_training_resumes_bitwise_and_the_energy_reloads(tmp_path):
 def test_bad_input(call, match):
     with pytest.raises((ValueError, ConfigError), match=match):
         call()
+
+
+def test_score_network_gradient_and_jacobian_by_finite_differences():
+    net = pf.energies.ScoreMLP([2, 7, 5, 2], seed=4)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 2))
+    xi = x + 0.2 * rng.standard_normal((30, 2))
+    loss, g = net.dsm_loss_and_grad(x, xi, 0.2)
+    base = {k: np.array(v) for k, v in net.params.items()}
+    direction = {k: rng.standard_normal(v.shape) for k, v in base.items()}
+
+    def L(t):
+        net.set_params({k: base[k] + t * direction[k] for k in base})
+        r = x - xi - 0.04 * net(xi)
+        return (r * r).sum() / len(x)
+    eps = 1e-6
+    fd = (L(eps) - L(-eps)) / (2 * eps)
+    net.set_params(base)
+    analytic = sum(float((g[k] * direction[k]).sum()) for k in base)
+    assert abs(fd - analytic) < 1e-6 * abs(analytic) and abs(L(0) - loss) < 1e-14
+    J = net.jacobian(xi)
+    for j in range(2):
+        e = np.zeros(2)
+        e[j] = eps
+        np.testing.assert_allclose(J[:, :, j], (net(xi + e) - net(xi - e)) / (2 * eps), rtol=1e-6, atol=1e-9)
+
+
+def test_baselines_show_the_papers_failures():
+    """The direct score network's field has a clearly non-zero curl, DEEN's none; CD
+    concentrates the mass of exp(-E) unevenly (paper 002, Figure 1 g-j)."""
+    text = RING.replace("steps = 1500", "steps = 800").replace("[sigma_selection]", "[baselines]\nscore_network = true\ncd = true\n[sigma_selection]")
+    cfg = experiments.validate(loads(text))
+    _, sim = build(cfg)
+    sim.run(cfg["run"]["steps"])
+    r = experiments.get("deen").results(sim, cfg)
+    assert r["curl_relative"] < 1e-10 and r["curl_relative_score"] > 1e-2, (r["curl_relative"], r["curl_relative_score"])
+    assert r["heldout_loss_score"] < 2 * cfg["deen"]["sigma"] ** 2  # it still denoises (noisy MSE: 2 sigma^2)
+    fr = r["mode_fractions_cd"]
+    assert fr.max() > 3 / 8 or fr.min() < 1 / 80, fr             # far from 1/8 each

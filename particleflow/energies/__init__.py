@@ -11,3 +11,6 @@ __all__ += ["F1Network"]
 from .parametric import GaussianPrecision, GaussianStd  # noqa: E402
 
 __all__ += ["GaussianStd", "GaussianPrecision"]
+from .score import ScoreMLP  # noqa: E402
+
+__all__ += ["ScoreMLP"]

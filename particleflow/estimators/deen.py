@@ -28,9 +28,9 @@ from ..ensemble import Ensemble
 from ..moves import Adam
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
-from .contrastive import LoadParameters, flatten
+from .contrastive import LoadParameters, contrastive_gradient, flatten
 
-TRAIN, HELDOUT = 0, 1
+TRAIN, HELDOUT, CD_NOISE = 0, 1, 2       # StreamBlock.DATA + these
 
 
 def _check_sigma(sigma):
@@ -109,6 +109,34 @@ def select_sigma(train, heldout, grid):
     return float(np.asarray(grid)[int(np.argmax(scores))]), scores
 
 
+def _check_data(data, model):
+    data = np.asarray(data)
+    if data.ndim < 2 or data.shape[0] < 1:
+        raise ValueError(f"data must have shape (n, *event_shape) with n >= 1; got {data.shape}")
+    if not np.isfinite(data).all():
+        raise ValueError("data contains NaN or Inf values; remove or impute them first")
+    d = int(np.prod(data.shape[1:]))
+    if getattr(model, "dim", None) is not None and model.dim != d:
+        raise ValueError(f"data have dimension {d} ({data.shape[1:]}) but the model is defined on dimension "
+                         f"{model.dim}")
+    return data.astype(next(iter(model.params.values())).dtype)
+
+
+def _check_batch(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+
+
+def _add_trainer(sim, model, gradient, lr, betas, suffix):
+    """A parameter particle ``theta<suffix>`` moved by Adam along ``gradient(step)`` and
+    copied into ``model``; the model is registered as state."""
+    sim.add_ensemble(f"theta{suffix}", Ensemble(flatten(model.params)[None, :], name=f"theta{suffix}"))
+    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas), f"theta{suffix}",
+                 name=f"adam{suffix}")
+    sim.schedule(LoadParameters(model), f"theta{suffix}", name=f"load_parameters{suffix}")
+    sim.register_state(f"model{suffix}", model)
+
+
 def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=0):
     """DEEN training as a Simulation of two ensembles:
 
@@ -120,36 +148,60 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
     ``sim.context["loss"]`` holds the latest minibatch loss; the energy is registered
     as state and Adam's moments are its move state, so a checkpointed run resumes
     bitwise.  Works for any energy with ``dsm_loss_and_grad`` or ``grad`` and
-    ``grad_params_directional`` (MLPs, ConvNets)."""
+    ``grad_params_directional`` (MLPs, ConvNets).  ``add_score_network`` and
+    ``add_contrastive_divergence`` add the paper's baselines to the same Simulation."""
     sigma = _check_sigma(sigma)
-    data = np.asarray(data)
-    if data.ndim < 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (n, *event_shape) with n >= 1; got {data.shape}")
-    if not np.isfinite(data).all():
-        raise ValueError("data contains NaN or Inf values; remove or impute them first")
-    d = int(np.prod(data.shape[1:]))
-    if getattr(energy, "dim", None) is not None and energy.dim != d:
-        raise ValueError(f"data have dimension {d} ({data.shape[1:]}) but the energy is defined on dimension "
-                         f"{energy.dim}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    dtype = next(iter(energy.params.values())).dtype
-    data = data.astype(dtype)
-    ens = {"data": Ensemble(data.reshape(len(data), -1), name="data"),
-           "theta": Ensemble(flatten(energy.params)[None, :], name="theta")}
-    sim = Simulation(ens, seed=seed)
+    data = _check_data(data, energy)
+    _check_batch(batch_size)
+    sim = Simulation({"data": Ensemble(data.reshape(len(data), -1), name="data")}, seed=seed)
 
-    def grad(theta):
-        x, xi = noisy_batch(data, sigma, seed, sim.step, batch_size)
+    def gradient(step):
+        x, xi = noisy_batch(data, sigma, seed, step, batch_size)
         loss, g = dsm_loss_and_grad(energy, x, xi, sigma)
         sim.context["loss"] = loss
-        return flatten(g)[None, :]
+        return g
 
-    sim.schedule(Adam(grad, lr=lr, betas=betas), "theta", name="adam")
-    sim.schedule(LoadParameters(energy), "theta", name="load_parameters")
-    sim.register_state("energy", energy)
-    sim.context.update(energy=energy, data=data, sigma=sigma, loss=float("nan"))
+    _add_trainer(sim, energy, gradient, lr, betas, "")
+    sim.context.update(energy=energy, data=data, sigma=sigma, loss=float("nan"), seed=seed, batch_size=batch_size)
     return sim
 
 
-__all__ = ["dsm_loss_and_grad", "dsm_loss", "denoise", "noisy_batch", "parzen_log_likelihood", "select_sigma", "deen"]
+def add_score_network(sim, network, lr=1e-3, betas=(0.9, 0.999)):
+    """Paper 002's direct score network baseline (``energies.ScoreMLP``) trained on the
+    same minibatches and noise as the DEEN of ``sim`` (ensemble ``theta_score``)."""
+    c = sim.context
+    data = _check_data(c["data"], network)
+
+    def gradient(step):
+        x, xi = noisy_batch(data, c["sigma"], c["seed"], step, c["batch_size"])
+        loss, g = network.dsm_loss_and_grad(x, xi, c["sigma"])
+        c["loss_score"] = loss
+        return g
+
+    _add_trainer(sim, network, gradient, lr, betas, "_score")
+    return sim
+
+
+def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
+    """Paper 002's contrastive-divergence baseline (eqs. 26-27): negatives
+    x- = x - sigma^2 grad E(x) + sqrt(2) sigma nu from the same minibatch x, and the
+    parameters move along grad_theta [mean E(x) - mean E(x-)] (Adam, as DEEN, so the
+    two differ only in the objective; ensemble ``theta_cd``)."""
+    c = sim.context
+    data = _check_data(c["data"], energy)
+    sigma = c["sigma"]
+    noise = Stream(c["seed"], StreamBlock.DATA + CD_NOISE)
+
+    def gradient(step):
+        x, _ = noisy_batch(data, sigma, c["seed"], step, c["batch_size"])
+        nu = noise.normal(step, np.arange(len(x)), x[0].size, Purpose.DATA_NOISE, x.dtype).reshape(x.shape)
+        s2 = x.dtype.type(sigma * sigma)
+        x_neg = x - s2 * energy.grad(x) + x.dtype.type(math.sqrt(2) * sigma) * nu
+        return contrastive_gradient(energy, x, x_neg)
+
+    _add_trainer(sim, energy, gradient, lr, betas, "_cd")
+    return sim
+
+
+__all__ = ["dsm_loss_and_grad", "dsm_loss", "denoise", "noisy_batch", "parzen_log_likelihood", "select_sigma", "deen",
+           "add_score_network", "add_contrastive_divergence"]

@@ -7,6 +7,8 @@
     [deen]     sigma, batch, lr, sigma_test (a second noise level for single-step denoising)
     [sigma_selection]  grid = [...] (held-out Parzen log-likelihood; empty: no selection),
                use (train at the selected sigma instead of deen.sigma)
+    [baselines]  score_network, score_sizes (the direct score network psi = MLP(x) in R^2),
+               cd (the energy trained by contrastive divergence, eqs. 26-27)
     [output]   every, checkpoint_every, compression, plot
 
 The algorithm is ``particleflow.estimators.deen``.  Observables every ``output.every``
@@ -21,14 +23,18 @@ mixture with variance std^2 + sigma^2), ``corr_logp`` (Pearson correlation of -E
 log p_sigma on a grid where p_sigma > 1e-3 max) and ``mode_fractions`` (mass of
 exp(-E) near each mode); ``sigma_selected`` and ``parzen_scores`` with a selection
 grid; the trained parameters as ``params/<name>`` (``pf.experiments.load_energy``).
+Baselines add ``heldout_loss_score`` and ``curl_relative_score`` (from the score
+network's Jacobian), ``heldout_loss_cd``, ``corr_logp_cd`` and ``mode_fractions_cd``, and
+their parameters as ``params_score/...`` and ``params_cd/...``.
 """
 import math
 
 import numpy as np
 
 from ..config import ConfigError, Field, output_section, positive, run_section
-from ..energies import MLP
-from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, select_sigma
+from ..energies import MLP, ScoreMLP
+from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_network, deen, denoise, dsm_loss,
+                               noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment
 
@@ -44,6 +50,9 @@ MODEL = {"sizes": Field("list", [2, 32, 32, 32, 1], doc="MLP layer sizes, [2, ..
 DEEN = {"sigma": positive(0.1, doc="training noise level"), "batch": Field("int", 256, lo=1, doc="minibatch size"),
         "lr": positive(1e-3, doc="Adam learning rate"),
         "sigma_test": positive(0.3, doc="a second noise level for single-step denoising")}
+BASELINES = {"score_network": Field("bool", False, doc="also train the direct score network psi = MLP(x) in R^2"),
+             "score_sizes": Field("list", [2, 32, 32, 32, 2], doc="its layer sizes, [2, ..., 2]"),
+             "cd": Field("bool", False, doc="also train the energy by contrastive divergence (eqs. 26-27)")}
 SELECTION = {"grid": Field("list", [], doc="sigmas for the held-out Parzen selection (empty: none)"),
              "use": Field("bool", False, doc="train at the selected sigma")}
 GRID = np.linspace(-3.0, 3.0, 121)
@@ -97,7 +106,7 @@ class DEEN(Experiment):
     name = "deen"
     description = "paper 002: deep energy estimator networks (denoising score matching) on 2-D data"
     sections = {"run": run_section(steps=4000, steps_doc="Adam iterations"), "data": DATA, "model": MODEL,
-                "deen": DEEN, "sigma_selection": SELECTION,
+                "deen": DEEN, "sigma_selection": SELECTION, "baselines": BASELINES,
                 "output": output_section(every=100, checkpoint_every=1000)}
 
     def check(self, cfg):
@@ -105,6 +114,10 @@ class DEEN(Experiment):
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
                 or sizes[0] != 2 or sizes[-1] != 1:
             raise ConfigError(f"model.sizes must be integers [2, ..., 1] (2-D data, one energy); got {sizes!r}")
+        ss = cfg["baselines"]["score_sizes"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ss) or len(ss) < 2 \
+                or ss[0] != 2 or ss[-1] != 2:
+            raise ConfigError(f"baselines.score_sizes must be integers [2, ..., 2]; got {ss!r}")
         g = cfg["sigma_selection"]["grid"]
         if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in g):
             raise ConfigError(f"sigma_selection.grid must be positive numbers; got {g!r}")
@@ -128,6 +141,12 @@ class DEEN(Experiment):
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
         sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], cfg["deen"]["lr"], seed=cfg["run"]["seed"])
+        b = cfg["baselines"]
+        if b["score_network"]:
+            add_score_network(sim, ScoreMLP(b["score_sizes"], seed=cfg["run"]["seed"], dtype=dt), cfg["deen"]["lr"])
+        if b["cd"]:
+            cd = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
+            add_contrastive_divergence(sim, cd, cfg["deen"]["lr"])
         x_h, xi_h = noisy_batch(held.astype(dt), sigma, cfg["run"]["seed"], 0, len(held), split=HELDOUT)
         watch = slice(0, min(2000, len(held)))
         every = cfg["output"]["every"]
@@ -165,15 +184,37 @@ class DEEN(Experiment):
             out["sigma_selected"] = np.asarray(out["parzen_grid"][int(np.argmax(c["scores"]))])
         for k, v in energy.params.items():
             out[f"params/{k}"] = np.asarray(v)
+        if "model_score" in sim._states:
+            net = sim._states["model_score"]
+            r = x_h - xi_h - xi_h.dtype.type(sigma ** 2) * net(xi_h)
+            out["heldout_loss_score"] = np.asarray((r * r).sum(1).mean())
+            J = net.jacobian(pts).astype(np.float64)
+            out["curl_relative_score"] = np.asarray(np.abs(J[:, 1, 0] - J[:, 0, 1]).mean() / np.abs(J[:, 1, 0]).mean())
+            for k, v in net.params.items():
+                out[f"params_score/{k}"] = np.asarray(v)
+        if "model_cd" in sim._states:
+            cd = sim._states["model_cd"]
+            out["heldout_loss_cd"] = np.asarray(dsm_loss(cd, x_h, xi_h, sigma))
+            if cfg["data"]["kind"] == "ring":
+                neg_cd = -cd.value(pts).astype(np.float64)
+                out["corr_logp_cd"] = np.asarray(np.corrcoef(neg_cd[mask], logp[mask])[0, 1])
+                out["mode_fractions_cd"] = mode_fractions(cfg, pts.astype(np.float64), neg_cd, sigma)
+            for k, v in cd.params.items():
+                out[f"params_cd/{k}"] = np.asarray(v)
         return out
 
-    def energy(self, run, cfg):
-        net = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], dtype=np.dtype(cfg["run"]["dtype"]))
-        params = run.results.get("params")
-        if params is None:
-            params = {k[len("params/"):]: v for k, v in run.results.items() if k.startswith("params/")}
+    def energy(self, run, cfg, which="params"):
+        """The trained DEEN energy (``which="params_cd"``: the CD baseline's;
+        ``"params_score"``: the direct score network)."""
+        dt = np.dtype(cfg["run"]["dtype"])
+        if which == "params_score":
+            net = ScoreMLP(cfg["baselines"]["score_sizes"], dtype=dt)
+        else:
+            net = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], dtype=dt)
+        params = {k[len(which) + 1:]: v for k, v in run.results.items() if k.startswith(which + "/")}
         if not params:
-            raise ValueError(f"{run.path} holds no trained parameters (the run did not finish)")
+            raise ValueError(f"{run.path} holds no trained parameters {which!r} (the run did not finish, or "
+                             "it trained no such model)")
         net.set_params({k: np.asarray(v) for k, v in params.items()})
         return net
 
@@ -187,6 +228,13 @@ class DEEN(Experiment):
         if "corr_logp" in r:
             lines.append(f"corr(-E, log p_sigma) {float(r['corr_logp']):.4f}; mode fractions "
                          f"{np.array2string(r['mode_fractions'], precision=3)}")
+        if "curl_relative_score" in r:
+            lines.append(f"direct score network: held-out loss {float(r['heldout_loss_score']):.5f}, curl (relative) "
+                         f"{float(r['curl_relative_score']):.3g}")
+        if "heldout_loss_cd" in r:
+            lines.append(f"contrastive divergence: held-out loss {float(r['heldout_loss_cd']):.5f}" + (
+                f", corr {float(r['corr_logp_cd']):.4f}, mode fractions "
+                f"{np.array2string(r['mode_fractions_cd'], precision=3)}" if "mode_fractions_cd" in r else ""))
         if "sigma_selected" in r:
             lines.append(f"sigma selected by held-out Parzen likelihood: {float(r['sigma_selected']):.4g}")
         return lines
@@ -201,7 +249,10 @@ class DEEN(Experiment):
         gx, gy = np.meshgrid(GRID, GRID)
         pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(next(iter(energy.params.values())).dtype)
         e = energy.value(pts).reshape(gx.shape)
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+        cfg = self.validate(run.config)
+        has_score = any(k.startswith("params_score/") for k in run.results)
+        has_cd = any(k.startswith("params_cd/") for k in run.results)
+        fig, axes = plt.subplots(1, 3 + has_score + has_cd, figsize=(4.3 * (3 + has_score + has_cd), 4.2))
         sub = data[np.random.default_rng(0).permutation(len(data))[:3000]]
         axes[0].scatter(sub[:, 0], sub[:, 1], s=2, alpha=0.5)
         axes[0].set_title("data")
@@ -213,6 +264,17 @@ class DEEN(Experiment):
         s = -energy.grad(qp)
         axes[2].quiver(qx, qy, s[:, 0].reshape(qx.shape), s[:, 1].reshape(qx.shape))
         axes[2].set_title("score -grad E")
+        k = 3
+        if has_score:
+            J = self.energy(run, cfg, "params_score").jacobian(pts)
+            axes[k].imshow((J[:, 1, 0] - J[:, 0, 1]).reshape(gx.shape), origin="lower", extent=(-3, 3, -3, 3),
+                           cmap="coolwarm")
+            axes[k].set_title("curl of the direct score network")
+            k += 1
+        if has_cd:
+            ecd = self.energy(run, cfg, "params_cd").value(pts).reshape(gx.shape)
+            axes[k].imshow(np.exp(-(ecd - ecd.min())), origin="lower", extent=(-3, 3, -3, 3))
+            axes[k].set_title("exp(-E), contrastive divergence")
         for ax in axes:
             ax.set_aspect("equal")
             ax.set_xlim(-3, 3)
