@@ -120,9 +120,6 @@ class Device:
         """The device that owns array ``x``."""
         return GPU_DEVICE() if is_gpu_array(x) else CPU_DEVICE
 
-    def asarray(self, x, dtype=None):
-        return to_device(x, self) if dtype is None else self.xp.asarray(to_device(x, self), dtype=dtype)
-
     # ------------------------------------------------------------ reductions
     def sum(self, x):
         """Sum over particles (axis 0)."""

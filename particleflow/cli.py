@@ -5,8 +5,8 @@ Exit codes: 0 success, 2 user error (one line, no traceback), 1 internal error,
 Existing outputs are never overwritten without ``--force``.
 """
 import copy
-import functools
 import errno
+import functools
 import glob
 import importlib.util
 import itertools

@@ -5,7 +5,7 @@ Every config is validated before anything runs.  An unknown key names the closes
 valid one and lists them all; a wrong type or an out-of-range value names the key and
 the allowed range.  Errors are ``ConfigError`` (a ``ValueError``), which the CLI turns
 into one line and exit code 2.  ``docs/configs.md`` is generated from these
-declarations (``reference_markdown``).
+declarations (``particleflow.experiments.reference``).
 """
 import difflib
 import math
@@ -104,7 +104,8 @@ def output_section(every=10, frame_every=None, checkpoint_every=1000, **extra):
     return out | extra
 
 
-def _table(where, d, schema):
+def table(where, d, schema):
+    """Validate table ``d`` against ``schema`` (key -> Field); defaults filled in."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where or 'the config'} must be a table")
     for k in d:
@@ -126,11 +127,6 @@ def _table(where, d, schema):
 
 def _join(where, k):
     return f"{where}.{k}" if where else k
-
-
-def table(where, d, schema):
-    """Validate table ``d`` against ``schema`` (key -> Field); defaults filled in."""
-    return _table(where, d, schema)
 
 
 def loads(text, where="config"):

@@ -171,18 +171,19 @@ class Simulation:
             raise ValueError(f"{what}() must be called before the simulation's first run()")
 
     # ------------------------------------------------------------ recording
-    def _values(self, step, initial=False):
+    def _evaluate(self, name, fn):
+        """{name: fn(sim)}, or a dict value's items as ``name/key`` (``key`` when name is None)."""
+        v = fn(self)
+        if isinstance(v, dict):
+            return {k if name is None else f"{name}/{k}": x for k, x in v.items()}
+        return {name: v}
+
+    def _values(self, step):
         out = {}
-        for name, fn, every, init in self._observables:
-            if (initial and not init) or (not initial and step % every):
-                continue
-            v = fn(self)
-            if isinstance(v, dict):
-                for k, x in v.items():
-                    out[k if name is None else f"{name}/{k}"] = x
-            else:
-                out[name] = v
-        if not initial and self._moves_every is not None and step % self._moves_every == 0:
+        for name, fn, every, _ in self._observables:
+            if step % every == 0:
+                out.update(self._evaluate(name, fn))
+        if self._moves_every is not None and step % self._moves_every == 0:
             for slot in self.slots:
                 for k in slot.stats_keys:
                     if k in slot.last:
@@ -193,35 +194,30 @@ class Simulation:
         return {k: self.ensembles[k] for k, every in self._frames.items()
                 if every is not None and step % every == 0}
 
-    def spec(self):
-        """The observables (name -> example value, computed at the current state) and
-        the ensembles with frames."""
-        examples = {}
-        for name, fn, every, init in self._observables:
-            v = fn(self)
-            if isinstance(v, dict):
-                examples.update({k if name is None else f"{name}/{k}": x for k, x in v.items()})
-            else:
-                examples[name] = v
+    def start(self):
+        """Start the observers and record the initial state (step 0); ``run`` calls it.
+        Every observable is evaluated once at the current state: the values give the
+        observers their shapes and, for ``initial`` observables, are step 0's record.
+        A Simulation restored from a checkpoint at step > 0 records nothing here."""
+        if self._started:
+            return
+        examples, initial = {}, {}
+        for name, fn, _, init in self._observables:
+            vals = self._evaluate(name, fn)
+            examples.update(vals)
+            if init:
+                initial.update(vals)
         if self._moves_every is not None:
             for slot in self.slots:
                 for k in slot.stats_keys:
                     examples[f"{slot.name}/{k}"] = 0.0
-        return Spec({k: self.ensembles[k] for k in self._frames}, examples)
-
-    def start(self):
-        """Start the observers and record the initial state (step 0); ``run`` calls it.
-        A Simulation restored from a checkpoint at step > 0 records nothing here."""
-        if self._started:
-            return
-        spec = self.spec()
+        spec = Spec({k: self.ensembles[k] for k in self._frames}, examples)
         for ob in self.observers:
             ob.start(self, spec)
         self._started = True
         if self.step == 0:
-            values = self._values(0, initial=True)
             for ob in self.observers:
-                ob.record(0, dict(spec.ensembles), values)
+                ob.record(0, dict(spec.ensembles), initial)
 
     def finish(self, results=None):
         """Set ``results`` and hand them to the observers (the writer stores them)."""

@@ -69,6 +69,22 @@ def unflatten(like, v):
     return out
 
 
+def add_parameter_trainer(sim, model, gradient, lr=1e-3, betas=(0.9, 0.999), suffix=""):
+    """Train ``model`` inside ``sim``: a one-particle ensemble ``theta<suffix>`` holds its
+    parameters flattened, Adam moves it along ``gradient(step)`` (a dict like
+    ``model.params``, for the Simulation's current step), and ``LoadParameters`` copies
+    it back into the model.  The model is registered as state ``model<suffix>``;
+    Adam's moments and update count are its move state, so a checkpointed run resumes
+    bitwise."""
+    name = f"theta{suffix}"
+    sim.add_ensemble(name, Ensemble(flatten(model.params)[None, :], name=name))
+    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas), name,
+                 name=f"adam{suffix}")
+    sim.schedule(LoadParameters(model), name, name=f"load_parameters{suffix}")
+    sim.register_state(f"model{suffix}", model)
+    return sim
+
+
 def contrastive_ml(energy, data, chains, sampler, lr=1e-2, betas=(0.9, 0.999), seed=0, dtype=np.float64):
     """Maximum likelihood by contrastive gradients with persistent MCMC negatives, as a
     Simulation of three ensembles:
@@ -77,24 +93,13 @@ def contrastive_ml(energy, data, chains, sampler, lr=1e-2, betas=(0.9, 0.999), s
     * ``chains``: persistent model samples, moved by ``sampler(energy)`` (e.g.
       ``lambda e: MALA(e, 0.1)``) toward the current energy;
     * ``theta``: one particle, the energy's parameters flattened, moved by Adam along
-      grad_theta [mean E(data) - mean E(chains)] and copied into the energy.
+      grad_theta [mean E(data) - mean E(chains)] and copied into the energy
+      (``add_parameter_trainer``).
 
-    One step = one sampler step on the chains, one Adam step, one parameter copy.
-    The energy is registered as state, Adam's moments and step count are its move
-    state: a checkpointed run resumes bitwise."""
-    theta0 = flatten(energy.params)
-    ens = {"data": Ensemble(np.asarray(data, dtype=dtype), name="data"),
-           "chains": Ensemble(np.asarray(chains, dtype=dtype), name="chains"),
-           "theta": Ensemble(theta0[None, :], name="theta")}
-    sim = Simulation(ens, seed=seed)
-
-    def grad(theta):
-        energy.set_params(unflatten(energy.params, to_numpy(theta.x[0])))
-        g = contrastive_gradient(energy, sim.ensembles["data"].x, sim.ensembles["chains"].x)
-        return flatten(g)[None, :].astype(theta.dtype)
-
+    One step = one sampler step on the chains, one Adam step, one parameter copy."""
+    sim = Simulation({"data": Ensemble(np.asarray(data, dtype=dtype), name="data"),
+                      "chains": Ensemble(np.asarray(chains, dtype=dtype), name="chains")}, seed=seed)
     sim.schedule(sampler(energy), "chains", name="sampler")
-    sim.schedule(Adam(grad, lr=lr, betas=betas), "theta", name="adam")
-    sim.schedule(LoadParameters(energy), "theta", name="load_parameters")
-    sim.register_state("energy", energy)
-    return sim
+    return add_parameter_trainer(
+        sim, energy, lambda step: contrastive_gradient(energy, sim.ensembles["data"].x, sim.ensembles["chains"].x),
+        lr, betas)

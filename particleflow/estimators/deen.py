@@ -25,10 +25,9 @@ import numpy as np
 
 from ..backend import array_module
 from ..ensemble import Ensemble
-from ..moves import Adam
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
-from .contrastive import LoadParameters, contrastive_gradient, flatten
+from .contrastive import add_parameter_trainer, contrastive_gradient
 
 TRAIN, HELDOUT, CD_NOISE = 0, 1, 2       # StreamBlock.DATA + these
 
@@ -127,16 +126,6 @@ def _check_batch(batch_size):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
 
 
-def _add_trainer(sim, model, gradient, lr, betas, suffix):
-    """A parameter particle ``theta<suffix>`` moved by Adam along ``gradient(step)`` and
-    copied into ``model``; the model is registered as state."""
-    sim.add_ensemble(f"theta{suffix}", Ensemble(flatten(model.params)[None, :], name=f"theta{suffix}"))
-    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas), f"theta{suffix}",
-                 name=f"adam{suffix}")
-    sim.schedule(LoadParameters(model), f"theta{suffix}", name=f"load_parameters{suffix}")
-    sim.register_state(f"model{suffix}", model)
-
-
 def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=0):
     """DEEN training as a Simulation of two ensembles:
 
@@ -161,14 +150,15 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
         sim.context["loss"] = loss
         return g
 
-    _add_trainer(sim, energy, gradient, lr, betas, "")
+    add_parameter_trainer(sim, energy, gradient, lr, betas)
     sim.context.update(energy=energy, data=data, sigma=sigma, loss=float("nan"), seed=seed, batch_size=batch_size)
     return sim
 
 
 def add_score_network(sim, network, lr=1e-3, betas=(0.9, 0.999)):
     """Paper 002's direct score network baseline (``energies.ScoreMLP``) trained on the
-    same minibatches and noise as the DEEN of ``sim`` (ensemble ``theta_score``)."""
+    same minibatches and noise as the DEEN of ``sim`` (ensemble ``theta_score``;
+    ``sim.context["score_network"]``)."""
     c = sim.context
     data = _check_data(c["data"], network)
 
@@ -178,7 +168,8 @@ def add_score_network(sim, network, lr=1e-3, betas=(0.9, 0.999)):
         c["loss_score"] = loss
         return g
 
-    _add_trainer(sim, network, gradient, lr, betas, "_score")
+    add_parameter_trainer(sim, network, gradient, lr, betas, "_score")
+    c["score_network"] = network
     return sim
 
 
@@ -186,7 +177,7 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
     """Paper 002's contrastive-divergence baseline (eqs. 26-27): negatives
     x- = x - sigma^2 grad E(x) + sqrt(2) sigma nu from the same minibatch x, and the
     parameters move along grad_theta [mean E(x) - mean E(x-)] (Adam, as DEEN, so the
-    two differ only in the objective; ensemble ``theta_cd``)."""
+    two differ only in the objective; ensemble ``theta_cd``; ``sim.context["cd_energy"]``)."""
     c = sim.context
     data = _check_data(c["data"], energy)
     sigma = c["sigma"]
@@ -199,7 +190,8 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
         x_neg = x - s2 * energy.grad(x) + x.dtype.type(math.sqrt(2) * sigma) * nu
         return contrastive_gradient(energy, x, x_neg)
 
-    _add_trainer(sim, energy, gradient, lr, betas, "_cd")
+    add_parameter_trainer(sim, energy, gradient, lr, betas, "_cd")
+    c["cd_energy"] = energy
     return sim
 
 

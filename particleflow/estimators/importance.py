@@ -58,6 +58,7 @@ from ..random import Purpose, Stream
 from ..simulation import Simulation
 from .contrastive import contrastive_gradient
 from .contrastive import flatten as flatten_params
+from .contrastive import unflatten
 
 ROUTES = ("is", "imh", "is_resample")
 
@@ -167,7 +168,7 @@ class ImportanceML:
                            for r in range(self.runs)])
         self._chains = {}
         self._resamplers = {}
-        self._frozen = self.proposal.at(None if self.proposal.depends_on_theta else {})
+        self._frozen = self.proposal.at(None)          # params set before each use
         self._imh = IndependentMH(self.energy, self._frozen)
 
     # ---------------------------------------------------------- J_GL over runs
@@ -342,19 +343,15 @@ class ImportanceDescent(Move):
             raise ValueError(f"max_step must be > 0; got {max_step}")
         self.est, self.route, self.runs = estimator, route, [int(r) for r in runs]
         self.names = list(params0)
-        self.shapes = [np.shape(params0[k]) for k in self.names]
+        self.like = {k: np.zeros(np.shape(params0[k])) for k in self.names}
         self.iterations, self.learning_rate = int(iterations), float(learning_rate)
         self.average_last, self.scheme, self.max_step = int(average_last), scheme, max_step
         self.chains = {}
         self.tail = [[] for _ in self.runs]
 
     def params_of(self, v):
-        out, i = {}, 0
-        for k, shp in zip(self.names, self.shapes):
-            n = int(np.prod(shp))
-            out[k] = np.asarray(v[i:i + n], dtype=np.float64).reshape(shp).copy()
-            i += n
-        return out
+        """The parameter dict of a flattened particle."""
+        return unflatten(self.like, np.asarray(v, dtype=np.float64))
 
     def _step(self, ens, stream, step):
         new_x = ens.x.copy()

@@ -184,16 +184,16 @@ class DEEN(Experiment):
             out["sigma_selected"] = np.asarray(out["parzen_grid"][int(np.argmax(c["scores"]))])
         for k, v in energy.params.items():
             out[f"params/{k}"] = np.asarray(v)
-        if "model_score" in sim._states:
-            net = sim._states["model_score"]
+        if "score_network" in c:
+            net = c["score_network"]
             r = x_h - xi_h - xi_h.dtype.type(sigma ** 2) * net(xi_h)
             out["heldout_loss_score"] = np.asarray((r * r).sum(1).mean())
             J = net.jacobian(pts).astype(np.float64)
             out["curl_relative_score"] = np.asarray(np.abs(J[:, 1, 0] - J[:, 0, 1]).mean() / np.abs(J[:, 1, 0]).mean())
             for k, v in net.params.items():
                 out[f"params_score/{k}"] = np.asarray(v)
-        if "model_cd" in sim._states:
-            cd = sim._states["model_cd"]
+        if "cd_energy" in c:
+            cd = c["cd_energy"]
             out["heldout_loss_cd"] = np.asarray(dsm_loss(cd, x_h, xi_h, sigma))
             if cfg["data"]["kind"] == "ring":
                 neg_cd = -cd.value(pts).astype(np.float64)

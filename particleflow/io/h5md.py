@@ -331,9 +331,11 @@ def _rewrite_prefix(out, spec, params, compression, frames):
         elements = [(f"{name}/{what}", f"particles/{name}/{what}", el) for (name, what), el in w.elements.items()]
         elements += [(f"observables/{k}", f"observables/{k}", el) for k, el in w.observables.items()]
         for key, group, el in elements:
-            for i in range(frames.get(key, 0)):
-                src = old.file[group]
-                el.append(int(src["step"][i]), src["value"][i])
+            n = frames.get(key, 0)
+            if n:
+                steps, values = old.file[group]["step"], old.file[group]["value"]
+                for i in range(n):
+                    el.append(int(steps[i]), values[i])
         for (name, what), el in w.elements.items():
             n = frames.get(f"{name}/{what}", 0)
             if what == "id" and n:

@@ -20,7 +20,7 @@ class HMC(Move):
     accepted state's energy and gradient go into the ensemble's energy cache, so a
     step after the first calls ``value_and_grad`` ``n_leapfrog`` times."""
 
-    stats_keys = ('acceptance', 'mean_energy')
+    stats_keys = ("acceptance", "mean_energy")
 
     def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto"):
         super().__init__()

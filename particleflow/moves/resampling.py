@@ -89,7 +89,7 @@ class Resample(Move):
         Resample only when ESS < ess_threshold * n (None: every call).
     """
 
-    stats_keys = ('resampled', 'ess', 'unique_ancestors')
+    stats_keys = ("resampled", "ess", "unique_ancestors")
 
     def __init__(self, scheme="systematic", ess_threshold=None):
         super().__init__()

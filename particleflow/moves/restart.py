@@ -16,7 +16,7 @@ class Restart(Move):
     probability : float in [0, 1]
     """
 
-    stats_keys = ('restart_fraction',)
+    stats_keys = ("restart_fraction",)
 
     def __init__(self, source, probability):
         super().__init__()

@@ -31,7 +31,7 @@ class WassersteinFisherRao(Move):
     manifold : None or "sphere"
     """
 
-    stats_keys = ('mean_weight', 'ess')
+    stats_keys = ("mean_weight", "ess")
 
     def __init__(self, potential, step_size, weight_step_size=None, mean_weight_cap=None,
                  manifold=None):
