@@ -5,6 +5,10 @@ cheap to write and PyTorch autograd if importable (never a dependency).
   (one Langevin step's work) and grad_params.
 * MLP [2, 32, 32, 32, 1] tanh, batch 4096, float32: one DEEN loss gradient
   (generic grad + item (d), and ``dsm_loss_and_grad``).
+* DEEN training iteration (minibatch, noise, loss gradient, Adam, parameter copy) for
+  the ring config (MLP [2, 32, 32, 32, 1], batch 256, float64) and the digits config
+  (MLP [64, 128, 128, 256, 1], batch 128, float32); PyTorch does the same iteration
+  (``torch.randint`` / ``randn``, double backward, ``torch.optim.Adam``).
 * MLP [64, 32, 32, 32, 1] tanh, n = 1e5, float32: value + grad_x, and one whole
   Langevin step (``pf.moves.Langevin`` on an Ensemble, Philox noise included).
 
@@ -22,6 +26,11 @@ import numpy as np
 
 import particleflow as pf
 from _timing import time_per_call
+
+
+# (label, MLP sizes, batch, dtype): the ring and digits configs of paper 002 (runs/deen_*.toml)
+DEEN_STEPS = (("ring: MLP [2,32,32,32,1], batch 256, float64", [2, 32, 32, 32, 1], 256, np.float64),
+              ("digits: MLP [64,128,128,256,1], batch 128, float32", [64, 128, 128, 256, 1], 128, np.float32))
 
 
 def bench(fn, min_time=0.05, samples=3, warmup=1):
@@ -54,6 +63,10 @@ def workloads():
         f = dsm_mlp_grad.make_numpy(np.dtype(np.float32))
         params = dsm_mlp_grad.flat_params(2, np.dtype(np.float32))
         rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", lambda: f(params, xd, xi)))
+    for label, sizes, batch, dt in DEEN_STEPS:         # one whole training iteration of paper 002
+        data = rng.standard_normal((20000, sizes[0])).astype(dt)
+        sim = pf.estimators.deen.deen(pf.energies.MLP(sizes, dtype=dt), data, 0.1, batch, 1e-3)
+        rows.append((f"DEEN training step with Adam, {label}", lambda sim=sim: sim.run(1)))
     mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)
     rows.append(("MLP [64,32,32,32,1] value+grad_x, n = 1e5", lambda: mlp64.value_and_grad(x64)))

@@ -60,6 +60,23 @@ def torch_rows(rng):
         r = xd - z + 0.01 * g
         torch.autograd.grad((r * r).sum() / 4096, list(small.parameters()), allow_unused=True)
     rows.append(("MLP [2,32,32,32,1] DEEN loss gradient, batch 4096", deen))
+    for label, sizes, batch, dt in (("ring: MLP [2,32,32,32,1], batch 256, float64", [2, 32, 32, 32, 1], 256,
+                                     torch.float64),
+                                    ("digits: MLP [64,128,128,256,1], batch 128, float32", [64, 128, 128, 256, 1],
+                                     128, torch.float32)):
+        net = mlp(sizes).to(dt)
+        data = torch.from_numpy(rng.standard_normal((20000, sizes[0]))).to(dt)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def train_step(net=net, data=data, opt=opt, batch=batch):
+            x = data[torch.randint(0, data.shape[0], (batch,))]
+            z = (x + 0.1 * torch.randn_like(x)).requires_grad_(True)
+            g, = torch.autograd.grad(net(z).sum(), z, create_graph=True)
+            r = x - z + 0.01 * g
+            opt.zero_grad()
+            ((r * r).sum() / batch).backward()
+            opt.step()
+        rows.append((f"DEEN training step with Adam, {label}", train_step))
     big = mlp([64, 32, 32, 32, 1])
     x64 = torch.from_numpy(rng.standard_normal((100_000, 64)).astype(np.float32))
 

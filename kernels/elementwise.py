@@ -6,6 +6,7 @@ fixed blocks.  Same operations in the same order as numpy's (no FMA contraction)
 the result is bitwise numpy's and does not depend on the thread count (tested).
 """
 import numba
+import numpy as np
 from numba import prange
 
 BLOCK = 16384
@@ -34,3 +35,36 @@ def langevin_update(x, g, z, h, c, out):
     _x_minus_hg_plus_cz(x.reshape(-1), g.reshape(-1), z.reshape(-1), x.dtype.type(h), x.dtype.type(c),
                         out.reshape(-1))
     return out
+
+
+@numba.njit(error_model="numpy", _nrt=False)
+def _adam_block(x, g, m, v, b1, omb1, b2, omb2, c1, c2, lr, eps, x_out, m_out, v_out, n):
+    for q in range(n):
+        mq = b1 * m[q] + omb1 * g[q]
+        vq = b2 * v[q] + omb2 * g[q] * g[q]
+        m_out[q] = mq
+        v_out[q] = vq
+        x_out[q] = x[q] - lr * (mq / c1) / (np.sqrt(vq / c2) + eps)
+
+
+@numba.njit(parallel=True, error_model="numpy")
+def _adam(x, g, m, v, b1, omb1, b2, omb2, c1, c2, lr, eps, x_out, m_out, v_out):
+    n = x.shape[0]
+    nb = (n + BLOCK - 1) // BLOCK
+    for b in prange(nb):
+        s0 = b * BLOCK
+        s1 = min(n, s0 + BLOCK)
+        _adam_block(x[s0:s1], g[s0:s1], m[s0:s1], v[s0:s1], b1, omb1, b2, omb2, c1, c2, lr, eps, x_out[s0:s1],
+                    m_out[s0:s1], v_out[s0:s1], s1 - s0)
+
+
+def adam_update(x, g, m, v, b1, b2, c1, c2, lr, eps):
+    """One Adam step in one pass: (x', m', v') with m' = b1 m + (1 - b1) g,
+    v' = b2 v + (1 - b2) g g, x' = x - lr (m' / c1) / (sqrt(v' / c2) + eps) (c1, c2: the
+    bias corrections).  The scalars are cast to x's dtype as numpy's expression casts
+    them, and the operations run in numpy's order, so the result is bitwise numpy's."""
+    fl = x.dtype.type
+    x_out, m_out, v_out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    _adam(x.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), fl(b1), fl(1 - b1), fl(b2), fl(1 - b2),
+          fl(c1), fl(c2), fl(lr), fl(eps), x_out.reshape(-1), m_out.reshape(-1), v_out.reshape(-1))
+    return x_out, m_out, v_out

@@ -86,6 +86,7 @@ class Simulation:
         self._observables = []             # (name or None, fn, every, initial)
         self._moves_every = None
         self._frames = {}                  # ensemble name -> every (None: initial frame only)
+        self._unrecorded = set()           # static ensembles that are never written
         self._states = {}                  # name -> object with state_dict / load_state_dict
         self._started = False
         self.context = {}                  # objects an experiment keeps with its simulation
@@ -150,6 +151,20 @@ class Simulation:
             if name not in self.ensembles:
                 raise ValueError(f"unknown ensemble {name!r}; known: {', '.join(self.ensembles)}")
             self._frames[name] = None if every is None else _every(every, "every")
+        return self
+
+    def static(self, *ensembles):
+        """Declare ``ensembles`` static without recording them (data too large for the
+        trajectory): no move may change them, checkpoints leave them out, the
+        experiment rebuilds them from its config."""
+        self._not_started("static")
+        moved = {s.ensemble for s in self.slots}
+        for name in ensembles:
+            if name not in self.ensembles:
+                raise ValueError(f"unknown ensemble {name!r}; known: {', '.join(self.ensembles)}")
+            if name in moved:
+                raise ValueError(f"ensemble {name!r} is moved by a scheduled move; it cannot be static")
+            self._unrecorded.add(name)
         return self
 
     def attach(self, observer):
@@ -293,7 +308,8 @@ class Simulation:
         """Ensembles that get only an initial frame and that no move changes (data):
         checkpoints leave them out, the experiment rebuilds them from the seed."""
         moved = {s.ensemble for s in self.slots}
-        return [k for k, every in self._frames.items() if every is None and k not in moved]
+        recorded = [k for k, every in self._frames.items() if every is None and k not in moved]
+        return recorded + sorted(self._unrecorded - set(recorded) - moved)
 
     def load_state_dict(self, state):
         """Restore ``state_dict()`` (a run restored at step > 0 records no initial frame)."""

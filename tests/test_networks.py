@@ -120,6 +120,14 @@ def test_float32_close_to_float64():
     assert np.max(np.abs(g32 - g64)) < 1e-4 * max(1.0, np.abs(g64).max())
 
 
+def test_nijkamp_at_small_widths_and_sizes():
+    net = pf.energies.ConvNet.nijkamp(8, 8, channels=1)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 1, 8, 8))
+    assert net.value(x).shape == (3,) and [tuple(v.shape) for k, v in net.params.items() if "weight" in k] == \
+        [(8, 1, 3, 3), (16, 8, 4, 4), (1, 16, 4, 4)]
+    assert len([k for k in pf.energies.ConvNet.nijkamp(4, 16, channels=1).params if "weight" in k]) == 4
+
+
 def test_nijkamp_architecture_and_chunking():
     net = pf.energies.ConvNet.nijkamp(32, 32)
     shapes = {k: v.shape for k, v in net.params.items()}
@@ -142,6 +150,8 @@ def test_nijkamp_architecture_and_chunking():
     (lambda: pf.energies.MLP([2, 8, 1]).set_params({k: np.zeros(3) for k in pf.energies.MLP([2, 8, 1]).params}), "must have shape"),
     (lambda: pf.energies.MLP([2, 8, 1]).grad(np.zeros((3, 2), np.float32)), "dtype"),
     (lambda: pf.energies.ConvNet.nijkamp(32, 48), "image_size"),
+    (lambda: pf.energies.ConvNet.nijkamp(32, 4), "image_size"),
+    (lambda: pf.energies.ConvNet.nijkamp(0, 32), "n_f"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):

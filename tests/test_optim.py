@@ -53,6 +53,30 @@ def test_adam_converges_and_step_decay():
     assert [s(0), s(9), s(10), s(25)] == [1.0, 1.0, 0.5, 0.25]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_adam_kernel_is_bitwise_the_numpy_expressions(dtype):
+    from particleflow.kernels.elementwise import adam_update
+    rng = np.random.default_rng(0)
+    x, g, m = (rng.standard_normal(40_000).astype(dtype) for _ in range(3))
+    v = (rng.standard_normal(40_000) ** 2).astype(dtype)
+    fl = np.dtype(dtype).type
+    for t in (1, 7, 1000):
+        b1, b2, lr, eps = 0.9, 0.999, 3e-3, 1e-8
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        m2 = fl(b1) * m + fl(1 - b1) * g
+        v2 = fl(b2) * v + fl(1 - b2) * g * g
+        x2 = x - fl(lr) * (m2 / fl(c1)) / (np.sqrt(v2 / fl(c2)) + fl(eps))
+        got = adam_update(x, g, m, v, b1, b2, c1, c2, lr, eps)
+        for a, b in zip(got, (x2, m2, v2)):
+            assert a.dtype == dtype and a.tobytes() == b.tobytes()
+
+
+def test_cosine_decay_values():
+    c = pf.moves.CosineDecay(1.0, 100, final=0.1)
+    np.testing.assert_allclose([c(0), c(50), c(100), c(500)], [1.0, 0.55, 0.1, 0.1], rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(c(25), 0.1 + 0.9 * (1 + np.cos(np.pi / 4)) / 2, rtol=1e-15)
+
+
 def test_state_dict_resume_is_bitwise():
     a = pf.moves.Adam(quad_grad, 0.05)
     straight = run(a, 10)
@@ -107,6 +131,8 @@ def test_training_an_mlp_parameter_ensemble():
     (lambda: pf.moves.Adam(quad_grad, 0.1, betas=(1.0, 0.9)), "betas"),
     (lambda: pf.moves.Adam(None, 0.1), "grad"),
     (lambda: pf.moves.StepDecay(0.1, 0), "step_size"),
+    (lambda: pf.moves.CosineDecay(0.1, 0), "steps"),
+    (lambda: pf.moves.CosineDecay(0.1, 10, final=0.5), "final"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):

@@ -225,9 +225,12 @@ class MLP(Network):
     sizes : list of int, input dimension first, last must be 1
     activation : one of tanh, relu, leaky_relu, softplus, silu
     seed : int (PyTorch-default Kaiming-uniform initialisation)
+    output_scale : the output layer's initial weights and bias are multiplied by it (the
+        initial scale of E; e.g. 1 / sigma^2 for denoising score matching, where
+        sigma^2 grad E must reach the scale of the noise)
     """
 
-    def __init__(self, sizes, activation="tanh", seed=0, dtype=np.float64, batch_size=2048):
+    def __init__(self, sizes, activation="tanh", seed=0, dtype=np.float64, batch_size=2048, output_scale=1.0):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or sizes[-1] != 1 or min(sizes) < 1:
             raise ValueError(f"sizes must be [d_in, ..., 1] with positive entries; got {sizes}")
@@ -240,6 +243,11 @@ class MLP(Network):
             layers.append(Dense(sizes[i], sizes[i + 1], rng, dt))
             if i < len(sizes) - 2:
                 layers.append(Activation(activation))
+        if isinstance(output_scale, bool) or not isinstance(output_scale, (int, float)) \
+                or not np.isfinite(output_scale) or output_scale <= 0:
+            raise ValueError(f"output_scale must be a positive finite number; got {output_scale!r}")
+        for k in ("weight", "bias"):
+            layers[-1].params[k] = (layers[-1].params[k] * output_scale).astype(dt)
         super().__init__(layers, (sizes[0],), batch_size)
         self.sizes = sizes
         self.activation = activation
@@ -510,11 +518,14 @@ class ConvNet(Network):
     def nijkamp(cls, n_f=32, image_size=32, channels=3, **kw):
         """The short-run MCMC paper's ConvNet (its Tables 4-6): conv3x3(n_f) then
         conv4x4 stride 2 doubling the width until 4x4, then conv4x4 to one output,
-        LeakyReLU 0.2 between layers.  image_size in {32, 64, 128}."""
-        if image_size not in (32, 64, 128):
-            raise ValueError(f"image_size must be 32, 64 or 128; got {image_size}")
-        if n_f not in (32, 64, 128) and kw.pop("strict", True):
-            raise ValueError(f"n_f must be 32, 64 or 128 (the paper's widths); got {n_f}")
+        LeakyReLU 0.2 between layers.  The paper uses n_f in {32, 64, 128} and
+        image_size in {32, 64, 128}; any width n_f >= 1 and any power of two
+        image_size >= 8 build the same pattern (8: one stride-2 layer)."""
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8 \
+                or image_size & (image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 8 (the paper: 32, 64, 128); got {image_size!r}")
+        if isinstance(n_f, bool) or not isinstance(n_f, (int, np.integer)) or n_f < 1:
+            raise ValueError(f"n_f must be an integer >= 1 (the paper: 32, 64, 128); got {n_f!r}")
         n_down = int(np.log2(image_size // 4))
         ch, ks, ss, ps = [n_f], [3], [1], [1]
         for i in range(n_down):

@@ -4,11 +4,11 @@ from .euler_maruyama import EulerMaruyama
 from .hmc import HMC
 from .importance import IndependentMH, Reweight
 from .langevin import MALA, Langevin
-from .optim import SGD, Adam, StepDecay
+from .optim import SGD, Adam, CosineDecay, StepDecay
 from .resampling import SCHEMES, Resample, resample_ancestors
 from .restart import Restart
 from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
 
 __all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resample",
            "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
-           "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay"]
+           "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay"]

@@ -9,6 +9,7 @@ gradient of the loss being minimised.  Conventions follow PyTorch:
         x <- x - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
   with L2 weight decay (g += lambda x) or decoupled (AdamW: x <- x (1 - lr lambda) first).
 * StepDecay(lr, step_size, gamma): lr_t = lr gamma^floor(t / step_size).
+* CosineDecay(lr, steps, final=0): lr_t = final + (lr - final) (1 + cos(pi min(t, steps) / steps)) / 2.
 
 The learning-rate schedule is evaluated at the Simulation's step (the ``step``
 argument of the move), so "decay every 1000 steps" means steps of the run whatever
@@ -21,7 +22,8 @@ import math
 
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from ..backend import on_host, to_device, to_numpy
+from ..kernels.elementwise import adam_update
 from .base import Move, positive
 
 
@@ -35,6 +37,20 @@ class StepDecay:
 
     def __call__(self, t):
         return self.lr * self.gamma ** (t // self.step_size)
+
+
+class CosineDecay:
+    def __init__(self, lr, steps, final=0.0):
+        self.lr = positive(lr, "lr")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
+        self.steps = steps
+        if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= lr:
+            raise ValueError(f"final must be a number in [0, lr]; got {final!r}")
+        self.final = float(final)
+
+    def __call__(self, t):
+        return self.final + (self.lr - self.final) * 0.5 * (1 + math.cos(math.pi * min(t, self.steps) / self.steps))
 
 
 def _schedule(lr):
@@ -120,11 +136,17 @@ class Adam(_Optimiser):
                 g = g + fl(self.weight_decay) * x
         m = self.state.get("m", xp.zeros_like(x))
         v = self.state.get("v", xp.zeros_like(x))
-        m = fl(self.b1) * m + fl(1 - self.b1) * g
-        v = fl(self.b2) * v + fl(1 - self.b2) * g * g
         self.t += 1
-        mhat = m / fl(1 - self.b1 ** self.t)
-        vhat = v / fl(1 - self.b2 ** self.t)
-        ens.x = x - fl(lr) * mhat / (xp.sqrt(vhat) + fl(self.eps))
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        if on_host(x) and all(a.shape == x.shape and a.dtype == x.dtype and a.flags.c_contiguous
+                              for a in (x, g, m, v)):
+            # one fused pass, bitwise the numpy expressions below (kernels/elementwise.py)
+            ens.x, m, v = adam_update(x, g, m, v, self.b1, self.b2, c1, c2, lr, self.eps)
+        else:
+            m = fl(self.b1) * m + fl(1 - self.b1) * g
+            v = fl(self.b2) * v + fl(1 - self.b2) * g * g
+            mhat = m / fl(c1)
+            vhat = v / fl(c2)
+            ens.x = x - fl(lr) * mhat / (xp.sqrt(vhat) + fl(self.eps))
         self.state["m"], self.state["v"] = m, v
         return {"lr": lr}
