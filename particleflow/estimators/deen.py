@@ -27,9 +27,10 @@ from ..backend import array_module
 from ..ensemble import Ensemble
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
+from .batches import HELDOUT, check_batch_size, check_data, noisy_batch
 from .contrastive import add_parameter_trainer, contrastive_gradient
 
-TRAIN, HELDOUT, CD_NOISE = 0, 1, 2       # StreamBlock.DATA + these
+CD_NOISE = 2                             # StreamBlock.DATA + this: the CD baseline's Langevin noise
 
 
 def _check_sigma(sigma):
@@ -63,24 +64,19 @@ def dsm_loss(energy, x, x_noisy, sigma):
 
 def denoise(energy, x_noisy, sigma):
     """Single-step denoising xhat = xi - sigma^2 grad E(xi) (eq. 11).  ``sigma`` is the
-    noise level of ``x_noisy``: a net trained at one sigma may be applied at another
-    (the paper shows sigma' = 0.3 for a net trained at 0.14)."""
-    sigma = _check_sigma(sigma)
-    return x_noisy - x_noisy.dtype.type(sigma * sigma) * energy.grad(x_noisy)
-
-
-def noisy_batch(data, sigma, seed, step, batch_size, split=TRAIN):
-    """(x, xi) for ``step``: ``batch_size`` data rows drawn uniformly with replacement
-    and their noisy copies xi = x + sigma z, both from the Philox streams (a pure
-    function of seed, step and split)."""
-    stream = Stream(seed, StreamBlock.DATA + split)
-    ids = np.arange(batch_size)
-    u = stream.uniform(step, ids, 1, Purpose.MINIBATCH)[:, 0]
-    rows = np.minimum((u * data.shape[0]).astype(np.int64), data.shape[0] - 1)
-    x = data[rows]
-    d = int(np.prod(data.shape[1:]))
-    z = stream.normal(step, ids, d, Purpose.DATA_NOISE, data.dtype).reshape(x.shape)
-    return x, x + data.dtype.type(sigma) * z
+    noise level of ``x_noisy``: one number, or one per row (patch-dependent noise); a
+    net trained at one sigma may be applied at another (the paper shows sigma' = 0.3
+    for a net trained at 0.14)."""
+    xp = array_module(x_noisy)
+    if np.ndim(sigma) == 0:
+        s2 = x_noisy.dtype.type(_check_sigma(sigma) ** 2)
+    else:
+        s = np.asarray(sigma, dtype=np.float64)
+        if s.shape != (x_noisy.shape[0],) or not (np.isfinite(s) & (s > 0)).all():
+            raise ValueError(f"sigma must be a positive finite number or one per row of x_noisy "
+                             f"({x_noisy.shape[0]}); got shape {s.shape}")
+        s2 = xp.asarray((s * s).reshape((-1,) + (1,) * (x_noisy.ndim - 1)), dtype=x_noisy.dtype)
+    return x_noisy - s2 * energy.grad(x_noisy)
 
 
 def parzen_log_likelihood(train, test, sigma, chunk=2048):
@@ -108,24 +104,6 @@ def select_sigma(train, heldout, grid):
     return float(np.asarray(grid)[int(np.argmax(scores))]), scores
 
 
-def _check_data(data, model):
-    data = np.asarray(data)
-    if data.ndim < 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (n, *event_shape) with n >= 1; got {data.shape}")
-    if not np.isfinite(data).all():
-        raise ValueError("data contains NaN or Inf values; remove or impute them first")
-    d = int(np.prod(data.shape[1:]))
-    if getattr(model, "dim", None) is not None and model.dim != d:
-        raise ValueError(f"data have dimension {d} ({data.shape[1:]}) but the model is defined on dimension "
-                         f"{model.dim}")
-    return data.astype(next(iter(model.params.values())).dtype)
-
-
-def _check_batch(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-
-
 def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=0):
     """DEEN training as a Simulation of two ensembles:
 
@@ -140,8 +118,8 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
     ``grad_params_directional`` (MLPs, ConvNets).  ``add_score_network`` and
     ``add_contrastive_divergence`` add the paper's baselines to the same Simulation."""
     sigma = _check_sigma(sigma)
-    data = _check_data(data, energy)
-    _check_batch(batch_size)
+    data = check_data(data, energy)
+    check_batch_size(batch_size)
     sim = Simulation({"data": Ensemble(data.reshape(len(data), -1), name="data")}, seed=seed)
 
     def gradient(step):
@@ -160,7 +138,7 @@ def add_score_network(sim, network, lr=1e-3, betas=(0.9, 0.999)):
     same minibatches and noise as the DEEN of ``sim`` (ensemble ``theta_score``;
     ``sim.context["score_network"]``)."""
     c = sim.context
-    data = _check_data(c["data"], network)
+    data = check_data(c["data"], network)
 
     def gradient(step):
         x, xi = noisy_batch(data, c["sigma"], c["seed"], step, c["batch_size"])
@@ -179,7 +157,7 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
     parameters move along grad_theta [mean E(x) - mean E(x-)] (Adam, as DEEN, so the
     two differ only in the objective; ensemble ``theta_cd``; ``sim.context["cd_energy"]``)."""
     c = sim.context
-    data = _check_data(c["data"], energy)
+    data = check_data(c["data"], energy)
     sigma = c["sigma"]
     noise = Stream(c["seed"], StreamBlock.DATA + CD_NOISE)
 
@@ -195,5 +173,5 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
     return sim
 
 
-__all__ = ["dsm_loss_and_grad", "dsm_loss", "denoise", "noisy_batch", "parzen_log_likelihood", "select_sigma", "deen",
+__all__ = ["dsm_loss_and_grad", "dsm_loss", "denoise", "noisy_batch", "HELDOUT", "parzen_log_likelihood", "select_sigma", "deen",
            "add_score_network", "add_contrastive_divergence"]

@@ -4,7 +4,8 @@
     [data]     kind = "ring" (K isotropic Gaussians on a circle) | "spiral"; n, n_heldout,
                components, radius, std (ring), noise (spiral)
     [model]    sizes = [2, 32, 32, 32, 1], activation = "tanh"
-    [deen]     sigma, batch, lr, sigma_test (a second noise level for single-step denoising)
+    [deen]     sigma, batch, lr, schedule (constant | cosine), sigma_test (a second noise
+               level for single-step denoising)
     [sigma_selection]  grid = [...] (held-out Parzen log-likelihood; empty: no selection),
                use (train at the selected sigma instead of deen.sigma)
     [baselines]  score_network, score_sizes (the direct score network psi = MLP(x) in R^2),
@@ -15,7 +16,9 @@ The algorithm is ``particleflow.estimators.deen``.  Observables every ``output.e
 steps: ``loss`` (the latest minibatch's DEEN loss) and ``heldout_loss`` (on a fixed
 noisy held-out subset of up to 2000 points).  Results: ``heldout_loss`` (all held-out
 points, fixed noise), ``mse_noisy`` and ``mse_denoised`` at sigma and at
-``sigma_test`` (single-step denoising, eq. 11), ``curl_relative`` (mean |d1 psi2 -
+``sigma_test`` (single-step denoising, eq. 11, xhat = xi - sigma^2 grad E(xi) with the
+training sigma: the trained denoiser as it is; ``mse_denoised_rescaled_sigma_test``
+takes the step sigma_test^2 instead), ``curl_relative`` (mean |d1 psi2 -
 d2 psi1| over mean |d1 psi2| of the score psi = -grad E on a grid, from Hessian-vector
 products); for the ring, where the truth is known: ``mmse`` (the Bayes denoiser's
 MSE on the same held-out pairs, the loss's minimum: the noisy density is the same
@@ -33,6 +36,7 @@ import numpy as np
 
 from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP, ScoreMLP
+from ..moves import CosineDecay
 from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_network, deen, denoise, dsm_loss,
                                noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
@@ -49,6 +53,8 @@ MODEL = {"sizes": Field("list", [2, 32, 32, 32, 1], doc="MLP layer sizes, [2, ..
          "activation": Field("str", "tanh", choices=("tanh", "softplus", "silu"), doc="smooth activation")}
 DEEN = {"sigma": positive(0.1, doc="training noise level"), "batch": Field("int", 256, lo=1, doc="minibatch size"),
         "lr": positive(1e-3, doc="Adam learning rate"),
+        "schedule": Field("str", "constant", choices=("constant", "cosine"),
+                          doc="learning rate: constant, or cosine decay to 0 over run.steps"),
         "sigma_test": positive(0.3, doc="a second noise level for single-step denoising")}
 BASELINES = {"score_network": Field("bool", False, doc="also train the direct score network psi = MLP(x) in R^2"),
              "score_sizes": Field("list", [2, 32, 32, 32, 2], doc="its layer sizes, [2, ..., 2]"),
@@ -102,6 +108,12 @@ def ring_posterior_mean(cfg, xi, sigma):
     return (w[:, :, None] * per).sum(1)
 
 
+def learning_rate(cfg):
+    """Adam's learning rate: a number, or a ``CosineDecay`` over the run."""
+    d = cfg["deen"]
+    return d["lr"] if d["schedule"] == "constant" else CosineDecay(d["lr"], cfg["run"]["steps"])
+
+
 class DEEN(Experiment):
     name = "deen"
     description = "paper 002: deep energy estimator networks (denoising score matching) on 2-D data"
@@ -140,7 +152,7 @@ class DEEN(Experiment):
             if cfg["sigma_selection"]["use"]:
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
-        sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], cfg["deen"]["lr"], seed=cfg["run"]["seed"])
+        sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], learning_rate(cfg), seed=cfg["run"]["seed"])
         b = cfg["baselines"]
         if b["score_network"]:
             add_score_network(sim, ScoreMLP(b["score_sizes"], seed=cfg["run"]["seed"], dtype=dt), cfg["deen"]["lr"])
@@ -166,7 +178,9 @@ class DEEN(Experiment):
             z = stream.normal(1 + i, np.arange(len(x_h)), 2, Purpose.DATA_NOISE, x_h.dtype)
             noisy = x_h + x_h.dtype.type(s) * z                 # fresh noise at each level
             out[f"mse_noisy{tag}"] = np.asarray(((noisy - x_h) ** 2).sum(1).mean())
-            out[f"mse_denoised{tag}"] = np.asarray(((denoise(energy, noisy, s) - x_h) ** 2).sum(1).mean())
+            out[f"mse_denoised{tag}"] = np.asarray(((denoise(energy, noisy, sigma) - x_h) ** 2).sum(1).mean())
+            if tag:                                             # the step at the test noise level instead
+                out[f"mse_denoised_rescaled{tag}"] = np.asarray(((denoise(energy, noisy, s) - x_h) ** 2).sum(1).mean())
         gx, gy = np.meshgrid(GRID, GRID)
         pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(x_h.dtype)
         out["curl_relative"] = np.asarray(curl_relative(energy, pts))
@@ -223,7 +237,8 @@ class DEEN(Experiment):
         line = (f"held-out loss {float(r['heldout_loss']):.5f}" + (f", mmse {float(r['mmse']):.5f} "
                 f"(ratio {float(r['heldout_loss'] / r['mmse']):.3f})" if "mmse" in r else "") +
                 f"; denoising MSE {float(r['mse_noisy']):.4f} -> {float(r['mse_denoised']):.4f} at sigma, "
-                f"{float(r['mse_noisy_sigma_test']):.4f} -> {float(r['mse_denoised_sigma_test']):.4f} at sigma_test")
+                f"{float(r['mse_noisy_sigma_test']):.4f} -> {float(r['mse_denoised_sigma_test']):.4f} at sigma_test "
+                f"({float(r['mse_denoised_rescaled_sigma_test']):.4f} with the step sigma_test^2)")
         lines = [line, f"curl (relative) {float(r['curl_relative']):.2e}"]
         if "corr_logp" in r:
             lines.append(f"corr(-E, log p_sigma) {float(r['corr_logp']):.4f}; mode fractions "

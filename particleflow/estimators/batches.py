@@ -1,0 +1,43 @@
+"""Minibatches of a data set for estimators: rows drawn with replacement and
+Gaussian data noise, both from the Philox streams (a pure function of seed, step and
+split), and the checks of a data array against a model."""
+import numpy as np
+
+from ..random import Purpose, Stream, StreamBlock
+
+TRAIN, HELDOUT = 0, 1                    # StreamBlock.DATA + split
+
+
+def noisy_batch(data, sigma, seed, step, batch_size, split=TRAIN):
+    """(x, xi) for ``step``: ``batch_size`` data rows drawn uniformly with replacement
+    and their noisy copies xi = x + sigma z, both from the Philox streams (a pure
+    function of seed, step and split)."""
+    stream = Stream(seed, StreamBlock.DATA + split)
+    ids = np.arange(batch_size)
+    u = stream.uniform(step, ids, 1, Purpose.MINIBATCH)[:, 0]
+    rows = np.minimum((u * data.shape[0]).astype(np.int64), data.shape[0] - 1)
+    x = data[rows]
+    d = int(np.prod(data.shape[1:]))
+    z = stream.normal(step, ids, d, Purpose.DATA_NOISE, data.dtype).reshape(x.shape)
+    return x, x + data.dtype.type(sigma) * z
+
+
+def check_data(data, model):
+    data = np.asarray(data)
+    if data.ndim < 2 or data.shape[0] < 1:
+        raise ValueError(f"data must have shape (n, *event_shape) with n >= 1; got {data.shape}")
+    if not np.isfinite(data).all():
+        raise ValueError("data contains NaN or Inf values; remove or impute them first")
+    d = int(np.prod(data.shape[1:]))
+    if getattr(model, "dim", None) is not None and model.dim != d:
+        raise ValueError(f"data have dimension {d} ({data.shape[1:]}) but the model is defined on dimension "
+                         f"{model.dim}")
+    return data.astype(next(iter(model.params.values())).dtype)
+
+
+def check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+
+
+__all__ = ["noisy_batch", "check_data", "check_batch_size", "TRAIN", "HELDOUT"]
