@@ -5,8 +5,8 @@
   scikit-image (``skimage.data``: camera, grass, gravel, brick, moon, ...; all 512x512)
   scaled to [0, 1], and square patches cut from them at positions drawn from the Philox
   streams (a pure function of the seed);
-* ``faces()``: the 200 LFW faces (25x25, grey levels in [0, 1]) of
-  ``skimage.data.lfw_subset``.
+* ``faces()``: the 100 LFW faces (25x25, grey levels in [0, 1]) of
+  ``skimage.data.lfw_subset`` (which also holds 100 non-face crops, left out).
 
 scikit-learn and scikit-image form the optional ``data`` extra
 (``pip install 'particleflow[data]'``); without it these functions, and
@@ -106,8 +106,9 @@ def patches(images, size, n, seed, split, test_fraction=0.25):
 
 
 def faces():
-    """[200, 25, 25] float64 grey levels in [0, 1]: ``skimage.data.lfw_subset()``."""
-    return np.asarray(_import("faces", "skimage.data").lfw_subset(), dtype=np.float64)
+    """[100, 25, 25] float64 grey levels in [0, 1]: the faces of ``skimage.data.lfw_subset()``
+    (its first 100 images; the other 100 are background crops, not faces)."""
+    return np.asarray(_import("faces", "skimage.data").lfw_subset()[:100], dtype=np.float64)
 
 
 __all__ = ["MissingExtraError", "require_data_extra", "digits", "photographs", "patches", "faces", "check_photographs", "PHOTOGRAPHS"]

@@ -82,7 +82,7 @@ def test_bundled_data_sets():
     # training rows [0, 384 - 16], test rows [384, 512 - 16]: no test patch is a training patch
     assert not any((np.abs(a - t).max((1, 2)) == 0).any() for t in b)
     f = datasets.faces()
-    assert f.shape == (200, 25, 25) and 0 <= f.min() and f.max() <= 1
+    assert f.shape == (100, 25, 25) and 0 <= f.min() and f.max() <= 1
     with pytest.raises(ValueError, match="unknown photograph 'nonsense'"):
         datasets.photographs(["nonsense"])
     with pytest.raises(ValueError, match="does not fit"):
