@@ -8,9 +8,9 @@ __all__ += ["MLP", "ConvNet", "Network"]
 from .f1 import F1Network  # noqa: E402
 
 __all__ += ["F1Network"]
-from .parametric import GaussianPrecision, GaussianStd  # noqa: E402
+from .parametric import GaussianPrecision, GaussianStd, QuadraticExponentialFamily  # noqa: E402
 
-__all__ += ["GaussianStd", "GaussianPrecision"]
+__all__ += ["GaussianStd", "GaussianPrecision", "QuadraticExponentialFamily"]
 from .score import ScoreMLP  # noqa: E402
 
 __all__ += ["ScoreMLP"]

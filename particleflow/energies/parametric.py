@@ -119,3 +119,45 @@ class GaussianPrecision(_Parametric):
 
     def __repr__(self):
         return f"GaussianPrecision(dim={self.dim})"
+
+
+class QuadraticExponentialFamily(_Parametric):
+    """The 1-D exponential family of the short-run MCMC paper (004, Section 4.1):
+    f(x | theta) = <theta, (x, x^2)>, E = -f, so p is N(-theta1 / (2 theta2),
+    -1 / (2 theta2)) when theta2 < 0 and not normalisable otherwise (a short-run chain
+    from a bounded start never needs it to be).  grad_x E = -(theta1 + 2 theta2 x);
+    grad_theta E = -(x, x^2)."""
+
+    dim = 1
+
+    def __init__(self, theta=(0.0, 0.0)):
+        self._set("theta", np.asarray(theta, dtype=np.float64))
+
+    def _set(self, k, v):
+        if v.shape != (2,) or not np.isfinite(v).all():
+            raise ValueError(f"theta must be two finite numbers (theta1, theta2); got {v!r}")
+        self.theta = v.copy()
+
+    @property
+    def params(self):
+        return {"theta": self.theta.copy()}
+
+    def value_and_grad(self, x):
+        self.check_x(x)
+        t1, t2 = (x.dtype.type(t) for t in self.theta)
+        return -(t1 * x[:, 0] + t2 * x[:, 0] * x[:, 0]), -(t1 + 2 * t2 * x)
+
+    def grad_params(self, x, cotangent):
+        c = self._cotangent(x, cotangent)
+        xf = x[:, 0].astype(np.float64)
+        return {"theta": -np.array([float((c * xf).sum()), float((c * xf * xf).sum())])}
+
+    def mean_std(self):
+        """(mean, standard deviation) of p_theta; ``ValueError`` unless theta2 < 0."""
+        t1, t2 = self.theta
+        if not t2 < 0:
+            raise ValueError(f"p_theta is not normalisable for theta2 = {t2} >= 0")
+        return -t1 / (2 * t2), math.sqrt(-1 / (2 * t2))
+
+    def __repr__(self):
+        return f"QuadraticExponentialFamily(theta={self.theta.tolist()})"

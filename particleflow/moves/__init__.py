@@ -7,8 +7,10 @@ from .langevin import MALA, Langevin
 from .optim import SGD, Adam, CosineDecay, StepDecay
 from .resampling import SCHEMES, Resample, resample_ancestors
 from .restart import Restart
+from .shortrun import Gaussian, Reinitialize, ShortRun, UniformBox
 from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
 
 __all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resample",
            "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
-           "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay"]
+           "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay",
+           "ShortRun", "Reinitialize", "UniformBox", "Gaussian"]
