@@ -62,6 +62,13 @@ def check_photographs(names):
                              "grey-level images of skimage.data)")
 
 
+def hold_out(x, n_test, seed):
+    """(training, test) rows of ``x``: a seeded permutation (Philox stream
+    ``StreamBlock.INIT + 16``) puts ``n_test`` rows in the test part."""
+    order = Stream(seed, StreamBlock.INIT + 16).uniform(0, np.arange(len(x)), 1, Purpose.INIT)[:, 0].argsort()
+    return x[order[n_test:]], x[order[:n_test]]
+
+
 def photographs(names=PHOTOGRAPHS):
     """{name: [H, W] float64 grey levels in [0, 1]} from ``skimage.data``."""
     check_photographs(names)
@@ -111,4 +118,4 @@ def faces():
     return np.asarray(_import("faces", "skimage.data").lfw_subset()[:100], dtype=np.float64)
 
 
-__all__ = ["MissingExtraError", "require_data_extra", "digits", "photographs", "patches", "faces", "check_photographs", "PHOTOGRAPHS"]
+__all__ = ["MissingExtraError", "require_data_extra", "digits", "photographs", "patches", "faces", "check_photographs", "hold_out", "PHOTOGRAPHS"]

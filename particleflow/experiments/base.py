@@ -27,6 +27,31 @@ refused before anything is allocated.
 import numpy as np
 
 from ..config import REQUIRED, ConfigError, Field, table
+from ..moves import CosineDecay
+
+
+def learning_rate(section, steps):
+    """Adam's learning rate of a config section with ``lr`` and ``schedule``: the number,
+    or a ``CosineDecay`` to 0 over ``steps``."""
+    return section["lr"] if section["schedule"] == "constant" else CosineDecay(section["lr"], steps)
+
+
+def check_layer_sizes(sizes, what, first=None, last=None, hint=""):
+    """``ConfigError`` unless ``sizes`` is a list of >= 2 positive integers starting with
+    ``first`` and ending with ``last`` (where given)."""
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
+            or (first is not None and sizes[0] != first) or (last is not None and sizes[-1] != last):
+        raise ConfigError(f"{what} must be integers [{'...' if first is None else first}, ..., "
+                          f"{'...' if last is None else last}]{hint}; got {sizes!r}")
+
+
+def trained_params(run, prefix, missing):
+    """The parameters a run stored as results ``<prefix>/<name>``, or ``ValueError``
+    ending with ``missing`` (why there may be none)."""
+    params = {k[len(prefix) + 1:]: np.asarray(v) for k, v in run.results.items() if k.startswith(prefix + "/")}
+    if not params:
+        raise ValueError(f"{run.path} holds no trained parameters {prefix!r} ({missing})")
+    return params
 
 
 class Experiment:

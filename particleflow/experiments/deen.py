@@ -36,11 +36,10 @@ import numpy as np
 
 from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP, ScoreMLP
-from ..moves import CosineDecay
 from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_network, deen, denoise, dsm_loss,
                                noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
-from .base import Experiment
+from .base import Experiment, check_layer_sizes, learning_rate, trained_params
 
 DATA = {"kind": Field("str", "ring", choices=("ring", "spiral"), doc="data set (generated from the seed)"),
         "n": Field("int", 20000, lo=2, doc="training points"),
@@ -62,6 +61,15 @@ BASELINES = {"score_network": Field("bool", False, doc="also train the direct sc
 SELECTION = {"grid": Field("list", [], doc="sigmas for the held-out Parzen selection (empty: none)"),
              "use": Field("bool", False, doc="train at the selected sigma")}
 GRID = np.linspace(-3.0, 3.0, 121)
+
+
+def check_selection(cfg):
+    """The [sigma_selection] section (shared with the image experiment)."""
+    g = cfg["sigma_selection"]["grid"]
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in g):
+        raise ConfigError(f"sigma_selection.grid must be positive numbers; got {g!r}")
+    if cfg["sigma_selection"]["use"] and not g:
+        raise ConfigError("sigma_selection.use = true needs a non-empty sigma_selection.grid")
 
 
 def data_sets(cfg):
@@ -108,12 +116,6 @@ def ring_posterior_mean(cfg, xi, sigma):
     return (w[:, :, None] * per).sum(1)
 
 
-def learning_rate(cfg):
-    """Adam's learning rate: a number, or a ``CosineDecay`` over the run."""
-    d = cfg["deen"]
-    return d["lr"] if d["schedule"] == "constant" else CosineDecay(d["lr"], cfg["run"]["steps"])
-
-
 class DEEN(Experiment):
     name = "deen"
     description = "paper 002: deep energy estimator networks (denoising score matching) on 2-D data"
@@ -122,19 +124,9 @@ class DEEN(Experiment):
                 "output": output_section(every=100, checkpoint_every=1000)}
 
     def check(self, cfg):
-        sizes = cfg["model"]["sizes"]
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
-                or sizes[0] != 2 or sizes[-1] != 1:
-            raise ConfigError(f"model.sizes must be integers [2, ..., 1] (2-D data, one energy); got {sizes!r}")
-        ss = cfg["baselines"]["score_sizes"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ss) or len(ss) < 2 \
-                or ss[0] != 2 or ss[-1] != 2:
-            raise ConfigError(f"baselines.score_sizes must be integers [2, ..., 2]; got {ss!r}")
-        g = cfg["sigma_selection"]["grid"]
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in g):
-            raise ConfigError(f"sigma_selection.grid must be positive numbers; got {g!r}")
-        if cfg["sigma_selection"]["use"] and not g:
-            raise ConfigError("sigma_selection.use = true needs a non-empty sigma_selection.grid")
+        check_layer_sizes(cfg["model"]["sizes"], "model.sizes", 2, 1, " (2-D data, one energy)")
+        check_layer_sizes(cfg["baselines"]["score_sizes"], "baselines.score_sizes", 2, 2)
+        check_selection(cfg)
 
     def memory_bytes(self, cfg):
         width = max(cfg["model"]["sizes"])
@@ -152,7 +144,8 @@ class DEEN(Experiment):
             if cfg["sigma_selection"]["use"]:
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
-        sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], learning_rate(cfg), seed=cfg["run"]["seed"])
+        sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], learning_rate(cfg["deen"], cfg["run"]["steps"]),
+                   seed=cfg["run"]["seed"])
         b = cfg["baselines"]
         if b["score_network"]:
             add_score_network(sim, ScoreMLP(b["score_sizes"], seed=cfg["run"]["seed"], dtype=dt), cfg["deen"]["lr"])
@@ -225,11 +218,7 @@ class DEEN(Experiment):
             net = ScoreMLP(cfg["baselines"]["score_sizes"], dtype=dt)
         else:
             net = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], dtype=dt)
-        params = {k[len(which) + 1:]: v for k, v in run.results.items() if k.startswith(which + "/")}
-        if not params:
-            raise ValueError(f"{run.path} holds no trained parameters {which!r} (the run did not finish, or "
-                             "it trained no such model)")
-        net.set_params({k: np.asarray(v) for k, v in params.items()})
+        net.set_params(trained_params(run, which, "the run did not finish, or it trained no such model"))
         return net
 
     def summary(self, run, cfg):

@@ -39,7 +39,8 @@ from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP
 from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, select_sigma
 from ..random import Purpose, Stream, StreamBlock
-from .base import Experiment
+from .base import Experiment, check_layer_sizes, trained_params
+from .deen import SELECTION, check_selection
 
 DATA = {"kind": Field("str", "digits", choices=("digits", "patches"), doc="data set"),
         "n_test": Field("int", 297, lo=1, doc="test images (digits: held out of the 1797)"),
@@ -55,8 +56,6 @@ DEEN = {"sigma": positive(0.14, doc="training noise level (grey levels in [0, 1]
         "lr": positive(1e-3, doc="Adam learning rate"),
         "sigma_test": positive(0.3, doc="a second noise level for single-step denoising"),
         "patch_noise": Field("float", 0.0, lo=0, doc="test noise patch_noise * std(x) per image (0: off)")}
-SELECTION = {"grid": Field("list", [], doc="sigmas for the held-out Parzen selection (empty: none)"),
-             "use": Field("bool", False, doc="train at the selected sigma")}
 FILTER = {"median": Field("int", 3, lo=1, hi=15, doc="median filter side (pixels)"),
           "gaussian": Field("list", [0.5, 0.75, 1.0, 1.5], doc="Gaussian filter widths tried (pixels)")}
 N_EXAMPLES = 8
@@ -66,9 +65,7 @@ def images(cfg):
     """(training, test) [n, side, side] float64 grey levels for the config."""
     d, seed = cfg["data"], cfg["run"]["seed"]
     if d["kind"] == "digits":
-        x, _ = datasets.digits()
-        order = Stream(seed, StreamBlock.INIT + 16).uniform(0, np.arange(len(x)), 1, Purpose.INIT)[:, 0].argsort()
-        return x[order[d["n_test"]:]], x[order[:d["n_test"]]]
+        return datasets.hold_out(datasets.digits()[0], d["n_test"], seed)
     photos = datasets.photographs(d["photographs"])
     return (datasets.patches(photos, d["patch"], d["n"], seed, 0),
             datasets.patches(photos, d["patch"], d["n_test"], seed, 1))
@@ -92,19 +89,13 @@ class DEENImages(Experiment):
         d = cfg["data"]
         side = 8 if d["kind"] == "digits" else d["patch"]
         sizes = cfg["model"]["sizes"]
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
-                or sizes[-1] != 1:
-            raise ConfigError(f"model.sizes must be positive integers [pixels, ..., 1]; got {sizes!r}")
+        check_layer_sizes(sizes, "model.sizes", last=1, hint=" (pixels first)")
         if sizes[0] != side * side:
             raise ConfigError(f"model.sizes starts with {sizes[0]} but the {d['kind']} images have {side}x{side} = "
                               f"{side * side} pixels; set model.sizes[0] = {side * side}")
         if d["kind"] == "digits" and d["n_test"] > 1697:
             raise ConfigError(f"data.n_test = {d['n_test']} leaves fewer than 100 of the 1797 digits for training")
-        g = cfg["sigma_selection"]["grid"]
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in g):
-            raise ConfigError(f"sigma_selection.grid must be positive numbers; got {g!r}")
-        if cfg["sigma_selection"]["use"] and not g:
-            raise ConfigError("sigma_selection.use = true needs a non-empty sigma_selection.grid")
+        check_selection(cfg)
         w = cfg["filter"]["gaussian"]
         if not w or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in w):
             raise ConfigError(f"filter.gaussian must be a non-empty list of widths >= 0; got {w!r}")
@@ -198,10 +189,7 @@ class DEENImages(Experiment):
     def energy(self, run, cfg):
         """The trained DEEN energy (an MLP on flattened images)."""
         net = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], dtype=np.dtype(cfg["run"]["dtype"]))
-        params = {k[len("params/"):]: np.asarray(v) for k, v in run.results.items() if k.startswith("params/")}
-        if not params:
-            raise ValueError(f"{run.path} holds no trained parameters (the run did not finish)")
-        net.set_params(params)
+        net.set_params(trained_params(run, "params", "the run did not finish"))
         return net
 
     def summary(self, run, cfg):

@@ -41,10 +41,11 @@ from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP, ConvNet, QuadraticExponentialFamily
 from ..ensemble import Ensemble
 from ..estimators.short_run import MODES, add_short_run, interpolate, reconstruct
-from ..moves import CosineDecay, Gaussian, ShortRun, UniformBox
+from ..moves import Gaussian, ShortRun, UniformBox
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
-from .base import Experiment
+from .base import Experiment, check_layer_sizes, learning_rate, trained_params
+from .deen import ring_means
 
 IMAGES = ("digits", "faces")
 DATA = {"kind": Field("str", "expfamily", choices=("expfamily", "ring") + IMAGES, doc="data set"),
@@ -87,9 +88,7 @@ def images(cfg):
     else:
         x = datasets.faces()
         x = ndimage.zoom(x, (1, d["image_size"] / x.shape[1], d["image_size"] / x.shape[2]), order=1)
-    x = np.clip(2 * x - 1, -1, 1)[:, None]
-    order = Stream(seed, StreamBlock.INIT + 16).uniform(0, np.arange(len(x)), 1, Purpose.INIT)[:, 0].argsort()
-    return x[order[d["n_test"]:]], x[order[:d["n_test"]]]
+    return datasets.hold_out(np.clip(2 * x - 1, -1, 1)[:, None], d["n_test"], seed)
 
 
 def data_set(cfg):
@@ -103,17 +102,6 @@ def data_set(cfg):
     u = stream.uniform(0, ids, 1, Purpose.INIT)[:, 0]
     k = np.minimum((u * d["components"]).astype(np.int64), d["components"] - 1)
     return ring_means(cfg)[k] + d["std"] * stream.normal(0, ids, 2, Purpose.PROPOSAL)
-
-
-def ring_means(cfg):
-    K, r = cfg["data"]["components"], cfg["data"]["radius"]
-    ang = 2 * np.pi * np.arange(K) / K
-    return r * np.stack([np.cos(ang), np.sin(ang)], 1)
-
-
-def learning_rate(cfg):
-    sr = cfg["short_run"]
-    return sr["lr"] if sr["schedule"] == "constant" else CosineDecay(sr["lr"], cfg["run"]["steps"])
 
 
 def base_of(cfg):
@@ -142,10 +130,7 @@ class ShortRunExperiment(Experiment):
             if d["kind"] == "faces" and d["image_size"] & (d["image_size"] - 1):
                 raise ConfigError(f"data.image_size must be a power of two (8, 16, 32, ...); got {d['image_size']}")
         if cfg["data"]["kind"] == "ring":
-            sizes = cfg["model"]["sizes"]
-            if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or len(sizes) < 2 \
-                    or sizes[0] != 2 or sizes[-1] != 1:
-                raise ConfigError(f"model.sizes must be integers [2, ..., 1] (2-D data, one energy); got {sizes!r}")
+            check_layer_sizes(cfg["model"]["sizes"], "model.sizes", 2, 1, " (2-D data, one energy)")
 
     def memory_bytes(self, cfg):
         sr = cfg["short_run"]
@@ -178,7 +163,7 @@ class ShortRunExperiment(Experiment):
             e = self.make_energy(cfg, cfg["run"]["seed"])
             tag = f"_K{K}"
             add_short_run(sim, e, sr["n_chains"], K, sr["step_size"], sr["noise"], sr["mode"], base_of(cfg),
-                          sr["data_noise"], learning_rate(cfg), buffer_size=sr["buffer_size"], reinit=sr["reinit"], suffix=tag)
+                          sr["data_noise"], learning_rate(sr, cfg["run"]["steps"]), buffer_size=sr["buffer_size"], reinit=sr["reinit"], suffix=tag)
             energies[K] = e
             for name in ("f_data", "f_model"):
                 sim.observe(name + tag, lambda s, k=name + tag: s.context[k], every=every, initial=False)
@@ -267,12 +252,8 @@ class ShortRunExperiment(Experiment):
         """The trained energy of the learner with K steps (default: the largest K)."""
         K = max(cfg["short_run"]["K_values"]) if K is None else K
         e = self.make_energy(cfg)
-        prefix = f"params_K{K}/"
-        params = {k[len(prefix):]: np.asarray(v) for k, v in run.results.items() if k.startswith(prefix)}
-        if not params:
-            raise ValueError(f"{run.path} holds no trained parameters for K = {K} (the run did not finish, or K is "
-                             f"not one of {cfg['short_run']['K_values']})")
-        e.set_params(params)
+        e.set_params(trained_params(run, f"params_K{K}", f"the run did not finish, or K = {K} is not one of "
+                                                         f"{cfg['short_run']['K_values']}"))
         return e
 
     def summary(self, run, cfg):
