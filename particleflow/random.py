@@ -31,6 +31,7 @@ class Purpose(IntEnum):
     INIT = 8               # initial positions drawn by estimators
     PROPOSAL_COMPONENT = 9  # mixture component choice of a proposal draw
     DATA_NOISE = 10        # noise added to data by estimators (denoising score matching)
+    MASK = 11              # random selections of observed coordinates (MR-MAP)
 
 
 class StreamBlock:
@@ -46,7 +47,8 @@ class StreamBlock:
     INIT      2**23 + i    initial positions of a config's ensemble number i, and
                            observations drawn by an experiment (i = 0)
     DATA      3 * 2**22 + j  minibatches and data noise drawn by estimators: j = 0
-                           training, 1 held-out evaluation, 2 contrastive-divergence noise
+                           training, 1 held-out evaluation, 2 contrastive-divergence noise,
+                           3 + split MR-MAP observation masks and noise
     """
     SLOTS = 0
     REPLICAS = 0

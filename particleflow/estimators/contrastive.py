@@ -42,7 +42,9 @@ __all__ = ["contrastive_gradient"]
 
 class LoadParameters(Move):
     """Copy a parameter particle (the one position of a parameter ensemble, the
-    energy's parameters flattened in ``energy.params`` order) into the energy."""
+    energy's parameters flattened in ``energy.params`` order) into the energy.  A model
+    with a ``project(params)`` method (constrained parameters) gets the projected
+    parameters, and the particle is replaced by them."""
 
     def __init__(self, energy):
         super().__init__()
@@ -50,7 +52,12 @@ class LoadParameters(Move):
         self.target = energy
 
     def _step(self, ens, stream, step):
-        self.target.set_params(unflatten(self.target.params, to_numpy(ens.x[0])))
+        params = unflatten(self.target.params, to_numpy(ens.x[0]))
+        project = getattr(self.target, "project", None)
+        if project is not None:          # constrained parameters: projected gradient steps
+            params = project(params)
+            ens.x = ens.xp.asarray(flatten(params)[None, :], dtype=ens.dtype)
+        self.target.set_params(params)
         return {}
 
 
@@ -69,16 +76,17 @@ def unflatten(like, v):
     return out
 
 
-def add_parameter_trainer(sim, model, gradient, lr=1e-3, betas=(0.9, 0.999), suffix=""):
+def add_parameter_trainer(sim, model, gradient, lr=1e-3, betas=(0.9, 0.999), suffix="", weight_decay=0.0):
     """Train ``model`` inside ``sim``: a one-particle ensemble ``theta<suffix>`` holds its
     parameters flattened, Adam moves it along ``gradient(step)`` (a dict like
     ``model.params``, for the Simulation's current step), and ``LoadParameters`` copies
-    it back into the model.  The model is registered as state ``model<suffix>``;
+    it back into the model (``weight_decay``: Adam's L2 term).  The model is registered as state ``model<suffix>``;
     Adam's moments and update count are its move state, so a checkpointed run resumes
     bitwise."""
     name = f"theta{suffix}"
     sim.add_ensemble(name, Ensemble(flatten(model.params)[None, :], name=name))
-    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas), name,
+    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas,
+                      weight_decay=weight_decay), name,
                  name=f"adam{suffix}")
     sim.schedule(LoadParameters(model), name, name=f"load_parameters{suffix}")
     sim.register_state(f"model{suffix}", model)

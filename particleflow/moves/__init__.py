@@ -3,6 +3,7 @@ from .base import Move
 from .euler_maruyama import EulerMaruyama
 from .hmc import HMC
 from .importance import IndependentMH, Reweight
+from .leapfrog import leapfrog, momentum_from_positions
 from .langevin import MALA, Langevin
 from .optim import SGD, Adam, CosineDecay, StepDecay
 from .resampling import SCHEMES, Resample, resample_ancestors
@@ -13,4 +14,4 @@ from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
 __all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resample",
            "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
            "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay",
-           "ShortRun", "Reinitialize", "UniformBox", "Gaussian"]
+           "ShortRun", "Reinitialize", "UniformBox", "Gaussian", "leapfrog", "momentum_from_positions"]

@@ -12,6 +12,7 @@ import numpy as np
 from ..random import Purpose
 from .base import Move, positive
 from .langevin import _flat, check_path, fused_launcher
+from .leapfrog import leapfrog
 
 
 class HMC(Move):
@@ -75,15 +76,13 @@ class HMC(Move):
             g = g.reshape(ens.n, -1)
             p = sqrt_mass * stream.normal(step, ens.ids, ens.dim, Purpose.HMC_MOMENTUM, ens.dtype)
             h0 = e0 + fl(0.5) * (p * p * inv_mass).sum(1)
-            a = xf.copy()
-            e = e0
             half = fl(0.5)
-            for _ in range(self.n_leapfrog):
-                p = p - half * h * g
-                a = a + h * inv_mass * p
+
+            def grad(a, k):
                 e, g = self.energy.value_and_grad(a.reshape(shape))
-                g = g.reshape(ens.n, -1)
-                p = p - half * h * g
+                return e, g.reshape(ens.n, -1)
+
+            a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, self.n_leapfrog, inv_mass)
             h1 = e + half * (p * p * inv_mass).sum(1)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < h0 - h1
