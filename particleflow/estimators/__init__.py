@@ -6,12 +6,13 @@ No configs and no files here (runnable experiments are ``particleflow.experiment
 * ``importance``: importance-sampling maximum likelihood (paper 003);
 * ``dual_ebm``: dual / primal training of F1-EBMs (paper 001, Algorithm 1);
 * ``deen``: deep energy estimator networks, denoising score matching (paper 002);
-* ``short_run``: short-run MCMC learning, persistent CD and CD-k (paper 004).
+* ``short_run``: short-run MCMC learning, persistent CD and CD-k (paper 004);
+* ``mrmap``: Maximum Recovery MAP and the hyperbolic least-action network (paper 000).
 """
-from . import contrastive, deen, dual_ebm, importance, short_run
+from . import contrastive, deen, dual_ebm, importance, mrmap, short_run
 from .contrastive import LoadParameters, contrastive_gradient, contrastive_ml
 from .dual_ebm import DualEBM
 from .importance import GaussianProposal, ImportanceDescent, ImportanceML, weight_second_moment
 
-__all__ = ["contrastive", "deen", "dual_ebm", "importance", "short_run", "contrastive_gradient", "contrastive_ml", "LoadParameters",
+__all__ = ["contrastive", "deen", "dual_ebm", "importance", "mrmap", "short_run", "contrastive_gradient", "contrastive_ml", "LoadParameters",
            "DualEBM", "ImportanceML", "ImportanceDescent", "GaussianProposal", "weight_second_moment"]
