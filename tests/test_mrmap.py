@@ -200,6 +200,9 @@ def test_training_keeps_weights_non_negative_and_resumes_bitwise(tmp_path):
         assert float(r["val_mse"]) < float(r["identity_mse"])
         assert np.asarray(r["grid_phi"]).shape == (61, 61)
         assert len(run.observables["rc"].steps) == 7
+        if importlib.util.find_spec("matplotlib") is not None:       # the 'plot' extra
+            experiments.get("mrmap").plot(run, str(tmp_path / "m.png"))
+            assert (tmp_path / "m.png").stat().st_size > 0
     with pf.io.open_run(part) as run:
         assert np.array_equal(np.asarray(run.results["network/K"]), net.params["K"])
 
@@ -235,6 +238,9 @@ def test_digit_recovery_table(tmp_path):
         assert (np.diff(m) < 0).all(), m
         assert (np.asarray(r["rel_err_std"]) > 0).all()
         assert np.asarray(r["examples"]).shape == (4, 4, 6, 8, 8)
+        if importlib.util.find_spec("matplotlib") is not None:       # the 'plot' extra
+            png = experiments.get("mrmap").plot(run, str(tmp_path / "d.png"))
+            assert (tmp_path / "d.png").stat().st_size > 0 and png.endswith("d.png")
 
 
 # ----------------------------------------------------------------- bad input

@@ -264,20 +264,22 @@ class MRMAP(Experiment):
         else:
             ex = np.asarray(r["examples"])
             F, _, n, S, _ = ex.shape
-            fig, axes = plt.subplots(F, 4 * n + 1, figsize=(1.1 * (4 * n + 1), 1.2 * F + 0.4), squeeze=False)
+            fig, axes = plt.subplots(F + 1, 4, figsize=(2.2 * n * 4 / 3, 1.3 * F + 2.4), squeeze=False)
             for i in range(F):
                 for c in range(4):
+                    tiles = np.full((S, n * (S + 1) - 1), np.nan)
                     for j in range(n):
-                        a = axes[i, c * n + j]
-                        a.imshow(ex[i, c, j], cmap="gray", vmin=0, vmax=1)
-                        a.axis("off")
-                        if i == 0 and j == 0:
-                            a.set_title(("observed", "K u_0", "xhat", "original")[c], fontsize=8)
-                axes[i, 0].text(-0.5, 0.5, f"{100 * r['known_fraction'][i]:.0f}%", transform=axes[i, 0].transAxes,
-                                ha="right", fontsize=8)
-            last = axes[0, -1]
-            for i in range(1, F):
-                axes[i, -1].axis("off")
+                        tiles[:, j * (S + 1):j * (S + 1) + S] = ex[i, c, j]
+                    a = axes[i, c]
+                    a.imshow(tiles, cmap="gray", vmin=0, vmax=1)
+                    a.set_xticks([])
+                    a.set_yticks([])
+                    if i == 0:
+                        a.set_title(("observed pixels", "data fit K u_0", "recovery xhat", "original")[c], fontsize=9)
+                axes[i, 0].set_ylabel(f"{100 * r['known_fraction'][i]:.0f}% known", fontsize=9)
+            for a in axes[F, 1:]:
+                a.axis("off")
+            last = axes[F, 0]
         if rc is not None and len(rc.steps):
             last.semilogy(rc.steps, np.asarray(rc.values, np.float64))
             last.set_title("Rc (consistency error)", fontsize=9)
