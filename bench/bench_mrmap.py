@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--threads", type=int, default=2)
@@ -28,9 +27,16 @@ for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL
     os.environ[var] = str(OPTS.threads)            # before numpy / numba / torch load
 
 import numpy as np  # noqa: E402
+from _timing import time_per_call  # noqa: E402  (bench/_timing.py: numpy-only, importable from the reference venv)
 
 Q, L, B, FRACTION, BETA, CG_ITER = 128, 5, 256, 0.3, 0.1, 8
 CASES = {"8x8 (p = 64), direct": (64, "direct"), "25x25 (p = 625), CG 8": (625, "cg")}
+
+
+def per_call(fn):
+    """Seconds per call of ``fn`` run back to back for at least 0.3 s (one sample; the
+    rounds alternate ours and PyTorch's)."""
+    return time_per_call(fn, min_time=0.3, samples=1, warmup=0)[0]
 
 
 def problem(p):
@@ -96,13 +102,7 @@ def torch_server():
         fns[name] = make()
         fns[name]()
     for line in sys.stdin:
-        fn = fns[line.strip()]
-        t0 = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t0 < 0.3:
-            fn()
-            n += 1
-        print((time.perf_counter() - t0) / n, flush=True)
+        print(per_call(fns[line.strip()]), flush=True)
 
 
 def ours():
@@ -114,14 +114,7 @@ def ours():
         fns[name] = lambda net=net, x=x, d=d, mask=mask: net.loss_and_grad(x, d, mask)
         fns[name]()
 
-    def timed(name):
-        t0 = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t0 < 0.3:
-            fns[name]()
-            n += 1
-        return (time.perf_counter() - t0) / n
-    return timed
+    return lambda name: per_call(fns[name])
 
 
 def main():

@@ -54,6 +54,13 @@ def random_network(p, q, l, width, solver="direct", seed=0):
     return net
 
 
+def run_cli(tmp_path, text, name):
+    """``particleflow run`` of config ``text`` written to ``name``.toml; (result, output path)."""
+    cfg, out = tmp_path / f"{name}.toml", tmp_path / f"{name}.h5"
+    cfg.write_text(text)
+    return CliRunner().invoke(main, ["run", str(cfg), "--out", str(out)]), out
+
+
 # ----------------------------------------------------------------- parametric
 @pytest.mark.parametrize("n,seed", [(100, 0), (1000, 1), (10000, 2)])
 def test_gaussian_variance_minimiser_equals_the_closed_form(n, seed):
@@ -227,9 +234,7 @@ def test_digit_recovery_table(tmp_path):
     """A briefly trained network: Table 1's layout, errors falling with the known fraction."""
     text = MIXTURE.replace('kind = "mixture"', 'kind = "digits"\nn_test = 20').replace(
         "sigma = 3.0", "sigma = 0.01\nknown_fraction = 0.3\neval_repeats = 3")
-    out = tmp_path / "d.h5"
-    (tmp_path / "d.toml").write_text(text)
-    res = CliRunner().invoke(main, ["run", str(tmp_path / "d.toml"), "--out", str(out)])
+    res, out = run_cli(tmp_path, text, "d")
     assert res.exit_code == 0, res.output
     with pf.io.open_run(str(out)) as run:
         r = run.results
@@ -281,9 +286,7 @@ def test_bad_configs_exit_2_without_traceback(edit, match, tmp_path):
         pytest.importorskip("sklearn")
     with pytest.raises(ConfigError, match=match):
         experiments.validate(loads(text))
-    out = tmp_path / "x.h5"
-    (tmp_path / "x.toml").write_text(text)
-    res = CliRunner().invoke(main, ["run", str(tmp_path / "x.toml"), "--out", str(out)])
+    res, out = run_cli(tmp_path, text, "x")
     assert res.exit_code == 2 and "Traceback" not in res.output and match.split(".")[-1] in res.output
     assert not out.exists()
 
@@ -291,9 +294,7 @@ def test_bad_configs_exit_2_without_traceback(edit, match, tmp_path):
 def test_parametric_config_runs(tmp_path):
     text = open("runs/mrmap_gaussian1d.toml").read().replace("steps = 20", "steps = 3").replace(
         "plot = true", "plot = false")
-    out = tmp_path / "g.h5"
-    (tmp_path / "g.toml").write_text(text)
-    res = CliRunner().invoke(main, ["run", str(tmp_path / "g.toml"), "--out", str(out)])
+    res, out = run_cli(tmp_path, text, "g")
     assert res.exit_code == 0, res.output
     with pf.io.open_run(str(out)) as run:
         r = run.results

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import optimize
 
 from ..ensemble import Ensemble
+from ..moves.base import positive
 from ..moves.leapfrog import leapfrog, momentum_from_positions
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
@@ -31,13 +32,6 @@ from .batches import check_batch_size
 from .contrastive import add_parameter_trainer
 
 MASKS = 3                                # StreamBlock.DATA + this + split: observation masks and noise
-
-
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
 
 
 def check_fraction(fraction, name="known_fraction"):
@@ -257,8 +251,8 @@ class HyperbolicNetwork:
     """
 
     def __init__(self, params, beta=0.1, h=1.0, solver="direct", cg_iter=8):
-        self.beta = _positive(beta, "beta")
-        self.h = _positive(h, "h")
+        self.beta = positive(beta, "beta")
+        self.h = positive(h, "h")
         if solver not in ("direct", "cg"):
             raise ValueError(f"solver must be 'direct' or 'cg'; got {solver!r}")
         self.solver = solver
@@ -301,10 +295,10 @@ class HyperbolicNetwork:
         P = {k: np.asarray(params[k]) for k in self.KEYS}
         p, q = P["K"].shape if P["K"].ndim == 2 else (None, None)
         if q is None or P["Omega"].shape != (q, q) or P["c"].shape != (q,) or P["r"].shape != (q,) \
-                or P["Kl"].ndim != 3 or P["Kl"].shape[2] != q or P["bl"].shape != P["Kl"].shape[:2] \
+                or P["Kl"].ndim != 3 or P["Kl"].shape[0] < 1 or P["Kl"].shape[2] != q or P["bl"].shape != P["Kl"].shape[:2] \
                 or P["wl"].shape != P["Kl"].shape[:2]:
             raise ValueError("HyperbolicNetwork parameters have inconsistent shapes: K [p, q], Omega [q, q], "
-                             "c [q], Kl [l-1, width, q], bl and wl [l-1, width], r [q]; got "
+                             "c [q], Kl [l-1, width, q] with l >= 2, bl and wl [l-1, width], r [q]; got "
                              + ", ".join(f"{k} {P[k].shape}" for k in self.KEYS))
         if not all(np.isfinite(v).all() for v in P.values()):
             raise ValueError("HyperbolicNetwork parameters contain NaN or Inf")
@@ -365,8 +359,11 @@ class HyperbolicNetwork:
             idx = np.argsort(-mask, axis=1, kind="stable")[:, :k]
             Ko = K[idx] * np.take_along_axis(mask, idx, 1)[:, :, None]
             Cinv = np.linalg.inv(np.matmul(Ko, np.swapaxes(Ko, 1, 2)) + beta * np.eye(k, dtype=K.dtype))
-            return lambda rhs: (rhs - np.matmul(np.matmul(Cinv, np.matmul(Ko, rhs[:, :, None]))[:, :, 0][:, None, :],
-                                                Ko)[:, 0, :]) / beta
+
+            def solve(rhs):
+                y = np.matmul(Cinv, np.matmul(Ko, rhs[:, :, None]))          # C^-1 K_o v, [B, k, 1]
+                return (rhs - np.matmul(np.swapaxes(y, 1, 2), Ko)[:, 0, :]) / beta
+            return solve
         if self.solver == "direct":
             KM = mask[:, :, None] * K[None]
             A = np.matmul(np.swapaxes(KM, 1, 2), K) + beta * np.eye(q, dtype=K.dtype)
@@ -475,7 +472,7 @@ class HyperbolicNetwork:
         tb = a[1] * (1 - f["tanh"] ** 2)
         g["Omega"] += tb.T @ us[0]
         g["c"] += tb.sum(0)
-        ubar0 = a[1] + tb @ P["Omega"] - (a[2] if l >= 2 else 0)
+        ubar0 = a[1] + tb @ P["Omega"] - a[2]
         lam0 = solve(ubar0)                                    # u_0 = A^-1 K^T d
         g["K"] += self._solve_param_grad(lam0, us[0], d, mask)
         losses = {"loss": float(re + alpha * rp + gamma * rcv), "re": float(re), "rp": float(rp), "rc": float(rcv)}
@@ -508,7 +505,7 @@ def mrmap_training(network, data, sigma, known_fraction=1.0, batch_size=256, lr=
     ``sim.context`` holds the latest ``loss``, ``re``, ``rp``, ``rc`` (before the first
     step: the untrained network's, on step 0's minibatch).  ``lr`` may be a
     schedule (``moves.StepDecay`` halves it every so many steps, as the paper)."""
-    _positive(sigma, "sigma")
+    positive(sigma, "sigma")
     check_fraction(known_fraction)
     check_batch_size(batch_size)
     data = np.asarray(data)

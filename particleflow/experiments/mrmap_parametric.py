@@ -47,8 +47,7 @@ MAX_N = 10 ** 7
 
 
 def true_covariance(cfg):
-    c = np.asarray(cfg["data"]["covariance"], dtype=np.float64)
-    return c
+    return np.asarray(cfg["data"]["covariance"], dtype=np.float64)
 
 
 def draw(cfg, step, j, n):
