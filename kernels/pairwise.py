@@ -180,14 +180,22 @@ def _lane_sum(v, acc, bl):
 
 def neuron_sums_cpu(theta, x, c):
     """(S [m], G [m, d]) on the CPU with the block kernel (fixed-order reduction)."""
+    S_part, G_part = neuron_partials_cpu(theta, x, c)
+    return ordered_sum(S_part), ordered_sum(G_part)
+
+
+def neuron_partials_cpu(theta, x, c):
+    """The per-block partial sums (S_part [blocks, m], G_part [blocks, m, d]) of
+    ``neuron_sums_cpu``, blocks of ``BLOCK`` particles in order."""
     n_blocks = (x.shape[0] + BLOCK - 1) // BLOCK
     S_part = np.empty((n_blocks, theta.shape[0]), x.dtype)
     G_part = np.empty((n_blocks,) + theta.shape, x.dtype)
     neuron_sums_blocks(theta, x, x.dtype.type(c), S_part, G_part, BLOCK)
-    return _ordered_sum(S_part), _ordered_sum(G_part)
+    return S_part, G_part
 
 
-def _ordered_sum(part):
+def ordered_sum(part):
+    """part[0] + part[1] + ... added in block order."""
     out = part[0].copy()
     for b in range(1, part.shape[0]):
         out += part[b]

@@ -73,3 +73,21 @@ def log_mean_exp(lw):
     ess = np.empty(lw.shape[0])
     log_mean_exp_rows(lw, out, ess)
     return out, ess
+
+
+@numba.njit(parallel=True, error_model="numpy", cache=True)
+def block_sums(x, bl, out):
+    """out[b, k] = sum of x[i, k] over the rows i of block b (rows b*bl .. b*bl+bl-1),
+    accumulated in float64 in row order.  One thread owns a block, so each partial
+    sum is the same for any thread count and for any split of the rows into shards
+    that start at multiples of ``bl`` (``particleflow.parallel``)."""
+    n, k = x.shape
+    for b in prange(out.shape[0]):
+        s0 = b * bl
+        s1 = min(n, s0 + bl)
+        acc = np.zeros(k)
+        for i in range(s0, s1):
+            for j in range(k):
+                acc[j] += x[i, j]
+        for j in range(k):
+            out[b, j] = acc[j]

@@ -25,10 +25,11 @@ from .analysis import summary as analysis_summary
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import DivergenceError
-from .io.checkpoint import read_checkpoint
 from .io.h5md import open_run
 from .io.h5md import repair as _repair
-from .runner import Interrupted, check_memory, checkpoint_path, execute, load_config_file, parse_bytes
+from .parallel import world
+from .runner import (Interrupted, check_memory, execute, load_config_file, parse_bytes,
+                     read_start)
 from .simulation import Simulation
 
 
@@ -36,7 +37,8 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        if world().rank == 0:            # every rank of an MPI run meets the same error
+            click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _user_errors(fn):
@@ -151,6 +153,8 @@ class _Progress:
 
 
 def _finish(out, cfg, quiet):
+    if world().rank:                     # rank 0 reports for an MPI run
+        return
     exp = experiments.get(cfg["estimator"])
     if not quiet:
         with open_run(out) as r:
@@ -223,6 +227,7 @@ def _safe(v):
 
 
 def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
+    quiet = quiet or world().rank > 0
     prog = _Progress(0, not quiet)
     try:
         execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory)
@@ -245,7 +250,8 @@ def resume(path, quiet, max_memory):
     """Continue the run whose trajectory is PATH from its last checkpoint."""
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
-    start = read_checkpoint(checkpoint_path(path))
+    quiet = quiet or world().rank > 0
+    start = read_start(path)
     cfg = experiments.validate(loads(start["config"], "the checkpoint's config"))
     n_total = experiments.get(cfg["estimator"]).steps(cfg)
     if start["step"] >= n_total:

@@ -59,6 +59,7 @@ class Ensemble:
             raise ValueError("x contains NaN or Inf positions; all positions must be finite")
         self._device = None
         self._cache = None
+        self.shard = None
         self.x = xp.array(x, copy=True, order="C")
         n = self.x.shape[0]
         self.log_weights = self._vector(log_weights, "log_weights", n, self.x.dtype, xp)
@@ -127,6 +128,11 @@ class Ensemble:
         return self.x.shape[0]
 
     @property
+    def n_global(self):
+        """The number of particles over every rank (``n`` unless sharded)."""
+        return self.shard.n if self.shard is not None else self.n
+
+    @property
     def event_shape(self):
         return tuple(self.x.shape[1:])
 
@@ -158,24 +164,52 @@ class Ensemble:
 
     # ------------------------------------------------------------ weights
     def weights(self):
-        """Normalised weights [n] (uniform when ``log_weights`` is None)."""
-        return self.device.normalised_weights(self.log_weights, self.n, self.dtype)
+        """Normalised weights (uniform when ``log_weights`` is None); for a sharded
+        ensemble this rank's rows of the global normalisation."""
+        return self.device.normalised_weights(self.log_weights, self.n, self.dtype, self.shard)
 
     def ess(self):
         """Kish effective sample size 1 / sum w_i^2 of the normalised weights."""
-        return self.device.ess(self.log_weights, self.n, self.dtype)
+        return self.device.ess(self.log_weights, self.n, self.dtype, self.shard)
 
     def mean(self):
         """Weighted mean of positions, shape ``event_shape``."""
-        return self.device.weighted_mean(self.x.reshape(self.n, -1), self.log_weights).reshape(self.event_shape)
+        m = self.device.weighted_mean(self.x.reshape(self.n, -1), self.log_weights, self.shard)
+        return m.astype(self.dtype).reshape(self.event_shape)
 
     def cov(self):
         """Weighted covariance ``[dim, dim]`` of the flattened positions
         (normalised by sum w = 1, i.e. the plug-in estimator)."""
         w = self.weights()
         xf = self.x.reshape(self.n, -1)
-        c = xf - (w[:, None] * xf).sum(0)
-        return (c * w[:, None]).T @ c
+        c = xf - self.device.sum(w[:, None] * xf, self.shard).astype(self.dtype)
+        return self.device.outer_sum(c * w[:, None], c, self.shard).astype(self.dtype)
+
+    def particle_sum(self, v):
+        """Sum of a per-particle array ``v`` [n, ...] over every particle (every rank),
+        float64, in the device's fixed block order."""
+        return self.device.sum(v, self.shard)
+
+    def particle_mean(self, v):
+        """Mean of a per-particle array over every particle (every rank), float64."""
+        return self.device.mean(v, self.shard)
+
+    # ------------------------------------------------------------ sharding
+    def take_shard(self, shard):
+        """Keep only the rows ``shard.lo:shard.hi`` (this rank's share of the ensemble)."""
+        if self.shard is not None:
+            raise ValueError(f"ensemble {self.name!r} is already sharded")
+        if shard.n != self.n:
+            raise ValueError(f"shard of {shard.n} particles for ensemble {self.name!r} of {self.n}")
+        xp = self.xp
+        sl = slice(shard.lo, shard.hi)
+
+        def cut(a):
+            return None if a is None else xp.array(a[sl], copy=True, order="C")
+        self.x = cut(self.x)
+        self.log_weights, self.signs, self.ids = cut(self.log_weights), cut(self.signs), cut(self.ids)
+        self.shard = shard
+        return self
 
     # ------------------------------------------------------------ copies
     def copy(self):
@@ -187,6 +221,7 @@ class Ensemble:
         e.ids = self.ids.copy()
         e.next_id = self.next_id
         e.name = self.name
+        e.shard = self.shard
         return e
 
     def to(self, device):
@@ -199,12 +234,16 @@ class Ensemble:
         e.ids = to_device(self.ids, device)
         e.next_id = self.next_id
         e.name = self.name
+        e.shard = self.shard
         return e
 
     def fresh_ids(self, count):
-        """Reserve ``count`` new ids (for offspring of resampling or births)."""
+        """Reserve ``count`` new ids (for offspring of resampling or births).  For a
+        sharded ensemble ``count`` is the global number, every rank reserves the same
+        range and gets the ids of its own rows."""
         xp = self.xp
-        ids = xp.arange(self.next_id, self.next_id + count, dtype=xp.int64)
+        lo, hi = (self.shard.lo, self.shard.hi) if self.shard is not None else (0, count)
+        ids = xp.arange(self.next_id + lo, self.next_id + hi, dtype=xp.int64)
         self.next_id += count
         return ids
 

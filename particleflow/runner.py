@@ -19,12 +19,15 @@ uninterrupted run's bitwise (tested).
 """
 import os
 import signal
+import sys
 
 from . import experiments
 from .config import ConfigError, loads
-from .io.checkpoint import write_checkpoint
-from .io.h5md import TrajectoryObserver
+from .errors import DivergenceError
+from .io.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
+from .io.h5md import TrajectoryObserver, link_shards
 from .observers import Observer
+from .parallel import shard_range, world
 
 
 class Interrupted(Exception):
@@ -36,17 +39,45 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-def checkpoint_path(out):
-    return out + ".ckpt"
+def checkpoint_path(out, rank=0):
+    """Rank 0's checkpoint (the run's) is ``OUT.ckpt``; another rank's sits with its shard."""
+    return out + ".ckpt" if rank == 0 else os.path.splitext(shard_path(out, rank))[0] + ".ckpt"
+
+
+def shard_path(out, rank):
+    """The trajectory shard of rank ``rank`` of a run over several processes."""
+    return os.path.join(out + ".shards", f"rank-{rank:04d}.h5")
+
+
+SHARD_PREFIX = "shard:"       # checkpoint frame counts of a rank's shard file
+
+
+class _Writers:
+    """The trajectory writers of one rank (the run file's, this rank's shard file's)
+    as one: flush both, frame counts of the shard's under ``SHARD_PREFIX``."""
+
+    def __init__(self, run=None, shard=None):
+        self.run, self.shard = run, shard
+
+    def flush(self):
+        for w in (self.run, self.shard):
+            if w is not None:
+                w.flush()
+
+    def frame_counts(self):
+        out = dict(self.run.frame_counts()) if self.run is not None else {}
+        if self.shard is not None:
+            out |= {SHARD_PREFIX + k: v for k, v in self.shard.frame_counts().items()}
+        return out
 
 
 class Checkpointer(Observer):
     """Writes ``path`` every ``every`` steps and at step ``last``, after flushing the
     trajectory (``writer``), so the checkpoint's frame counts are on disk."""
 
-    def __init__(self, path, writer, every, last, config_text, seed, fresh=True):
+    def __init__(self, path, writer, every, last, config_text, seed, fresh=True, ranks=1):
         self.path, self.writer, self.every, self.last = path, writer, every, last
-        self.config_text, self.seed, self.fresh = config_text, seed, fresh
+        self.config_text, self.seed, self.fresh, self.ranks = config_text, seed, fresh, ranks
 
     def start(self, sim, spec):
         if self.fresh:               # a new run replaces the old one's checkpoints when it starts
@@ -60,7 +91,8 @@ class Checkpointer(Observer):
 
     def save(self, sim):
         self.writer.flush()
-        write_checkpoint(self.path, sim.state_dict(), self.writer.frame_counts(), self.config_text, self.seed)
+        write_checkpoint(self.path, sim.state_dict(), self.writer.frame_counts(), self.config_text, self.seed,
+                         ranks=self.ranks)
 
 
 class _SignalGuard:
@@ -86,44 +118,129 @@ def build(cfg, base_dir=".", restore=False):
     return exp, exp.build(cfg, base_dir, restore)
 
 
-def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", max_memory=None):
-    """Run (or continue, with ``start`` = a checkpoint from ``read_checkpoint``) the
+def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", max_memory=None, comm=None):
+    """Run (or continue, with ``start`` = a checkpoint from ``read_start``) the
     config; write ``out`` and ``out + '.ckpt'``.  Returns the Simulation.  Raises
     ``Interrupted``.  ``progress(sim, n_total)`` is called after every step.  A config
     whose estimated memory exceeds ``max_memory`` bytes (default: this machine's
-    memory, or ``PARTICLEFLOW_MAX_MEMORY``) is refused before anything is allocated."""
+    memory, or ``PARTICLEFLOW_MAX_MEMORY``) is refused before anything is allocated.
+
+    ``comm`` (default ``parallel.world()``): on several ranks the experiment's
+    ensembles are sharded (``Simulation.distribute``), every rank writes its shard
+    file ``shard_path(out, rank)`` and its checkpoint, rank 0 writes the run file
+    (observables, replicated ensembles, results) and finally links the shards into
+    it as virtual datasets."""
+    comm = world() if comm is None else comm
     exp = experiments.get(cfg["estimator"])
     check_memory(exp.memory_bytes(cfg), max_memory)
+    comm.barrier()            # every rank has checked its outputs before any is written
     # signals are caught from here on: building may compile kernels, and a Ctrl-C
     # inside numba's compiler callbacks would otherwise be swallowed
     with _SignalGuard() as guard:
         sim = exp.build(cfg, base_dir, restore=start is not None)
+        if comm.size > 1:
+            sim.distribute(comm, reduction=reduction_mode(), shard=exp.shards)
         if start is not None:
+            if start.get("ranks", 1) != comm.size:
+                raise ConfigError(f"{out} was checkpointed by a run over {start.get('ranks', 1)} processes; "
+                                  f"resume it with the same number (mpiexec -n {start.get('ranks', 1)})")
             sim.load_state_dict(start["state"])
         if guard.signum is not None:
             raise Interrupted(guard.signum, started=False)
         n_total = exp.steps(cfg)
         seed = cfg["run"]["seed"]
-        params = dict(config=config_text, seed=seed, backend=str(sim.device), estimator=cfg["estimator"])
+        params = dict(config=config_text, seed=seed, backend=str(sim.device), estimator=cfg["estimator"],
+                      ranks=comm.size)
         params |= exp.parameters(cfg)
-        writer = sim.attach(TrajectoryObserver(out, params, exp.compression(cfg),
-                                               resume_frames=None if start is None else start["frames"]))
-        ckpt = sim.attach(Checkpointer(checkpoint_path(out), writer, exp.checkpoint_every(cfg), n_total,
-                                       config_text, seed, fresh=start is None))
-        tick = None if progress is None else (lambda s: progress(s, n_total))
+        sharded = sim.sharded()
+        frames = None if start is None else start["frames"]
+        run_writer = shard_writer = None
+        if comm.rank == 0:
+            keep = None if not sharded else [k for k in sim.ensembles if k not in sharded]
+            run_writer = sim.attach(TrajectoryObserver(
+                out, params, exp.compression(cfg), ensembles=keep,
+                resume_frames=None if frames is None else {k: v for k, v in frames.items()
+                                                           if not k.startswith(SHARD_PREFIX)}))
+        if sharded:
+            os.makedirs(out + ".shards", exist_ok=True)
+            shard_writer = sim.attach(TrajectoryObserver(
+                shard_path(out, comm.rank), params | {"rank": comm.rank}, exp.compression(cfg),
+                ensembles=list(sharded), observables=False, agree=comm.any,
+                resume_frames=None if frames is None else {k[len(SHARD_PREFIX):]: v for k, v in frames.items()
+                                                           if k.startswith(SHARD_PREFIX)}))
+        ckpt = None
+        if comm.rank == 0 or sharded:
+            ckpt = sim.attach(Checkpointer(checkpoint_path(out, comm.rank), _Writers(run_writer, shard_writer),
+                                           exp.checkpoint_every(cfg), n_total, config_text, seed,
+                                           fresh=start is None, ranks=comm.size))
+        tick = None if progress is None or comm.rank else (lambda s: progress(s, n_total))
+        stopped = []
+
+        def stop():
+            flag = guard.signum is not None
+            if comm.size > 1:          # every rank stops after the same step
+                flag = comm.any(flag)
+            if flag:
+                stopped.append(True)
+            return flag
+        ok = False
         try:
-            if sim.step < n_total:
-                sim.run(n_total - sim.step, progress=tick, stop=lambda: guard.signum is not None)
-            else:
-                sim.start()
-            if guard.signum is not None and sim.step < n_total:
-                if sim.step % ckpt.every:
-                    ckpt.save(sim)
-                raise Interrupted(guard.signum)
-            sim.finish(exp.results(sim, cfg))
+            try:
+                if sim.step < n_total:
+                    sim.run(n_total - sim.step, progress=tick, stop=stop)
+                else:
+                    sim.start()
+                if stopped and sim.step < n_total:
+                    if ckpt is not None and sim.step % ckpt.every:
+                        ckpt.save(sim)
+                    ok = True
+                    raise Interrupted(guard.signum or signal.SIGTERM)
+                sim.finish(exp.results(sim, cfg))
+                ok = True
+            except (Interrupted, DivergenceError):
+                raise                  # every rank raises these together
+            except BaseException as e:
+                if comm.size > 1:      # possibly this rank alone: the others would wait forever
+                    sys.stderr.write(f"error on rank {comm.rank} of {comm.size}: {type(e).__name__}: {e}; "
+                                     "aborting every rank\n")
+                    sys.stderr.flush()
+                    comm.abort(2 if isinstance(e, (OSError, ValueError, MemoryError)) else 1)
+                raise
         finally:
             sim.close()
+            if sharded and ok:
+                comm.barrier()
+                if comm.rank == 0:
+                    link_shards(out, {k: (s.n, [(shard_path(out, r), *shard_range(s.n, r, comm.size))
+                                                for r in range(comm.size)]) for k, s in sharded.items()})
+                comm.barrier()
     return sim
+
+
+def reduction_mode():
+    """``PARTICLEFLOW_REDUCTION``: "ordered" (default; bitwise independent of the number
+    of ranks) or "allreduce" (MPI_Allreduce of the ranks' sums: faster on many ranks)."""
+    mode = os.environ.get("PARTICLEFLOW_REDUCTION", "ordered")
+    if mode not in ("ordered", "allreduce"):
+        raise ConfigError(f"PARTICLEFLOW_REDUCTION must be 'ordered' or 'allreduce'; got {mode!r}")
+    return mode
+
+
+def read_start(out, comm=None):
+    """The checkpoint to resume ``out`` from on this rank.  On several ranks every
+    rank reads its own (rank 0's when the run shards nothing: a rank without a shard
+    keeps no checkpoint) and the ranks agree on the latest step that all of them hold
+    (a kill between two ranks' checkpoints leaves one rank a generation ahead)."""
+    comm = world() if comm is None else comm
+    if comm.size == 1:
+        return read_checkpoint(checkpoint_path(out))
+    own = checkpoint_path(out, comm.rank)
+    path = own if os.path.exists(own) or os.path.exists(own + ".prev") else checkpoint_path(out)
+    steps = comm.allgather(checkpoint_steps(path))
+    common = set(steps[0]).intersection(*steps[1:])
+    if not common:
+        raise ValueError(f"the ranks' checkpoints of {out} share no step ({steps}); the run cannot be resumed")
+    return read_checkpoint(path, step=max(common))
 
 
 def machine_memory():

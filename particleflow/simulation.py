@@ -30,6 +30,7 @@ from .ensemble import Ensemble
 from .errors import DivergenceError
 from .moves.base import Move
 from .observers import Recorder, Spec
+from .parallel import Shard, n_blocks, shard_range
 from .random import MAX_STEP, StreamBlock, Stream
 
 
@@ -88,6 +89,8 @@ class Simulation:
         self._frames = {}                  # ensemble name -> every (None: initial frame only)
         self._unrecorded = set()           # static ensembles that are never written
         self._states = {}                  # name -> object with state_dict / load_state_dict
+        self._replicated = set()           # ensembles every rank holds whole
+        self._distributed = False
         self._started = False
         self.context = {}                  # objects an experiment keeps with its simulation
         for name, ens in (ensembles or {}).items():
@@ -166,6 +169,44 @@ class Simulation:
                 raise ValueError(f"ensemble {name!r} is moved by a scheduled move; it cannot be static")
             self._unrecorded.add(name)
         return self
+
+    def replicate(self, *ensembles):
+        """Declare ``ensembles`` replicated: on several ranks every rank holds them
+        whole (neurons that every particle's energy needs, small parameter sets).
+        Static ensembles (data) are always replicated."""
+        self._not_started("replicate")
+        for name in ensembles:
+            if name not in self.ensembles:
+                raise ValueError(f"unknown ensemble {name!r}; known: {', '.join(self.ensembles)}")
+            self._replicated.add(name)
+        return self
+
+    def distribute(self, comm, reduction="ordered", shard=True):
+        """Run on the ranks of ``comm`` (``particleflow.parallel``): the device gets the
+        communicator and, with ``shard``, every dynamic ensemble of at least
+        ``comm.size`` blocks that is not declared replicated keeps only this rank's
+        rows (``parallel.shard_range``).  Call after building, before loading a
+        checkpoint or running.  Returns {name: Shard} of the sharded ensembles."""
+        if self._distributed:
+            raise ValueError("distribute() was already called")
+        self._not_started("distribute")
+        if self.step != 0:
+            raise ValueError("distribute() must come before load_state_dict()")
+        self._distributed = True
+        self.device = (self.device or get_device("cpu")).with_comm(comm, reduction)
+        keep = set(self.static_ensembles()) | self._replicated
+        shards = {}
+        for name, ens in self.ensembles.items():
+            ens.device = self.device
+            if shard and comm.size > 1 and name not in keep and n_blocks(ens.n) >= comm.size:
+                lo, hi = shard_range(ens.n, comm.rank, comm.size)
+                ens.take_shard(Shard(lo, hi, ens.n))
+                shards[name] = ens.shard
+        return shards
+
+    def sharded(self):
+        """{name: Shard} of the ensembles this rank holds only part of."""
+        return {k: e.shard for k, e in self.ensembles.items() if e.shard is not None}
 
     def attach(self, observer):
         """Add an observer (``particleflow.observers.Observer``); returns it."""
@@ -280,9 +321,14 @@ class Simulation:
     @staticmethod
     def _check_finite(ens, slot, t):
         xp = ens.xp
-        if not bool(xp.isfinite(ens.x).all()):
+        bad_x = not bool(xp.isfinite(ens.x).all())
+        bad_w = ens.log_weights is not None and bool(xp.isnan(ens.log_weights).any())
+        if ens.shard is not None:            # every rank raises together
+            comm = ens.device.comm
+            bad_x, bad_w = comm.any(bad_x), comm.any(bad_w)
+        if bad_x:
             raise DivergenceError(slot.ensemble, t, slot.name)
-        if ens.log_weights is not None and bool(xp.isnan(ens.log_weights).any()):
+        if bad_w:
             raise DivergenceError(slot.ensemble, t, slot.name, "log-weights")
 
     def last_stats(self):

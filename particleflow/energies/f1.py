@@ -12,11 +12,12 @@ Algorithm 1, F(theta) = mean_i relu(<theta, X_i>) - mean_a relu(<theta, x_a>) ov
 generated particles X and data x, with its gradient in theta; pass it to
 ``pf.moves.WassersteinFisherRao`` as ``lambda neurons: f1.potential(X, data)``.
 """
+import numpy as np
 
 from ..backend import array_module, kernel_target, on_host
 from ..ensemble import Ensemble
 from ..kernels.pairwise import kernel as _pairwise_kernel
-from ..kernels.pairwise import network_cpu, neuron_sums_cpu
+from ..kernels.pairwise import network_cpu, neuron_partials_cpu, neuron_sums_cpu, ordered_sum
 from .analytic import Energy
 
 
@@ -71,11 +72,37 @@ class F1Network(Energy):
         return array_module(x).zeros_like(x)
 
     def potential(self, particles, data):
-        """(F [m], grad F [m, d]) at the current neurons (Algorithm 1's F_t)."""
+        """(F [m], grad F [m, d]) at the current neurons (Algorithm 1's F_t).
+        ``particles`` and ``data``: arrays, or Ensembles (then the means span every
+        rank of a run over several processes)."""
         theta = self.neurons.x
-        Sp, Gp = relu_feature_means(theta, particles)
-        Sd, Gd = relu_feature_means(theta, data)
+        Sp, Gp = _feature_means(theta, particles)
+        Sd, Gd = _feature_means(theta, data)
         return Sp - Sd, Gp - Gd
+
+
+def _feature_means(theta, points):
+    """``relu_feature_means`` over an array, or over every particle of an Ensemble on
+    every rank: a sharded ensemble's rows, or this rank's share of a replicated one;
+    the block partials are gathered and added in block order (bitwise the same for
+    any number of ranks)."""
+    if not isinstance(points, Ensemble):
+        return relu_feature_means(theta, points)
+    dev, shard, x = points.device, points.shard, points.x
+    if shard is None:
+        shard = dev.split(points.n)
+        if shard is None:
+            return relu_feature_means(theta, x)
+        x = x[shard.lo:shard.hi]
+    _check_pair(theta, x)
+    c = 1.0 / shard.n
+    if on_host(theta):
+        S_part, G_part = neuron_partials_cpu(theta, np.ascontiguousarray(x), c)
+        return ordered_sum(dev.gather_blocks(S_part, shard)), ordered_sum(dev.gather_blocks(G_part, shard))
+    S, G = relu_feature_means(theta, x, coef=c)
+    xp = array_module(theta)
+    return (xp.asarray(dev.comm.allreduce_sum(S.get())).astype(S.dtype),
+            xp.asarray(dev.comm.allreduce_sum(G.get())).astype(G.dtype))
 
 
 def _signed_sums(theta, x, c):

@@ -82,6 +82,7 @@ class DualEBM:
                "neurons": Ensemble(theta, log_weights=np.zeros(n_neurons, dtype), signs=signs, name="neurons")}
         self.energy = F1Network(ens["neurons"])
         sim = Simulation(ens, seed=seed)
+        sim.replicate("data", "neurons")    # every particle's energy needs every neuron
         sim.schedule(Restart(ens["data"], restart_probability), "particles", name="restart")
         sim.schedule(EulerMaruyama(self.energy, self.step_particles, 1.0 / self.beta, manifold="sphere"),
                      "particles", name="euler_maruyama")
@@ -91,4 +92,4 @@ class DualEBM:
 
     def _potential(self, neurons):
         e = self.sim.ensembles
-        return self.energy.potential(e["particles"].x, e["data"].x)
+        return self.energy.potential(e["particles"], e["data"])

@@ -19,6 +19,9 @@ An experiment is one module in ``particleflow/experiments/`` holding one subclas
   ``results``);
 * ``plot(run, png)``: the experiment's figure (default: observables and last frames).
 
+``shards``: True when every reduction over particles of the experiment goes through
+the ensembles' device, so that a run over several MPI ranks may shard its ensembles.
+
 ``steps(cfg)`` (default ``run.steps``) and ``checkpoint_every(cfg)`` (default
 ``output.checkpoint_every``) tell the runner how long to run and how often to save;
 ``memory_bytes(cfg)`` estimates the peak memory, so that a config that cannot fit is
@@ -57,6 +60,10 @@ def trained_params(run, prefix, missing):
 class Experiment:
     name = None
     description = ""
+    # On several ranks, shard the ensembles (``Simulation.distribute``).  Only for
+    # experiments whose every reduction over particles goes through the ensembles'
+    # device; the others run replicated on every rank (same results, no speed-up).
+    shards = False
     sections = {}
     free = {}
     required = ()            # sections that must appear in the config

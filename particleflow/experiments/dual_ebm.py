@@ -137,6 +137,7 @@ def teacher_of(cfg):
 
 class DualTeacherStudent(Experiment):
     name = "dual_ebm"
+    shards = True
     description = "paper 001: dual / primal training of an F1-EBM against a planted teacher on the sphere"
     sections = {"run": run_section(steps=1000, steps_doc="iterations of Algorithm 1"), "teacher": TEACHER,
                 "data": DATA, "model": MODEL, "dual": DUAL,

@@ -5,7 +5,7 @@
     [energy]     kind = "gaussian" (mean, precision) | "gaussian_mixture"
                  (means or ring_components/ring_radius, scale or covariances, weights)
     [ensembles.<name>]  n, init = "normal" | "zeros" | "file", init_scale, file, dim
-    [[schedule]] move = langevin | mala | hmc | resample | restart, ensemble, every, name, ...
+    [[schedule]] move = langevin | mala | hmc | resample | reweight | restart, ensemble, every, name, ...
 
 Observables every ``output.every`` steps: ``<ensemble>/mean``, ``<ensemble>/ess`` and
 every move's statistics ``<slot>/<key>``; frames of every ensemble at the same
@@ -46,6 +46,7 @@ MOVES = {
                                  doc="resampling scheme"),
                  "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
                                         doc="resample when ESS < threshold * n (default: always)")},
+    "reweight": {"proposal_scale": positive(doc="the particles are draws of N(0, s^2 I): log w += E_q - E")},
     "restart": {"source": Field("str", doc="ensemble to restart from"),
                 "probability": Field("float", lo=0, hi=1, doc="restart probability per particle and step")},
 }
@@ -130,11 +131,15 @@ def build_move(kind, s, energy, sim):
         return moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"])
     if kind == "resample":
         return moves.Resample(s["scheme"], s["ess_threshold"])
+    if kind == "reweight":
+        d = energy.dim
+        return moves.Reweight(energy, energies.Gaussian(np.zeros(d), np.eye(d) / s["proposal_scale"] ** 2))
     return moves.Restart(sim.ensembles[s["source"]], s["probability"])
 
 
 class Sample(Experiment):
     name = "sample"
+    shards = True
     description = "sample a fixed energy with a schedule of moves (Langevin, MALA, HMC, resampling, restarts)"
     sections = {"run": run_section(), "output": output_section(every=10, checkpoint_every=1000),
                 "energy": ENERGY}
@@ -204,7 +209,9 @@ class Sample(Experiment):
                 x = np.zeros((spec["n"] if spec["init"] != "file" else 1, energy.dim), dtype)
             else:
                 x = initial_positions(name, index, spec, energy.dim, dtype, seed, base_dir)
-            sim.add_ensemble(name, Ensemble(x, name=name))
+            weighted = any(s["move"] == "reweight" and s["ensemble"] == name for s in cfg["schedule"])
+            lw = np.zeros(x.shape[0], dtype) if weighted else None       # recorded from step 0
+            sim.add_ensemble(name, Ensemble(x, log_weights=lw, name=name))
         for i, s in enumerate(cfg["schedule"]):
             sim.schedule(build_move(s["move"], s, energy, sim), s["ensemble"], every=s["every"],
                          name=s["name"] or f"{s['move']}_{i}")

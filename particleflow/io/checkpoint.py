@@ -37,11 +37,13 @@ def _read_tree(group):
     return out
 
 
-def write_checkpoint(path, state, frame_counts, config_text, seed):
+def write_checkpoint(path, state, frame_counts, config_text, seed, ranks=1):
+    """``ranks``: the number of processes of the run (each writes its own checkpoint)."""
     tmp = path + ".tmp"
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["step"] = int(state["step"])
+            f.attrs["ranks"] = int(ranks)
             f.attrs["seed"] = int(seed)
             f.attrs["config"] = config_text
             _write_tree(f.create_group("state"), {k: v for k, v in state.items() if k != "step"})
@@ -64,9 +66,23 @@ def write_checkpoint(path, state, frame_counts, config_text, seed):
         os.close(dfd)
 
 
-def read_checkpoint(path):
-    """dict(step, seed, config, state (for ``Simulation.load_state_dict``),
-    frames={element: count}); falls back to ``PATH.prev`` if ``PATH`` is unreadable."""
+def checkpoint_steps(path):
+    """The steps of the readable generations (``PATH``, ``PATH.prev``) of a checkpoint."""
+    steps = []
+    for p in (path, path + ".prev"):
+        try:
+            check_complete(p)
+            with h5py.File(p, "r") as f:
+                steps.append(int(f.attrs["step"]))
+        except (OSError, KeyError, ValueError):
+            pass
+    return steps
+
+
+def read_checkpoint(path, step=None):
+    """dict(step, seed, config, ranks, state (for ``Simulation.load_state_dict``),
+    frames={element: count}); falls back to ``PATH.prev`` if ``PATH`` is unreadable.
+    ``step``: read the generation of that step."""
     last_error = None
     for p in (path, path + ".prev"):
         if not os.path.exists(p):
@@ -74,12 +90,14 @@ def read_checkpoint(path):
         try:
             check_complete(p)
             with h5py.File(p, "r") as f:
+                if step is not None and int(f.attrs["step"]) != step:
+                    continue
                 state = _read_tree(f["state"])
                 state["step"] = int(f.attrs["step"])
                 for st in state.get("ensembles", {}).values():
                     st["next_id"] = int(st["next_id"])
                 return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
-                            state=state, frames={k: int(v) for k, v in f["frames"].attrs.items()})
+                            state=state, ranks=int(f.attrs.get("ranks", 1)), frames={k: int(v) for k, v in f["frames"].attrs.items()})
         except (OSError, KeyError, ValueError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "

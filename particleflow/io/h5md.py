@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 from .._version import __version__
 from ..backend import to_numpy
-from ..observers import Observer
+from ..observers import Observer, Spec
 
 H5MD_VERSION = (1, 1)
 MODULE_DESCRIPTION = (
@@ -162,6 +162,7 @@ class TrajectoryWriter:
     def __init__(self, path, ensembles, observables, parameters, compression=None,
                  author="particleflow user", flush_interval=1.0):
         self.path = path
+        self.agree = None
         self.flush_interval = float(flush_interval)
         self._last_flush = time.monotonic()
         self._last_ids = {}
@@ -219,7 +220,10 @@ class TrajectoryWriter:
                 # gets a frame (with its own step) only when they changed
                 ids = to_numpy(ens.ids)
                 last = self._last_ids.get(name)
-                if last is not None and np.array_equal(last, ids):
+                same = last is not None and np.array_equal(last, ids)
+                if self.agree is not None:     # the shards of one ensemble decide together
+                    same = not self.agree(not same)
+                if same:
                     continue
                 self._last_ids[name] = ids.copy()
                 wrote |= el.append(step, ids)
@@ -281,19 +285,32 @@ class TrajectoryObserver(Observer):
     replaces it (a killed writer leaves its file flagged as open), and the run
     continues appending to it."""
 
-    def __init__(self, path, parameters, compression=None, resume_frames=None):
+    def __init__(self, path, parameters, compression=None, resume_frames=None, ensembles=None,
+                 observables=True, agree=None):
         self.path, self.parameters, self.compression = path, parameters, compression
         self.resume_frames = resume_frames
+        self.only = None if ensembles is None else set(ensembles)
+        self.with_observables = bool(observables)
+        self.agree = agree
         self.writer = None
 
     def start(self, sim, spec):
+        # a writer of part of a run (one rank's shard file, or the run file of a run
+        # over several ranks) keeps the ensembles and observables it was given
+        spec = Spec({k: e for k, e in spec.ensembles.items() if self.only is None or k in self.only},
+                    spec.observables if self.with_observables else {})
         if self.resume_frames is None:
             self.writer = TrajectoryWriter(self.path, spec.ensembles, spec.observables, self.parameters,
                                            compression=self.compression)
         else:
             self.writer = _rewrite_prefix(self.path, spec, self.parameters, self.compression, self.resume_frames)
+        self.writer.agree = self.agree
 
     def record(self, step, frames, values):
+        if self.only is not None:
+            frames = {k: e for k, e in frames.items() if k in self.only}
+        if not self.with_observables:
+            values = {}
         if frames:
             self.writer.write_frame(step, frames)
         for k, v in values.items():
@@ -302,7 +319,8 @@ class TrajectoryObserver(Observer):
             self.writer.flush()            # readers see the initial state at once
 
     def finish(self, sim):
-        self.writer.write_results(sim.results)
+        if self.with_observables:          # a shard file holds particles only
+            self.writer.write_results(sim.results)
 
     def close(self):
         if self.writer is not None:
@@ -372,6 +390,48 @@ def write_results(f, results):
 
 # ---------------------------------------------------------------- reader
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def link_shards(path, layout):
+    """Give the run file ``path`` the particles of ensembles written in shards, as HDF5
+    virtual datasets: ``layout`` maps an ensemble name to (n, [(shard file, lo, hi)])
+    and the shard holding rows lo:hi of it.  ``step`` and ``time`` are copied from
+    the first shard (all shards hold the same frames); every ``value`` is a virtual
+    dataset [T, n, ...] over the shards' values, in particle order.  The shard files
+    are named relative to the run file's folder, so the run moves with its shards."""
+    base = os.path.dirname(os.path.abspath(path))
+    with h5py.File(path, "r+", libver="latest") as f:
+        for name, (n, parts) in layout.items():
+            srcs = [h5py.File(p, "r") for p, _, _ in parts]
+            try:
+                first = srcs[0][f"particles/{name}"]
+                g = f.require_group(f"particles/{name}")
+                if "box" not in g:
+                    srcs[0].copy(first["box"], g)
+                for what in first:
+                    if what == "box":
+                        continue
+                    counts = [len(s[f"particles/{name}/{what}/step"]) for s in srcs]
+                    if len(set(counts)) != 1:
+                        raise ValueError(f"the shards of {name}/{what} hold different frame counts {counts}; "
+                                         "resume the run to complete them")
+                    T = counts[0]
+                    el = g.require_group(what)
+                    for k in ("step", "time", "value"):
+                        if k in el:
+                            del el[k]
+                    for k in ("step", "time"):
+                        el.create_dataset(k, data=first[f"{what}/{k}"][:T], maxshape=(None,))
+                    v0 = first[f"{what}/value"]
+                    lay = h5py.VirtualLayout(shape=(T, n) + v0.shape[2:], dtype=v0.dtype)
+                    for s, (p, lo, hi) in zip(srcs, parts):
+                        v = s[f"particles/{name}/{what}/value"]
+                        src = h5py.VirtualSource(os.path.relpath(os.path.abspath(p), base), v.name, shape=v.shape)
+                        lay[:, lo:hi] = src[:T]
+                    el.create_virtual_dataset("value", lay, fillvalue=0)
+            finally:
+                for s in srcs:
+                    s.close()
 
 
 def check_complete(path):

@@ -18,9 +18,10 @@ from ..random import Purpose
 from .base import Move
 
 
-def _log_mean_exp(a, xp):
-    m = a.max()
-    return float(m + xp.log(xp.exp(a - m).mean()))
+def _log_mean_exp(a, ens):
+    """log mean_i exp(a_i) over every particle of ``ens`` (every rank), max-shifted."""
+    m = ens.device.max(a, ens.shard)
+    return float(m + np.log(float(ens.particle_mean(ens.xp.exp(a - a.dtype.type(m))))))
 
 
 def _check_energy(e, what):
@@ -44,7 +45,7 @@ class Reweight(Move):
         if ens.log_weights is None:
             ens.log_weights = xp.zeros(ens.n, dtype=ens.dtype)
         ens.log_weights = ens.log_weights + inc
-        return {"ess": ens.ess(), "log_mean_increment": _log_mean_exp(inc, xp)}
+        return {"ess": ens.ess(), "log_mean_increment": _log_mean_exp(inc, ens)}
 
 
 class IndependentMH(Move):
@@ -71,4 +72,4 @@ class IndependentMH(Move):
         acc = xp.log(u) < log_ratio
         shape = (-1,) + (1,) * (ens.x.ndim - 1)
         ens.x = xp.ascontiguousarray(xp.where(acc.reshape(shape), y, ens.x))
-        return {"acceptance": float(acc.mean())}
+        return {"acceptance": float(ens.particle_mean(acc))}

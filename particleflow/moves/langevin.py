@@ -172,4 +172,4 @@ class MALA(Move):
         self.swap_positions(ens, out)
         if fused is None:
             ens.store_energy(self.energy, e_new, g_new)
-        return {"acceptance": float(accepted.mean()), "mean_energy": float(energy.mean())}
+        return {"acceptance": float(ens.particle_mean(accepted)), "mean_energy": float(ens.particle_mean(energy))}

@@ -105,14 +105,20 @@ class Resample(Move):
 
     def _step(self, ens, stream, step):
         ess = ens.ess()
-        if self.ess_threshold is not None and ess >= self.ess_threshold * ens.n:
-            return {"resampled": 0.0, "ess": ess, "unique_ancestors": float(ens.n)}
+        n = ens.n_global
+        if self.ess_threshold is not None and ess >= self.ess_threshold * n:
+            return {"resampled": 0.0, "ess": ess, "unique_ancestors": float(n)}
         xp = ens.xp
-        anc = resample_ancestors(ens.weights(), self.scheme, stream, step)
-        ens.x = xp.ascontiguousarray(ens.x[anc])
+        dev, shard = ens.device, ens.shard
+        # a sharded ensemble: every rank draws the same global ancestors from the
+        # gathered weights (the uniforms are keyed by global slot, so no random state
+        # is exchanged), keeps its own slots', and fetches their rows from the owners
+        anc = resample_ancestors(dev.gather_rows(ens.weights(), shard), self.scheme, stream, step)
+        mine = anc if shard is None else anc[shard.lo:shard.hi]
+        ens.x = xp.ascontiguousarray(dev.fetch_rows(ens.x, shard, mine))
         if ens.signs is not None:
-            ens.signs = ens.signs[anc]
+            ens.signs = dev.fetch_rows(ens.signs, shard, mine)
         if ens.log_weights is not None:
             ens.log_weights = xp.zeros(ens.n, dtype=ens.dtype)
-        ens.ids = ens.fresh_ids(ens.n)
+        ens.ids = ens.fresh_ids(n)
         return {"resampled": 1.0, "ess": ess, "unique_ancestors": float(xp.unique(anc).size)}

@@ -27,6 +27,7 @@ class Restart(Move):
         return getattr(self.source, "x", self.source)
 
     def check(self, ensemble):
+        super().check(ensemble)
         src = self._source_x()
         if tuple(src.shape[1:]) != ensemble.event_shape:
             raise ValueError(f"restart source has event shape {tuple(src.shape[1:])} but ensemble "
@@ -37,10 +38,18 @@ class Restart(Move):
         src = self._source_x()
         if self.probability == 0:
             return {"restart_fraction": 0.0}
+        shard = getattr(self.source, "shard", None)
+        n_src = src.shape[0] if shard is None else shard.n
         u = stream.uniform(step, ens.ids, 2, Purpose.RESTART)
         hit = u[:, 0] < self.probability
-        idx = xp.minimum((u[:, 1] * src.shape[0]).astype(xp.int64), src.shape[0] - 1)
+        idx = xp.minimum((u[:, 1] * n_src).astype(xp.int64), n_src - 1)
         rows = xp.nonzero(hit)[0]
-        ens.x[rows] = src[idx[rows]].astype(ens.dtype, copy=False)
+        if shard is None:
+            new = src[idx[rows]]
+        else:                    # a sharded source: fetch the rows from their ranks
+            order = xp.argsort(idx[rows], kind="stable")
+            new = xp.empty((rows.shape[0],) + tuple(src.shape[1:]), dtype=src.dtype)
+            new[order] = self.source.device.fetch_rows(src, shard, idx[rows][order])
+        ens.x[rows] = new.astype(ens.dtype, copy=False)
         ens.positions_changed()
-        return {"restart_fraction": float(hit.mean())}
+        return {"restart_fraction": float(ens.particle_mean(hit))}

@@ -88,7 +88,7 @@ class Reinitialize(Move):
             x = to_numpy(ens.x).copy()
             x[rows] = self.base.sample(stream, step, to_numpy(ens.ids)[rows], ens.event_shape, ens.dtype)
             ens.x = xp.asarray(x)
-        return {"reinit_fraction": float(hit.mean())}
+        return {"reinit_fraction": float(ens.particle_mean(hit))}
 
 
 START = ("noise", "data", "persistent")

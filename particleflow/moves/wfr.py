@@ -64,7 +64,7 @@ class WassersteinFisherRao(Move):
             new_x = ens.x + dx
         lw = ens.log_weights if ens.log_weights is not None else xp.zeros(ens.n, dtype=ens.dtype)
         lw = lw + fl(self.weight_step_size) * sign * F
-        mean_w = _mean_exp(lw, xp)
+        mean_w = _mean_exp(lw, ens)
         if self.mean_weight_cap is not None and mean_w > self.mean_weight_cap:
             lw = lw - fl(math.log(mean_w / self.mean_weight_cap))
             mean_w = self.mean_weight_cap
@@ -75,9 +75,10 @@ class WassersteinFisherRao(Move):
         return {"mean_weight": float(mean_w), "ess": ens.ess()}
 
 
-def _mean_exp(a, xp):
-    m = float(a.max())
-    return math.exp(m) * float(xp.exp(a - m).mean())
+def _mean_exp(a, ens):
+    """mean_j exp(a_j) over every particle of ``ens`` (every rank), max-shifted."""
+    m = ens.device.max(a, ens.shard)
+    return math.exp(m) * float(ens.particle_mean(ens.xp.exp(a - a.dtype.type(m))))
 
 
 __all__ = ["WassersteinFisherRao", "relu_feature_means", "relu_network"]
