@@ -161,13 +161,16 @@ class Device:
             parts.append(x2[full:].sum(0, keepdims=True))
         return xp.concatenate(parts)
 
-    def gather_blocks(self, partials, shard):
-        """The block partials [n_blocks, ...] of every rank in block order (``partials``
-        itself when not sharded)."""
+    def gather_blocks(self, partials, shard, block=BLOCK):
+        """The partials [blocks, ...] over blocks of ``block`` particles (a divisor of
+        ``BLOCK``) of every rank, in block order (``partials`` itself when not sharded)."""
         if shard is None or self.comm.size == 1:
             return partials
-        parts = [p for p in self.comm.allgather(to_numpy(partials)) if p.shape[0]]
-        return self.xp.asarray(np.concatenate(parts))
+        size = self.comm.size
+        rows = [-(-(hi - lo) // block) for lo, hi in (shard_range(shard.n, r, size) for r in range(size))]
+        host = to_numpy(partials)
+        out = self.comm.allgather_rows(host, rows)
+        return self.xp.asarray(out.astype(host.dtype, copy=False))
 
     def split(self, n):
         """This rank's share (a ``Shard``) of a reduction over ``n`` replicated rows,

@@ -13,6 +13,7 @@ sums of all ranks and adds them in block order: the result does not depend on R.
 (the launchers' environment variables), so that a plain run never imports mpi4py.
 """
 import os
+import time
 
 import numpy as np
 
@@ -56,6 +57,9 @@ class SerialComm:
     def allgather(self, obj):
         return [obj]
 
+    def allgather_rows(self, a, rows):
+        return np.asarray(a, dtype=np.float64)
+
     def bcast(self, obj, root=0):
         return obj
 
@@ -81,6 +85,20 @@ class SerialComm:
         return "SerialComm()"
 
 
+def _timed(method):
+    """Count the seconds and calls spent in a collective (``MPIComm.seconds``, ``calls``):
+    the time in communication, waiting for the slowest rank included."""
+    def wrapper(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class MPIComm:
     """mpi4py's ``COMM_WORLD`` with the few collectives particleflow uses."""
 
@@ -92,19 +110,36 @@ class MPIComm:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        self.seconds, self.calls = 0.0, 0
 
+    @_timed
     def allgather(self, obj):
         return self.comm.allgather(obj)
 
+    @_timed
+    def allgather_rows(self, a, rows):
+        """Every rank's float64 array [rows[r], ...] stacked in rank order (one
+        MPI_Allgatherv, no pickling); ``rows``: the row count of every rank."""
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        per_row = int(np.prod(a.shape[1:], dtype=np.int64))
+        counts = np.asarray(rows, dtype=np.int64) * per_row
+        out = np.empty((int(sum(rows)),) + a.shape[1:])
+        self.comm.Allgatherv(a, [out, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]), self.MPI.DOUBLE])
+        return out
+
+    @_timed
     def bcast(self, obj, root=0):
         return self.comm.bcast(obj, root=root)
 
+    @_timed
     def alltoall(self, objs):
         return self.comm.alltoall(list(objs))
 
+    @_timed
     def allreduce_max(self, value):
         return self.comm.allreduce(value, op=self.MPI.MAX)
 
+    @_timed
     def allreduce_sum(self, array):
         """Elementwise sum over ranks in MPI's order (fast; not bitwise independent of R)."""
         a = np.ascontiguousarray(array, dtype=np.float64)
@@ -112,9 +147,11 @@ class MPIComm:
         self.comm.Allreduce(a, out, op=self.MPI.SUM)
         return out
 
+    @_timed
     def any(self, flag):
         return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
 
+    @_timed
     def barrier(self):
         self.comm.Barrier()
 
@@ -136,6 +173,16 @@ def launched_size():
         if v and v.isdigit() and int(v) > 1:
             return int(v)
     return 1
+
+
+def local_rank():
+    """This process's rank among the ranks on its node (for one GPU per rank), from the
+    launcher's environment; 0 without a launcher."""
+    for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMIX_LOCAL_RANK"):
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return 0
 
 
 def world():

@@ -82,8 +82,9 @@ def test_weights_and_ess_of_a_sharded_ensemble_match_one_process():
         def allreduce_max(self, v):
             return max(float(s.log_weights.max()) for s in self.shards)
 
-        def allgather(self, part):
-            return [self.gathered[r] for r in range(2)]
+        def allgather_rows(self, part, rows):
+            assert [len(g) for g in self.gathered] == rows
+            return np.concatenate(self.gathered)
 
     comm = TwoRanks()
     dev = Device("cpu", comm)
@@ -150,7 +151,7 @@ RUNS_BITWISE = [
     ("dual_ebm_dual.toml", ["--steps", "40", "--set", "output.frame_every=10", "--set", "output.every=5",
                             "--set", "dual.restart_probability=0.1", "--set", "data.n_test=500"], (2, 3)),
     ("importance_gaussian.toml", ["--set", "run.runs=40", "--set", "fit.runs=5", "--set", "fit.iterations=10",
-                                  "--set", "sampling.M=[100]", "--set", "fit.average_last=5"], (2,)),
+                                  "--set", "sampling.M=[100]", "--set", "fit.average_last=5"], (2, 3)),
     ("deen_ring.toml", ["--steps", "30", "--set", "data.n=2000"], (2,)),
 ]
 
@@ -174,6 +175,54 @@ def test_runs_over_ranks_are_bitwise_one_process(tmp_path, config, args, ranks):
         name = "chains" if config == "demo.toml" else "particles"
         with h5py.File(tmp_path / "r3.h5", "r") as f:
             assert f[f"particles/{name}/position/value"].is_virtual
+
+
+RESTART_FROM_SHARDS = """
+estimator = "sample"
+[run]
+steps = 20
+seed = 3
+[output]
+every = 5
+plot = false
+[energy]
+kind = "gaussian_mixture"
+ring_components = 3
+ring_radius = 2.0
+[ensembles.chains]
+n = 3000
+[ensembles.pool]
+n = 2600
+init_scale = 2.0
+[[schedule]]
+move = "restart"
+ensemble = "chains"
+source = "pool"
+probability = 0.3
+[[schedule]]
+move = "hmc"
+ensemble = "pool"
+step_size = 0.2
+n_leapfrog = 3
+[[schedule]]
+move = "mala"
+ensemble = "chains"
+step_size = 0.3
+"""
+
+
+@needs_mpi
+def test_restarts_from_a_sharded_ensemble_are_bitwise_one_process(tmp_path):
+    """Restart draws rows of another sharded ensemble by global index (an all-to-all
+    exchange); the pool is moved by HMC, so both ensembles are sharded."""
+    (tmp_path / "c.toml").write_text(RESTART_FROM_SHARDS)
+    for R in (1, 3):
+        r = _launch(R, ["run", "c.toml", "--out", f"r{R}.h5", "--quiet"], tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+    _same_bits(tmp_path / "r1.h5", tmp_path / "r3.h5")
+    with h5py.File(tmp_path / "r3.h5", "r") as f:
+        assert f["particles/pool/position/value"].is_virtual and f["particles/chains/position/value"].is_virtual
+        assert 0.2 < f["observables/restart_0/restart_fraction/value"][-1] < 0.4
 
 
 def _rank_pid(out, rank, timeout=300):
@@ -229,6 +278,15 @@ def test_a_killed_rank_ends_the_job_and_resume_completes_to_the_same_bits(tmp_pa
     r = _launch(2, ["resume", str(out), "--quiet"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     _same_bits(tmp_path / "whole.h5", out)
+
+
+@needs_mpi
+def test_an_error_on_one_rank_aborts_every_rank_with_one_message(tmp_path):
+    (tmp_path / "e.h5.shards" / "rank-0001.h5").mkdir(parents=True)     # rank 1 cannot write its shard
+    r = _launch(2, ["run", "--out", "e.h5", os.path.join(RUNS, "demo.toml"), "--steps", "20", "--quiet",
+                    "--set", "ensembles.chains.n=3000", "--set", "output.plot=false"], tmp_path)
+    assert r.returncode == 2
+    assert "error on rank 1 of 2: IsADirectoryError" in r.stderr and "aborting every rank" in r.stderr
 
 
 @needs_mpi

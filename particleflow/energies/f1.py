@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import array_module, kernel_target, on_host
 from ..ensemble import Ensemble
 from ..kernels.pairwise import kernel as _pairwise_kernel
+from ..kernels.pairwise import BLOCK as PAIR_BLOCK
 from ..kernels.pairwise import network_cpu, neuron_partials_cpu, neuron_sums_cpu, ordered_sum
 from .analytic import Energy
 
@@ -98,7 +99,11 @@ def _feature_means(theta, points):
     c = 1.0 / shard.n
     if on_host(theta):
         S_part, G_part = neuron_partials_cpu(theta, np.ascontiguousarray(x), c)
-        return ordered_sum(dev.gather_blocks(S_part, shard)), ordered_sum(dev.gather_blocks(G_part, shard))
+        if dev.reduction == "allreduce":       # the ranks' sums added by MPI (not bitwise in R)
+            return (dev.comm.allreduce_sum(ordered_sum(S_part)).astype(S_part.dtype),
+                    dev.comm.allreduce_sum(ordered_sum(G_part)).astype(G_part.dtype))
+        return (ordered_sum(dev.gather_blocks(S_part, shard, PAIR_BLOCK)),
+                ordered_sum(dev.gather_blocks(G_part, shard, PAIR_BLOCK)))
     S, G = relu_feature_means(theta, x, coef=c)
     xp = array_module(theta)
     return (xp.asarray(dev.comm.allreduce_sum(S.get())).astype(S.dtype),

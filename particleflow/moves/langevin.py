@@ -172,4 +172,5 @@ class MALA(Move):
         self.swap_positions(ens, out)
         if fused is None:
             ens.store_energy(self.energy, e_new, g_new)
-        return {"acceptance": float(ens.particle_mean(accepted)), "mean_energy": float(ens.particle_mean(energy))}
+        acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
+        return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}
