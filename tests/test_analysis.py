@@ -24,6 +24,27 @@ def test_integrated_time_of_ar1(rho):
     np.testing.assert_allclose(ess, 4000 * 32 / tau)
 
 
+@pytest.mark.parametrize("T,C", [(20, 2000), (200, 200), (1000, 40)])
+def test_integrated_time_of_many_short_chains(T, C):
+    """AR(0.9), tau = 19.  The estimate sums lags up to the window M = min(5 tau, T - 1),
+    so its expectation is 1 + 2 sum_{k <= M} rho^k (16.6 for 20-frame chains) and its
+    relative sd is sqrt(2 (2M + 1) / (T C)) (Sokal); the test allows 3.5 sd around it.
+    With each chain's own mean subtracted, 20-frame chains gave tau = 1.95."""
+    rho, tau_exact = 0.9, 19.0
+    M = min(int(5 * tau_exact), T - 1)
+    expected = 1 + 2 * sum(rho ** k for k in range(1, M + 1))
+    sd = expected * np.sqrt(2 * (2 * M + 1) / (T * C))
+    for seed in range(3):
+        tau = analysis.integrated_time(ar1(rho, T, C, seed=T + seed))[0]
+        assert abs(tau - expected) < 3.5 * sd, (tau, expected, sd)
+    assert expected > 0.85 * tau_exact
+
+
+def test_chains_stuck_apart_have_a_long_integrated_time():
+    x = ar1(0.5, 200, 40, seed=3) + np.where(np.arange(40) < 20, -3.0, 3.0)[None]
+    assert analysis.integrated_time(x)[0] > 50 * analysis.integrated_time(x - x.mean(0))[0]
+
+
 def test_split_rhat():
     mixed = ar1(0.5, 1000, 8, seed=1)
     assert analysis.split_rhat(mixed)[0] < 1.01

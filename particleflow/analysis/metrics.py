@@ -32,12 +32,19 @@ def _as_3d(x):
 
 
 def _autocorr(x):
-    """Mean normalised autocorrelation over chains of x [T, C] (FFT)."""
+    """Normalised autocorrelation rho_k of chains x [T, C] that share one target (FFT).
+
+    The chains' common (pooled) mean is subtracted, not each chain's own: a chain's own
+    mean absorbs its slow component and biases rho, hence tau, far downward when chains
+    are short (2000 AR(0.9) chains of 20 frames: tau 1.95 instead of 19).  Each lag's
+    products are averaged over the T - k pairs that exist (with many chains the
+    unbiased lag average has small variance), then normalised by lag 0.  Chains stuck
+    in different places show up as correlation that does not decay, as they should."""
     T = x.shape[0]
     n = 1 << (2 * T - 1).bit_length()
-    c = x - x.mean(0)
+    c = x - x.mean()
     f = np.fft.rfft(c, n=n, axis=0)
-    acf = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:T].mean(1)
+    acf = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:T].mean(1) / np.arange(T, 0, -1)
     return acf / acf[0] if acf[0] > 0 else np.zeros(T)
 
 
