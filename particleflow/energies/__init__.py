@@ -14,3 +14,6 @@ __all__ += ["GaussianStd", "GaussianPrecision", "QuadraticExponentialFamily"]
 from .score import ScoreMLP  # noqa: E402
 
 __all__ += ["ScoreMLP"]
+from .check import GradientCheck, check_gradient  # noqa: E402
+
+__all__ += ["check_gradient", "GradientCheck"]
