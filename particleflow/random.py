@@ -32,6 +32,7 @@ class Purpose(IntEnum):
     PROPOSAL_COMPONENT = 9  # mixture component choice of a proposal draw
     DATA_NOISE = 10        # noise added to data by estimators (denoising score matching)
     MASK = 11              # random selections of observed coordinates (MR-MAP)
+    STEP_JITTER = 12       # per-step random step-size factor (HMC jitter), one global draw
 
 
 class StreamBlock:

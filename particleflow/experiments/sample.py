@@ -39,9 +39,15 @@ ENSEMBLE = {"n": Field("int", lo=1, doc="number of particles"),
 MOVES = {
     "langevin": {"step_size": positive(doc="h"), "temperature": positive(1.0, doc="T"),
                  "noise_scale": Field("float", None, lo=0, doc="noise sd (default sqrt(2 h T))")},
-    "mala": {"step_size": positive(doc="h")},
-    "hmc": {"step_size": positive(doc="leapfrog step"), "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
-            "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)")},
+    "mala": {"step_size": positive(doc="h (the initial value when warmup > 0)"),
+             "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
+             "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target")},
+    "hmc": {"step_size": positive(doc="leapfrog step (the initial value when warmup > 0)"),
+            "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
+            "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)"),
+            "jitter": Field("float", 0.0, lo=0, hi=0.99, doc="step size drawn from h (1 +- jitter) each step"),
+            "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
+            "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target")},
     "resample": {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
                                  doc="resampling scheme"),
                  "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
@@ -125,10 +131,10 @@ def initial_positions(name, index, spec, dim, dtype, seed, base_dir):
 def build_move(kind, s, energy, sim):
     if kind == "langevin":
         return moves.Langevin(energy, s["step_size"], noise_scale=s["noise_scale"], temperature=s["temperature"])
-    if kind == "mala":
-        return moves.MALA(energy, s["step_size"])
-    if kind == "hmc":
-        return moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"])
+    if kind in ("mala", "hmc"):
+        mv = moves.MALA(energy, s["step_size"]) if kind == "mala" else \
+            moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"], jitter=s["jitter"])
+        return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"]) if s["warmup"] else mv
     if kind == "resample":
         return moves.Resample(s["scheme"], s["ess_threshold"])
     if kind == "reweight":

@@ -1,4 +1,5 @@
 """Moves: ``stats = move(ensemble, stream, step)`` advances one ensemble in place."""
+from .adapt import AdaptStepSize
 from .base import Move
 from .euler_maruyama import EulerMaruyama
 from .hmc import HMC
@@ -14,4 +15,5 @@ from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
 __all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resample",
            "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
            "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay",
-           "ShortRun", "Reinitialize", "UniformBox", "Gaussian", "leapfrog", "momentum_from_positions"]
+           "ShortRun", "Reinitialize", "UniformBox", "Gaussian", "leapfrog", "momentum_from_positions",
+           "AdaptStepSize"]

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ..random import Purpose
+from ..random import GLOBAL_ID, Purpose
 from .base import Move, positive
 from .langevin import _flat, check_path, fused_launcher
 from .leapfrog import leapfrog
@@ -17,16 +17,20 @@ from .leapfrog import leapfrog
 
 class HMC(Move):
     """HMC with a diagonal mass (``mass``: None = identity, a scalar, or a vector
-    [dim]); reports ``acceptance`` and ``mean_energy``.  On the array path the
+    [dim]); reports ``acceptance`` and ``mean_energy``.  ``jitter`` = j draws the step size of
+    each step uniformly from h (1 +- j), the same for every chain.  On the array path the
     accepted state's energy and gradient go into the ensemble's energy cache, so a
     step after the first calls ``value_and_grad`` ``n_leapfrog`` times."""
 
     stats_keys = ("acceptance", "mean_energy")
 
-    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto"):
+    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto", jitter=0.0):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
+        if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be a number in [0, 1); got {jitter!r}")
+        self.jitter = float(jitter)
         if isinstance(n_leapfrog, bool) or not isinstance(n_leapfrog, numbers.Integral) or n_leapfrog < 1:
             raise ValueError(f"n_leapfrog must be an integer >= 1; got {n_leapfrog!r}")
         self.n_leapfrog = int(n_leapfrog)
@@ -52,7 +56,14 @@ class HMC(Move):
     def _step(self, ens, stream, step):
         xp = ens.xp
         fl = ens.dtype.type
-        h = fl(self.step_size)
+        h = self.step_size
+        if self.jitter:
+            # one factor per step for every chain, from the step's global draw: a fixed
+            # h * L near a multiple of a period of the target resonates (no mixing along
+            # that direction); a random h breaks it (Neal 2011, section 5.4.2.2)
+            u = float(stream.uniform(step, np.array([GLOBAL_ID]), 1, Purpose.STEP_JITTER, np.float64)[0, 0])
+            h = h * (1.0 + self.jitter * (2.0 * u - 1.0))
+        h = fl(h)
         inv_mass, sqrt_mass = self._mass_vectors(ens)
         out = self.position_buffer(ens)
         energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
