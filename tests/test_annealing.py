@@ -1,5 +1,6 @@
 """log Z by AIS and adaptive tempered SMC against exact normalising constants."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -57,3 +58,32 @@ def test_tempered_energy_and_bad_schedules():
         anneal(ring_mixture(), 100, betas=[0.5, 0.4, 1.0])
     with pytest.raises(ValueError, match="repeats"):
         log_z(ring_mixture(), 100, repeats=1)
+
+
+def test_the_logz_experiment_reports_log_z_with_its_error(tmp_path):
+    from particleflow import experiments
+    from particleflow.config import loads
+    from particleflow.io.h5md import open_run
+    from particleflow.runner import execute
+    for text, exact in (("""
+estimator = "logz"
+[run]
+steps = 4
+[energy]
+kind = "gaussian"
+mean = [1.0, -1.0]
+precision = [[2.0, 0.5], [0.5, 1.0]]
+[annealing]
+particles = 1500
+[output]
+plot = false
+""", math.log(2 * math.pi) - 0.5 * math.log(1.75)), (open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "logz_mixture.toml")).read().replace(
+            "steps = 8", "steps = 3").replace("particles = 4000", "particles = 1000").replace(
+            "plot = true", "plot = false").replace('method = "smc"', 'method = "ais"'), 0.0)):
+        out = str(tmp_path / "z.h5")
+        execute(experiments.validate(loads(text)), text, out)
+        with open_run(out) as r:
+            res = r.results
+            assert abs(float(res["log_z_exact"]) - exact) < 1e-12
+            assert abs(float(res["log_z"]) - exact) < 3 * float(res["log_z_se"]) + 2e-3
+            assert len(res["log_z_runs"]) == len(r.observables["anneal/log_z"].values)

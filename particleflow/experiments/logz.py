@@ -1,0 +1,118 @@
+"""``estimator = "logz"``: the normalising constant of an energy by adaptive tempered SMC
+or AIS (``particleflow.estimators.annealing``), repeated with independent streams.
+
+    [run]        steps (independent repeats), seed, dtype
+    [energy]     as the sample experiment's (gaussian, gaussian_mixture)
+    [annealing]  method = "smc" | "ais", particles, cess (SMC), temperatures (AIS),
+                 mcmc_steps, step_size, base_scale (the Gaussian base's sd)
+    [output]     every, checkpoint_every, plot
+
+Every step is one independent annealing run; its log Z estimate fills a row of the
+ensemble ``estimates`` (a resumed run continues them).  Observable ``log_z`` (that run's
+estimate), ``temperatures``.  Results (contract names): ``log_z`` (mean over repeats),
+``log_z_se`` (standard error over repeats), ``log_z_runs`` [R]; ``log_z_exact`` for the
+families with a closed form (a Gaussian: (d/2) log 2 pi - (1/2) log det P; a mixture of
+normalised components: 0).
+"""
+import math
+
+import numpy as np
+
+from ..config import Field, output_section, positive, run_section
+from ..ensemble import Ensemble
+from ..estimators.annealing import anneal
+from ..moves import Move
+from ..simulation import Simulation
+from .base import Experiment
+from .sample import ENERGY, build_energy
+
+ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive tempered SMC or AIS"),
+             "particles": Field("int", 2000, lo=2, hi=10 ** 8, doc="particles per run"),
+             "cess": Field("float", 0.95, lo=0, lo_open=True, hi=1, doc="SMC: conditional ESS kept per temperature"),
+             "temperatures": Field("int", 100, lo=1, doc="AIS: equally spaced temperatures"),
+             "mcmc_steps": Field("int", 3, lo=0, doc="MALA steps per temperature"),
+             "step_size": positive(0.5, doc="initial MALA step size (then follows the acceptance)"),
+             "base_scale": positive(1.0, doc="sd of the Gaussian base N(0, s^2 I)")}
+
+
+def exact_log_z(energy, cfg):
+    e = cfg["energy"]
+    if e["kind"] == "gaussian":
+        P = np.asarray(e["precision"], dtype=float)
+        return 0.5 * P.shape[0] * math.log(2 * math.pi) - 0.5 * np.linalg.slogdet(P)[1]
+    return 0.0                       # the mixture's components are normalised densities
+
+
+class Anneal(Move):
+    """Row ``step`` of the ensemble <- (log Z, temperatures) of repeat ``step``."""
+
+    stats_keys = ("log_z", "temperatures")
+
+    def __init__(self, energy, cfg):
+        super().__init__()
+        self.energy, self.cfg = energy, cfg
+
+    def _step(self, ens, stream, step):
+        a, seed = self.cfg["annealing"], self.cfg["run"]["seed"]
+        betas = None if a["method"] == "smc" else np.linspace(0, 1, a["temperatures"] + 1)[1:]
+        run = anneal(self.energy, a["particles"], seed=seed, repeat=step, base_scale=a["base_scale"], betas=betas,
+                     cess=a["cess"], mcmc_steps=a["mcmc_steps"], step_size=a["step_size"],
+                     dtype=np.dtype(self.cfg["run"]["dtype"]))
+        x = np.array(ens.x)
+        x[step] = (run["log_z"], len(run["betas"]) - 1)
+        ens.x = x
+        return {"log_z": float(run["log_z"]), "temperatures": float(len(run["betas"]) - 1)}
+
+
+class LogZ(Experiment):
+    name = "logz"
+    description = "log Z of an energy by adaptive tempered SMC or AIS, with a standard error over repeats"
+    sections = {"run": run_section(steps=8, dtype="float64", steps_doc="independent repeats"), "energy": ENERGY,
+                "annealing": ANNEALING, "output": output_section(every=1, checkpoint_every=1)}
+    required = ("energy",)
+
+    def memory_bytes(self, cfg):
+        return 40 * cfg["annealing"]["particles"] * 8 * 8
+
+    def build(self, cfg, base_dir=".", restore=False):
+        energy = build_energy(cfg["energy"])
+        R = cfg["run"]["steps"]
+        sim = Simulation({"estimates": Ensemble(np.zeros((R, 2)), name="estimates")}, seed=cfg["run"]["seed"])
+        sim.schedule(Anneal(energy, cfg), "estimates", name="anneal")
+        sim.observe_moves(cfg["output"]["every"])
+        sim.trajectory([], every=None)
+        sim.context["energy"] = energy
+        return sim
+
+    def energy(self, run, cfg):
+        return build_energy(cfg["energy"])
+
+    def results(self, sim, cfg):
+        est = np.asarray(sim.ensembles["estimates"].x)[:sim.step, 0]
+        out = {"log_z_runs": est, "log_z": np.asarray(est.mean()),
+               "log_z_se": np.asarray(est.std(ddof=1) / math.sqrt(len(est)) if len(est) > 1 else np.nan),
+               "log_z_exact": np.asarray(exact_log_z(sim.context["energy"], cfg))}
+        return out
+
+    def summary(self, run, cfg):
+        r = run.results
+        lz, se, ex = float(r["log_z"]), float(r["log_z_se"]), float(r["log_z_exact"])
+        return [f"log Z = {lz:.5f} +- {se:.5f} ({cfg['annealing']['method']}, {len(r['log_z_runs'])} repeats of "
+                f"{cfg['annealing']['particles']} particles); exact {ex:.5f}, off by {abs(lz - ex) / se:.1f} s.e."]
+
+    def plot(self, run, png):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        r = run.results
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(np.asarray(r["log_z_runs"]), "o", label="repeats")
+        ax.axhline(float(r["log_z"]), color="C1", label="mean")
+        ax.axhline(float(r["log_z_exact"]), color="k", ls="--", label="exact")
+        ax.set_xlabel("repeat")
+        ax.set_ylabel("log Z")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        return png
