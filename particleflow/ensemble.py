@@ -194,6 +194,12 @@ class Ensemble:
         """Mean of a per-particle array over every particle (every rank), float64."""
         return self.device.mean(v, self.shard)
 
+    def shifted_mean_exp(self, a):
+        """(m, mean_i exp(a_i - m)) over every particle, m = max_i a_i: the overflow-safe
+        pieces of mean_i exp(a_i) = exp(m) * mean and of its log, m + log(mean)."""
+        m = self.device.max(a, self.shard)
+        return m, float(self.particle_mean(self.xp.exp(a - a.dtype.type(m))))
+
     # ------------------------------------------------------------ sharding
     def take_shard(self, shard):
         """Keep only the rows ``shard.lo:shard.hi`` (this rank's share of the ensemble)."""

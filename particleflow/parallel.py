@@ -52,16 +52,12 @@ class SerialComm:
 
     rank = 0
     size = 1
-    mpi = False
 
     def allgather(self, obj):
         return [obj]
 
     def allgather_rows(self, a, rows):
         return np.asarray(a, dtype=np.float64)
-
-    def bcast(self, obj, root=0):
-        return obj
 
     def alltoall(self, objs):
         return list(objs)
@@ -102,8 +98,6 @@ def _timed(method):
 class MPIComm:
     """mpi4py's ``COMM_WORLD`` with the few collectives particleflow uses."""
 
-    mpi = True
-
     def __init__(self, comm=None):
         from mpi4py import MPI  # optional dependency: the 'mpi' extra
         self.MPI = MPI
@@ -126,10 +120,6 @@ class MPIComm:
         out = np.empty((int(sum(rows)),) + a.shape[1:])
         self.comm.Allgatherv(a, [out, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]), self.MPI.DOUBLE])
         return out
-
-    @_timed
-    def bcast(self, obj, root=0):
-        return self.comm.bcast(obj, root=root)
 
     @_timed
     def alltoall(self, objs):

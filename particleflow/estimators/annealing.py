@@ -55,18 +55,17 @@ def gaussian_base(dim, scale=1.0, mean=None):
     return e, 0.5 * dim * math.log(2 * math.pi * scale ** 2)
 
 
-def _log_sum_w_v(ens, u, db):
-    """log sum_i W_i exp(db u_i) over every particle (W: the normalised weights)."""
-    a = ens.device.max(u, ens.shard) * db
-    W = ens.weights()
-    return a + math.log(float(ens.particle_sum(W * np.exp(db * u - a))))
-
-
-def _cess(ens, u, db):
-    W = ens.weights()
-    a = ens.device.max(u, ens.shard) * db
+def _increment_sums(ens, W, u, u_max, db):
+    """(a, s1, s2) with v_i = exp(db u_i - a), a = db max u, s1 = sum_i W_i v_i and
+    s2 = sum_i W_i v_i^2 over every particle: log sum_i W_i exp(db u_i) = a + log s1
+    and the conditional ESS fraction is s1^2 / s2."""
+    a = u_max * db
     v = np.exp(db * u - a)
-    s1, s2 = float(ens.particle_sum(W * v)), float(ens.particle_sum(W * v * v))
+    return a, float(ens.particle_sum(W * v)), float(ens.particle_sum(W * v * v))
+
+
+def _cess(ens, W, u, u_max, db):
+    _, s1, s2 = _increment_sums(ens, W, u, u_max, db)
     return s1 * s1 / s2
 
 
@@ -99,18 +98,20 @@ def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, r
             raise ValueError(f"annealing needed more than {max_temperatures} temperatures; raise "
                              "max_temperatures or lower cess")
         u = -(target.value(ens.x) - base.value(ens.x)).astype(np.float64)      # d log w / d beta
+        W, u_max = ens.weights(), ens.device.max(u, ens.shard)                # fixed during the bisection
         if betas is not None:
             nb = betas[t]
-        elif _cess(ens, u, 1.0 - beta) >= cess:
+        elif _cess(ens, W, u, u_max, 1.0 - beta) >= cess:
             nb = 1.0
         else:
             lo, hi = 0.0, 1.0 - beta
             for _ in range(60):
                 mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if _cess(ens, u, mid) >= cess else (lo, mid)
+                lo, hi = (mid, hi) if _cess(ens, W, u, u_max, mid) >= cess else (lo, mid)
             nb = beta + max(lo, 1e-12)
         db = nb - beta
-        log_z += _log_sum_w_v(ens, u, db)
+        a, s1, _ = _increment_sums(ens, W, u, u_max, db)
+        log_z += a + math.log(s1)
         ens.log_weights = (ens.log_weights + db * u).astype(dtype)
         beta = nb
         path.beta = beta

@@ -20,8 +20,8 @@ from .base import Move
 
 def _log_mean_exp(a, ens):
     """log mean_i exp(a_i) over every particle of ``ens`` (every rank), max-shifted."""
-    m = ens.device.max(a, ens.shard)
-    return float(m + np.log(float(ens.particle_mean(ens.xp.exp(a - a.dtype.type(m))))))
+    m, mean = ens.shifted_mean_exp(a)
+    return float(m + np.log(mean))
 
 
 def _check_energy(e, what):

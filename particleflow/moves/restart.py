@@ -27,7 +27,6 @@ class Restart(Move):
         return getattr(self.source, "x", self.source)
 
     def check(self, ensemble):
-        super().check(ensemble)
         src = self._source_x()
         if tuple(src.shape[1:]) != ensemble.event_shape:
             raise ValueError(f"restart source has event shape {tuple(src.shape[1:])} but ensemble "

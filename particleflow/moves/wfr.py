@@ -77,8 +77,8 @@ class WassersteinFisherRao(Move):
 
 def _mean_exp(a, ens):
     """mean_j exp(a_j) over every particle of ``ens`` (every rank), max-shifted."""
-    m = ens.device.max(a, ens.shard)
-    return math.exp(m) * float(ens.particle_mean(ens.xp.exp(a - a.dtype.type(m))))
+    m, mean = ens.shifted_mean_exp(a)
+    return math.exp(m) * mean
 
 
 __all__ = ["WassersteinFisherRao", "relu_feature_means", "relu_network"]
