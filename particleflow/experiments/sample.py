@@ -41,13 +41,17 @@ MOVES = {
                  "noise_scale": Field("float", None, lo=0, doc="noise sd (default sqrt(2 h T))")},
     "mala": {"step_size": positive(doc="h (the initial value when warmup > 0)"),
              "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
-             "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target")},
+             "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target"),
+             "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
+                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance")},
     "hmc": {"step_size": positive(doc="leapfrog step (the initial value when warmup > 0)"),
             "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
             "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)"),
             "jitter": Field("float", 0.0, lo=0, hi=0.99, doc="step size drawn from h (1 +- jitter) each step"),
             "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
-            "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target")},
+            "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target"),
+             "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
+                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance")},
     "resample": {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
                                  doc="resampling scheme"),
                  "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
@@ -134,7 +138,12 @@ def build_move(kind, s, energy, sim):
     if kind in ("mala", "hmc"):
         mv = moves.MALA(energy, s["step_size"]) if kind == "mala" else \
             moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"], jitter=s["jitter"])
-        return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"]) if s["warmup"] else mv
+        mass = None if s["adapt_mass"] == "none" else s["adapt_mass"]
+        if mass and not s["warmup"]:
+            raise ConfigError(f"{kind}: adapt_mass = {s['adapt_mass']!r} needs warmup > 0 (the calls that adapt)")
+        if mass and s.get("mass") is not None:
+            raise ConfigError("hmc: adapt_mass replaces the fixed mass; drop one of mass and adapt_mass")
+        return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"], mass=mass) if s["warmup"] else mv
     if kind == "resample":
         return moves.Resample(s["scheme"], s["ess_threshold"])
     if kind == "reweight":

@@ -11,20 +11,23 @@ import numpy as np
 
 from ..random import GLOBAL_ID, Purpose
 from .base import Move, positive
-from .langevin import _flat, check_path, fused_launcher
+from .langevin import _flat, check_path, check_precond, fused_launcher
+from .precond import as_preconditioner
 from .leapfrog import leapfrog
 
 
 class HMC(Move):
     """HMC with a diagonal mass (``mass``: None = identity, a scalar, or a vector
-    [dim]); reports ``acceptance`` and ``mean_energy``.  ``jitter`` = j draws the step size of
+    [dim]) or a preconditioner ``precond`` = C, the inverse mass matrix (variances [dim],
+    a covariance [dim, dim] or a ``Preconditioner``: x moves by h L p with C = L L^T and
+    p ~ N(0, I)); reports ``acceptance`` and ``mean_energy``.  ``jitter`` = j draws the step size of
     each step uniformly from h (1 +- j), the same for every chain.  On the array path the
     accepted state's energy and gradient go into the ensemble's energy cache, so a
     step after the first calls ``value_and_grad`` ``n_leapfrog`` times."""
 
     stats_keys = ("acceptance", "mean_energy")
 
-    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto", jitter=0.0):
+    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto", jitter=0.0, precond=None):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
@@ -41,12 +44,16 @@ class HMC(Move):
             mass = m
         self.mass = mass
         self.path = check_path(path)
+        self.precond = as_preconditioner(precond)
+        if mass is not None and self.precond is not None:
+            raise ValueError("give mass or precond, not both (precond = C is the mass matrix C^-1)")
 
     def check(self, ensemble):
         super().check(ensemble)
         if self.mass is not None and self.mass.ndim == 1 and self.mass.size != ensemble.dim:
             raise ValueError(f"mass has {self.mass.size} entries but ensemble {ensemble.name!r} "
                              f"has dimension {ensemble.dim}")
+        check_precond(self, ensemble)
 
     def _mass_vectors(self, ens):
         m = np.ones(ens.dim) if self.mass is None else np.broadcast_to(self.mass, (ens.dim,))
@@ -70,7 +77,7 @@ class HMC(Move):
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
         k0, kp = stream.key(Purpose.HMC_MOMENTUM)
         _, ka = stream.key(Purpose.MH_ACCEPT)
-        fused = fused_launcher(self.energy, "hmc", ens, self.path)
+        fused = None if self.precond is not None else fused_launcher(self.energy, "hmc", ens, self.path)
         if fused is not None:
             launch, (mu, prec, logc) = fused
             scratch = [self.buffer(name, (ens.n * ens.dim,), ens.dtype, xp) for name in ("a", "p", "g")]
@@ -85,16 +92,25 @@ class HMC(Move):
             e0, g = cached if cached is not None else self.energy.value_and_grad(x)
             g0 = g
             g = g.reshape(ens.n, -1)
+            P = self.precond
+            if P is not None:
+                # whitened momentum p ~ N(0, I): p <- p - h/2 L^T g, x <- x + h L p
+                inv_mass, sqrt_mass = (lambda v: P.forward(v, xp)), fl(1)
+                g = P.transpose(g, xp)
             p = sqrt_mass * stream.normal(step, ens.ids, ens.dim, Purpose.HMC_MOMENTUM, ens.dtype)
-            h0 = e0 + fl(0.5) * (p * p * inv_mass).sum(1)
+            kinetic = (lambda p: (p * p).sum(1)) if P is not None else (lambda p: (p * p * inv_mass).sum(1))
+            h0 = e0 + fl(0.5) * kinetic(p)
             half = fl(0.5)
+            raw = [None]
 
             def grad(a, k):
                 e, g = self.energy.value_and_grad(a.reshape(shape))
-                return e, g.reshape(ens.n, -1)
+                g = raw[0] = g.reshape(ens.n, -1)
+                return e, (g if P is None else P.transpose(g, xp))
 
             a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, self.n_leapfrog, inv_mass)
-            h1 = e + half * (p * p * inv_mass).sum(1)
+            g = raw[0]
+            h1 = e + half * kinetic(p)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < h0 - h1
             out[...] = xp.where(acc[:, None], a, xf).reshape(shape)

@@ -19,6 +19,7 @@ from ..kernels.analytic import MAX_FUSED_DIM, kernel
 from ..kernels.elementwise import langevin_update
 from ..random import Purpose
 from .base import Move, positive
+from .precond import as_preconditioner
 
 _PATHS = ("auto", "fused", "array")
 
@@ -40,6 +41,16 @@ def fused_launcher(energy, kind, ensemble, path):
     mu, prec, logc, iso = energy.fused_params(ensemble.dtype, ensemble.xp)
     launch = kernel(kind, ensemble.dim, logc.shape[0], iso, ensemble.dtype, ensemble.device.target)
     return launch, (mu, prec, logc)
+
+
+def check_precond(move, ensemble):
+    P = move.precond
+    if P is not None:
+        if P.dim != ensemble.dim:
+            raise ValueError(f"the preconditioner of {type(move).__name__} has dimension {P.dim} but "
+                             f"ensemble {ensemble.name!r} has dimension {ensemble.dim}")
+        if move.path == "fused":
+            raise ValueError("path='fused' has no preconditioner; use path='auto' or 'array'")
 
 
 def _flat(a):
@@ -124,17 +135,26 @@ class Langevin(Move):
 class MALA(Move):
     """Metropolis-adjusted Langevin; reports ``acceptance`` and ``mean_energy``.
 
+    ``precond``: a covariance C (variances [dim], a matrix [dim, dim], or a
+    ``Preconditioner``) for the proposal N(x - h C grad E(x), 2 h C); None is C = I.
+    ``AdaptStepSize(..., mass="diag"|"dense")`` sets it from the ensemble.
+
     On the array path the energy and gradient of the accepted state are stored in
     the ensemble's energy cache, so each step after the first calls the energy's
     ``value_and_grad`` once (at the proposal)."""
 
     stats_keys = ("acceptance", "mean_energy")
 
-    def __init__(self, energy, step_size, path="auto"):
+    def __init__(self, energy, step_size, path="auto", precond=None):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
         self.path = check_path(path)
+        self.precond = as_preconditioner(precond)
+
+    def check(self, ensemble):
+        super().check(ensemble)
+        check_precond(self, ensemble)
 
     def _step(self, ens, stream, step):
         xp = ens.xp
@@ -144,7 +164,7 @@ class MALA(Move):
         out = self.position_buffer(ens)
         energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
-        fused = fused_launcher(self.energy, "mala", ens, self.path)
+        fused = None if self.precond is not None else fused_launcher(self.energy, "mala", ens, self.path)
         k0, kn = stream.key(Purpose.LANGEVIN_NOISE)
         _, ka = stream.key(Purpose.MH_ACCEPT)
         if fused is not None:
@@ -157,9 +177,20 @@ class MALA(Move):
             cached = ens.cached_energy(self.energy)
             e, g = cached if cached is not None else self.energy.value_and_grad(x)
             z = stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype).reshape(x.shape)
-            y = x - h * g + c * z
-            ey, gy = self.energy.value_and_grad(y)
-            back = ((x - y + h * gy) ** 2).sum(axes)
+            P = self.precond
+            if P is None:
+                y = x - h * g + c * z
+                ey, gy = self.energy.value_and_grad(y)
+                back = ((x - y + h * gy) ** 2).sum(axes)
+            else:
+                # whitened coordinates x = L w: w' = w - h L^T g + c z, and the backward
+                # residual w - w' + h L^T g' = h L^T (g + g') - c z needs no solve
+                n = ens.n
+                zf = z.reshape(n, -1)
+                gt = P.transpose(g.reshape(n, -1), xp)
+                y = x + P.forward(c * zf - h * gt, xp).reshape(x.shape)
+                ey, gy = self.energy.value_and_grad(y)
+                back = ((h * (gt + P.transpose(gy.reshape(n, -1), xp)) - c * zf) ** 2).sum(1)
             log_alpha = e - ey - back / (fl(4) * h) + fl(0.5) * (z * z).sum(axes)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < log_alpha

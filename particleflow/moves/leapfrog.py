@@ -25,7 +25,12 @@ def leapfrog(x, p, g, grad, h, n_steps, inv_mass=None, positions=None):
     e = None
     for k in range(n_steps):
         p = p - half * h * g
-        x = x + h * p if inv_mass is None else x + h * inv_mass * p
+        if inv_mass is None:
+            x = x + h * p
+        elif callable(inv_mass):                  # a dense M^-1 (preconditioned HMC)
+            x = x + h * inv_mass(p)
+        else:
+            x = x + h * inv_mass * p
         e, g = grad(x, k)
         p = p - half * h * g
         if positions is not None:
