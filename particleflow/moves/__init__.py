@@ -9,6 +9,7 @@ from .langevin import MALA, Langevin
 from .optim import SGD, Adam, CosineDecay, StepDecay
 from .resampling import SCHEMES, Resample, resample_ancestors
 from .restart import Restart
+from .tempering import ParallelTempering, geometric_ladder
 from .shortrun import Gaussian, Reinitialize, ShortRun, UniformBox
 from .wfr import WassersteinFisherRao, relu_feature_means, relu_network
 
@@ -16,4 +17,4 @@ __all__ = ["Move", "Langevin", "MALA", "HMC", "EulerMaruyama", "Restart", "Resam
            "Reweight", "IndependentMH", "WassersteinFisherRao", "SCHEMES",
            "resample_ancestors", "relu_feature_means", "relu_network", "SGD", "Adam", "StepDecay", "CosineDecay",
            "ShortRun", "Reinitialize", "UniformBox", "Gaussian", "leapfrog", "momentum_from_positions",
-           "AdaptStepSize"]
+           "AdaptStepSize", "ParallelTempering", "geometric_ladder"]
