@@ -76,7 +76,8 @@ def main():
                 base = base or r
                 ge = ">=" if r["capped"] else ""
                 gain = r["ess_grad"] / base["ess_grad"]
-                gtxt = ("<=" if r["capped"] else ">=" if base["capped"] else "") + f"{gain:.1f}x"
+                gtxt = ("n/a (both capped)" if r["capped"] and base["capped"] else
+                        ("<=" if r["capped"] else ">=" if base["capped"] else "") + f"{gain:.1f}x")
                 name = kind.upper() + (f" L={L}" if kind == "hmc" else "")
                 print(f"| {tname} | {name} | {mass or 'none'} | {r['h']:.3g} | {r['acc']:.3f} | {ge}{r['tau']:.1f} | "
                       f"{'<=' if r['capped'] else ''}{r['ess_grad']:.2e} | {gtxt if mass else '1'} | {r['ms']:.1f} |",

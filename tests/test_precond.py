@@ -4,7 +4,7 @@ import pytest
 
 import particleflow as pf
 from particleflow.moves.adapt import mass_windows
-from particleflow.moves.precond import Preconditioner, cholesky, ensemble_covariance
+from particleflow.moves.precond import cholesky, ensemble_covariance
 
 from conftest import moment_z_scores, ring_mixture
 
@@ -157,3 +157,22 @@ def test_the_adapted_mass_is_checkpointed_and_bad_input_is_named():
         pf.moves.MALA(ILL, 0.1, precond=np.ones((2, 3)))
     with pytest.raises(ValueError, match="dimension"):
         pf.moves.MALA(ILL, 0.1, precond=np.ones(3))(pf.Ensemble(np.zeros((4, 2))), pf.random.Stream(0), 0)
+
+
+def test_row_products_match_numpy_and_do_not_depend_on_threads():
+    import numba
+    from particleflow.kernels.linalg import rows_matvec
+    rng = np.random.default_rng(0)
+    v, A = rng.standard_normal((3001, 17)), rng.standard_normal((17, 17))
+    outs = []
+    for t in (1, 2):
+        numba.set_num_threads(t)
+        try:
+            outs.append(rows_matvec(v, A))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.allclose(outs[0], v @ A.T, rtol=1e-12, atol=1e-12)
+    assert outs[0].tobytes() == outs[1].tobytes()
+    # a row's result does not depend on the other rows (ranks hold different row counts)
+    assert rows_matvec(v[1000:1500], A).tobytes() == outs[0][1000:1500].tobytes()
+    assert rows_matvec(v.astype(np.float32), A).dtype == np.float32

@@ -11,13 +11,15 @@ backward MALA residual needs no triangular solve (see ``MALA``).  With C the tar
 covariance a Gaussian target becomes isotropic, whatever its condition number.
 
 ``"diag"`` keeps L = diag(sqrt(c_ii)); ``"dense"`` keeps the Cholesky factor.  Products
-with L run on einsum's plain loops, never BLAS, so results do not depend on BLAS's
-thread split, and the Cholesky factor is computed in column order by ``cholesky``
+with L run in ``kernels.linalg.rows_matvec`` on the CPU (a fixed summation order per
+row, never BLAS, so results do not depend on threads or on a rank's row count), and
+the Cholesky factor is computed in column order by ``cholesky``
 below for the same reason (it is bitwise the same for any thread or rank count).
 """
 import numpy as np
 
 from ..backend import to_numpy
+from ..kernels.linalg import rows_matvec
 
 KINDS = ("diag", "dense")
 
@@ -49,7 +51,7 @@ class Preconditioner:
                 raise ValueError("a diagonal preconditioner needs positive finite variances [dim]")
             self.kind, self.factor = "diag", np.sqrt(c)
         elif c.ndim == 2 and c.shape[0] == c.shape[1]:
-            if not np.isfinite(c).all() or not np.allclose(c, c.T, rtol=1e-10, atol=0):
+            if not np.isfinite(c).all() or not np.allclose(c, c.T, rtol=0, atol=1e-9 * np.abs(c).max()):
                 raise ValueError("a dense preconditioner needs a finite symmetric covariance [dim, dim]")
             self.kind, self.factor = "dense", cholesky(0.5 * (c + c.T))
         else:
@@ -59,21 +61,28 @@ class Preconditioner:
         self.dim = c.shape[0]
         self._cast = {}
 
-    def _L(self, like, xp):
-        key = (np.dtype(like).str, xp.__name__)
+    def _L(self, like, xp, transposed=False):
+        key = (np.dtype(like).str, xp.__name__, transposed)
         if key not in self._cast:
-            self._cast[key] = xp.asarray(self.factor, dtype=like)
+            f = self.factor.T if transposed else self.factor
+            self._cast[key] = xp.ascontiguousarray(xp.asarray(f, dtype=like))
         return self._cast[key]
+
+    def _rows(self, v, xp, transposed):
+        if self.kind == "diag":
+            return v * self._L(v.dtype, xp)
+        A = self._L(v.dtype, xp, transposed)
+        if xp is np:
+            return rows_matvec(v, A)
+        return v @ A.T
 
     def forward(self, v, xp=np):
         """L v for the rows of ``v`` [n, dim]."""
-        L = self._L(v.dtype, xp)
-        return v * L if self.kind == "diag" else xp.einsum("ij,kj->ik", v, L)
+        return self._rows(v, xp, False)
 
     def transpose(self, g, xp=np):
         """L^T g for the rows of ``g`` [n, dim]."""
-        L = self._L(g.dtype, xp)
-        return g * L if self.kind == "diag" else xp.einsum("ij,jk->ik", g, L)
+        return self._rows(g, xp, True)
 
     def __repr__(self):
         return f"Preconditioner({self.kind}, dim={self.dim})"
