@@ -132,6 +132,7 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", m
     it as virtual datasets."""
     comm = world() if comm is None else comm
     exp = experiments.get(cfg["estimator"])
+    exp.resolve(cfg, base_dir)
     check_memory(exp.memory_bytes(cfg), max_memory)
     comm.barrier()            # every rank has checked its outputs before any is written
     # signals are caught from here on: building may compile kernels, and a Ctrl-C

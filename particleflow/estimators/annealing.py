@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ..energies.analytic import Energy, Gaussian
+from ..backend import array_module
 from ..ensemble import Ensemble
 from ..moves import MALA, Resample
 from ..random import Purpose, Stream, StreamBlock
@@ -48,6 +49,42 @@ class Tempered(Energy):
         return (1 - b) * self.base.value(x) + b * self.target.value(x)
 
 
+class BoxRestricted(Energy):
+    """``energy`` inside the box [lo, hi]^d and +inf outside, so that MALA rejects every
+    proposal that leaves it (the gradient is the energy's, finite everywhere)."""
+
+    def __init__(self, energy, lo, hi):
+        self.energy, self.lo, self.hi = energy, float(lo), float(hi)
+        self.dim = energy.dim
+
+    def cache_token(self):
+        return ("box", self.lo, self.hi, self.energy.cache_token())
+
+    def _outside(self, x):
+        xf = x.reshape(x.shape[0], -1)
+        return ((xf < self.lo) | (xf > self.hi)).any(1)
+
+    def value_and_grad(self, x):
+        e, g = self.energy.value_and_grad(x)
+        return array_module(x).where(self._outside(x), x.dtype.type(np.inf), e), g
+
+    def value(self, x):
+        return array_module(x).where(self._outside(x), x.dtype.type(np.inf), self.energy.value(x))
+
+
+class Zero(Energy):
+    """E = 0: with a box, the uniform base of the path (log Z_0 = d log(hi - lo))."""
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def value_and_grad(self, x):
+        return array_module(x).zeros(x.shape[0], x.dtype), array_module(x).zeros_like(x)
+
+    def value(self, x):
+        return array_module(x).zeros(x.shape[0], x.dtype)
+
+
 def gaussian_base(dim, scale=1.0, mean=None):
     """N(mean, scale^2 I) as a normalised energy: (energy, log Z_0)."""
     mean = np.zeros(dim) if mean is None else np.asarray(mean, dtype=np.float64)
@@ -69,24 +106,39 @@ def _cess(ens, W, u, u_max, db):
     return s1 * s1 / s2
 
 
-def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, resample_ess=0.5,
-           mcmc_steps=2, step_size=0.5, adapt_step=True, max_temperatures=1000, dtype=np.float64):
+def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, resample_ess=None,
+           mcmc_steps=2, step_size=0.5, adapt_step=True, max_temperatures=1000, dtype=np.float64, box=None):
     """One annealing run: dict(log_z, betas, log_z_trace, ess, acceptance).
 
     ``betas``: a fixed increasing schedule ending at 1 (AIS, no resampling); None:
-    adaptive tempered SMC (CESS bisection, ESS-triggered resampling)."""
+    adaptive tempered SMC (CESS bisection, ESS-triggered resampling).  ``resample_ess``:
+    resample when the ESS falls below this fraction of n (default 0.5 for adaptive SMC,
+    never for a fixed schedule; 1.0 resamples at every temperature).  ``box`` = (lo, hi):
+    the base is uniform on [lo, hi]^d instead of N(0, base_scale^2 I), every MALA move
+    stays in the box, and the result is log of the integral of exp(-E) over the box:
+    finite for any energy, which an energy learned on bounded data (a bounded network)
+    needs, since exp(-E) need not be integrable over all of R^d."""
     if target.dim is None:
         raise ValueError("the target energy must declare its dimension (dim)")
     d = target.dim
-    base, log_z0 = gaussian_base(d, base_scale)
     # three streams per repeat (initial draws, resampling, MCMC), none shared between repeats
     first = StreamBlock.REPLICAS + 3 * repeat
     stream, resample_stream, mcmc_stream = Stream(seed, first), Stream(seed, first + 1), Stream(seed, first + 2)
-    x0 = base_scale * stream.normal(0, np.arange(n), d, Purpose.INIT, dtype)
+    if box is None:
+        base, log_z0 = gaussian_base(d, base_scale)
+        x0 = base_scale * stream.normal(0, np.arange(n), d, Purpose.INIT, dtype)
+    else:
+        lo, hi = (float(b) for b in box)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"box must be (lo, hi) with finite lo < hi; got {box!r}")
+        base, log_z0 = Zero(d), d * math.log(hi - lo)
+        x0 = lo + (hi - lo) * stream.uniform(0, np.arange(n), d, Purpose.INIT, dtype)
     ens = Ensemble(x0, log_weights=np.zeros(n, dtype))
     path = Tempered(base, target, 0.0)
-    mala = MALA(path, step_size)
-    resample = Resample("systematic", resample_ess) if betas is None else None
+    mala = MALA(path if box is None else BoxRestricted(path, *box), step_size)
+    if resample_ess is None and betas is None:
+        resample_ess = 0.5
+    resample = Resample("systematic", resample_ess) if resample_ess is not None else None
     if betas is not None:
         betas = [float(b) for b in betas]
         if not betas or betas[-1] != 1.0 or any(b1 <= b0 for b0, b1 in zip([0.0] + betas, betas)):

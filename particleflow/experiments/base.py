@@ -95,6 +95,10 @@ class Experiment:
     def compression(self, cfg):
         return cfg["output"].get("compression", "none")
 
+    def resolve(self, cfg, base_dir):
+        """Make the paths a validated config names relative to its directory absolute
+        (before ``memory_bytes`` and ``build``); experiments that read files override it."""
+
     def memory_bytes(self, cfg):
         """An estimate of the peak memory of a run (bytes), checked before anything is
         allocated; experiments override it with their own sizes."""

@@ -2,29 +2,33 @@
 or AIS (``particleflow.estimators.annealing``), repeated with independent streams.
 
     [run]        steps (independent repeats), seed, dtype
-    [energy]     as the sample experiment's (gaussian, gaussian_mixture)
+    [energy]     as the sample experiment's (gaussian, gaussian_mixture, or from_run = a
+                 run file whose saved energy, e.g. a trained network, is normalised)
     [annealing]  method = "smc" | "ais", particles, cess (SMC), temperatures (AIS),
-                 mcmc_steps, step_size, base_scale (the Gaussian base's sd)
+                 mcmc_steps, step_size, base = "gaussian" (base_scale: its sd) | "box"
+                 (box = [lo, hi]: uniform base, log Z of exp(-E) over [lo, hi]^d)
     [output]     every, checkpoint_every, plot
 
 Every step is one independent annealing run; its log Z estimate fills a row of the
 ensemble ``estimates`` (a resumed run continues them).  Observable ``log_z`` (that run's
 estimate), ``temperatures``.  Results (contract names): ``log_z`` (mean over repeats),
 ``log_z_se`` (standard error over repeats), ``log_z_runs`` [R]; ``log_z_exact`` for the
-families with a closed form (a Gaussian: (d/2) log 2 pi - (1/2) log det P; a mixture of
-normalised components: 0).
+families with a closed form over R^d (a Gaussian: (d/2) log 2 pi - (1/2) log det P; a
+mixture of normalised components: 0); ``log_z_quadrature`` for a box in dimension 1 or 2
+(midpoint rule on a 1000-point-per-axis grid), the check for a learned energy.
 """
 import math
+import os
 
 import numpy as np
 
-from ..config import Field, output_section, positive, run_section
+from ..config import ConfigError, Field, output_section, positive, run_section
 from ..ensemble import Ensemble
 from ..estimators.annealing import anneal
 from ..moves import Move
 from ..simulation import Simulation
 from .base import Experiment
-from .sample import ENERGY, build_energy
+from .sample import ENERGY, build_energy, check_energy, resolve_energy_path
 
 ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive tempered SMC or AIS"),
              "particles": Field("int", 2000, lo=2, hi=10 ** 8, doc="particles per run"),
@@ -32,11 +36,43 @@ ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive
              "temperatures": Field("int", 100, lo=1, doc="AIS: equally spaced temperatures"),
              "mcmc_steps": Field("int", 3, lo=0, doc="MALA steps per temperature"),
              "step_size": positive(0.5, doc="initial MALA step size (then follows the acceptance)"),
-             "base_scale": positive(1.0, doc="sd of the Gaussian base N(0, s^2 I)")}
+             "base_scale": positive(1.0, doc="sd of the Gaussian base N(0, s^2 I)"),
+             "base": Field("str", "gaussian", choices=("gaussian", "box"), doc="the path's base distribution"),
+             "box": Field("list", None, doc="base = 'box': [lo, hi], the uniform base on [lo, hi]^d")}
+QUADRATURE_POINTS = 1000
+
+
+def box_of(cfg):
+    a = cfg["annealing"]
+    if a["base"] != "box":
+        if a["box"] is not None:
+            raise ConfigError("annealing.box is used with annealing.base = 'box' only")
+        return None
+    b = a["box"]
+    if not (isinstance(b, list) and len(b) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          for v in b) and math.isfinite(b[0])
+            and math.isfinite(b[1]) and b[0] < b[1]):
+        raise ConfigError(f"annealing.base = 'box' needs annealing.box = [lo, hi] with finite lo < hi; got {b!r}")
+    return float(b[0]), float(b[1])
+
+
+def quadrature_log_z(energy, box, m=QUADRATURE_POINTS):
+    """log of the integral of exp(-E) over [lo, hi]^d, d <= 2, by the midpoint rule."""
+    lo, hi = box
+    d = energy.dim
+    h = (hi - lo) / m
+    axis = lo + h * (np.arange(m) + 0.5)
+    grid = axis[:, None] if d == 1 else np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    e = np.concatenate([np.asarray(energy.value(grid[i:i + 100000]), dtype=np.float64)
+                        for i in range(0, len(grid), 100000)])
+    top = (-e).max()
+    return float(top + math.log(np.exp(-e - top).sum()) + d * math.log(h))
 
 
 def exact_log_z(energy, cfg):
     e = cfg["energy"]
+    if e["kind"] is None or cfg["annealing"]["base"] == "box":
+        return math.nan                  # a learned energy, or the integral over a box only
     if e["kind"] == "gaussian":
         P = np.asarray(e["precision"], dtype=float)
         return 0.5 * P.shape[0] * math.log(2 * math.pi) - 0.5 * np.linalg.slogdet(P)[1]
@@ -57,7 +93,7 @@ class Anneal(Move):
         betas = None if a["method"] == "smc" else np.linspace(0, 1, a["temperatures"] + 1)[1:]
         run = anneal(self.energy, a["particles"], seed=seed, repeat=step, base_scale=a["base_scale"], betas=betas,
                      cess=a["cess"], mcmc_steps=a["mcmc_steps"], step_size=a["step_size"],
-                     dtype=np.dtype(self.cfg["run"]["dtype"]))
+                     dtype=np.dtype(self.cfg["run"]["dtype"]), box=box_of(self.cfg))
         x = np.array(ens.x)
         x[step] = (run["log_z"], len(run["betas"]) - 1)
         ens.x = x
@@ -70,6 +106,13 @@ class LogZ(Experiment):
     sections = {"run": run_section(steps=8, dtype="float64", steps_doc="independent repeats"), "energy": ENERGY,
                 "annealing": ANNEALING, "output": output_section(every=1, checkpoint_every=1)}
     required = ("energy",)
+
+    def check(self, cfg):
+        check_energy(cfg["energy"])
+        box_of(cfg)
+
+    def resolve(self, cfg, base_dir):
+        resolve_energy_path(cfg["energy"], base_dir)
 
     def memory_bytes(self, cfg):
         return 40 * cfg["annealing"]["particles"] * 8 * 8
@@ -85,20 +128,30 @@ class LogZ(Experiment):
         return sim
 
     def energy(self, run, cfg):
-        return build_energy(cfg["energy"])
+        return build_energy(cfg["energy"], os.path.dirname(os.path.abspath(run.path)))
 
     def results(self, sim, cfg):
         est = np.asarray(sim.ensembles["estimates"].x)[:sim.step, 0]
         out = {"log_z_runs": est, "log_z": np.asarray(est.mean()),
-               "log_z_se": np.asarray(est.std(ddof=1) / math.sqrt(len(est)) if len(est) > 1 else np.nan),
-               "log_z_exact": np.asarray(exact_log_z(sim.context["energy"], cfg))}
+               "log_z_se": np.asarray(est.std(ddof=1) / math.sqrt(len(est)) if len(est) > 1 else np.nan)}
+        exact = exact_log_z(sim.context["energy"], cfg)
+        if math.isfinite(exact):
+            out["log_z_exact"] = np.asarray(exact)
+        box, energy = box_of(cfg), sim.context["energy"]
+        if box is not None and energy.dim <= 2:
+            out["log_z_quadrature"] = np.asarray(quadrature_log_z(energy, box))
         return out
 
     def summary(self, run, cfg):
         r = run.results
-        lz, se, ex = float(r["log_z"]), float(r["log_z_se"]), float(r["log_z_exact"])
-        return [f"log Z = {lz:.5f} +- {se:.5f} ({cfg['annealing']['method']}, {len(r['log_z_runs'])} repeats of "
-                f"{cfg['annealing']['particles']} particles); exact {ex:.5f}, off by {abs(lz - ex) / se:.1f} s.e."]
+        lz, se = float(r["log_z"]), float(r["log_z_se"])
+        line = (f"log Z = {lz:.5f} +- {se:.5f} ({cfg['annealing']['method']}, {len(r['log_z_runs'])} repeats of "
+                f"{cfg['annealing']['particles']} particles)")
+        for key, what in (("log_z_exact", "exact"), ("log_z_quadrature", "grid quadrature")):
+            if key in r:
+                ref = float(r[key])
+                line += f"; {what} {ref:.5f}, off by {abs(lz - ref) / se:.1f} s.e."
+        return [line]
 
     def plot(self, run, png):
         import matplotlib
@@ -108,7 +161,9 @@ class LogZ(Experiment):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(np.asarray(r["log_z_runs"]), "o", label="repeats")
         ax.axhline(float(r["log_z"]), color="C1", label="mean")
-        ax.axhline(float(r["log_z_exact"]), color="k", ls="--", label="exact")
+        for key, what, ls in (("log_z_exact", "exact", "--"), ("log_z_quadrature", "grid quadrature", ":")):
+            if key in r:
+                ax.axhline(float(r[key]), color="k", ls=ls, label=what)
         ax.set_xlabel("repeat")
         ax.set_ylabel("log Z")
         ax.legend(fontsize=8)

@@ -3,7 +3,8 @@
     [run]        steps, seed, dtype
     [output]     every, checkpoint_every, compression, plot
     [energy]     kind = "gaussian" (mean, precision) | "gaussian_mixture"
-                 (means or ring_components/ring_radius, scale or covariances, weights)
+                 (means or ring_components/ring_radius, scale or covariances, weights),
+                 or from_run = "a run file": the energy that run saved (a trained network)
     [ensembles.<name>]  n, init = "normal" | "zeros" | "file", init_scale, file, dim
     [[schedule]] move = langevin | mala | hmc | resample | reweight | restart, ensemble, every, name, ...
 
@@ -22,7 +23,9 @@ from ..random import Purpose, Stream, StreamBlock
 from ..simulation import ENSEMBLE_NAME, Simulation
 from .base import Experiment
 
-ENERGY = {"kind": Field("str", choices=("gaussian", "gaussian_mixture"), doc="energy family"),
+ENERGY = {"kind": Field("str", None, choices=("gaussian", "gaussian_mixture"), doc="energy family"),
+          "from_run": Field("str", None, doc="instead of kind: the saved energy of a run file "
+                                             "(relative to the config), e.g. a trained DEEN"),
           "mean": Field("list", None, doc="gaussian: mean vector"),
           "precision": Field("list", None, doc="gaussian: precision matrix (symmetric positive definite)"),
           "means": Field("list", None, doc="gaussian_mixture: component means [K][d]"),
@@ -81,8 +84,50 @@ def _array(e, key, ndim):
     return a
 
 
-def build_energy(e):
+def resolve_energy_path(e, base_dir):
+    """energy.from_run made absolute (relative paths are relative to the config)."""
+    if e.get("from_run") and not os.path.isabs(e["from_run"]):
+        e["from_run"] = os.path.normpath(os.path.join(base_dir, e["from_run"]))
+
+
+def check_energy(e):
+    if (e["kind"] is None) == (e["from_run"] is None):
+        raise ConfigError("energy needs exactly one of energy.kind (gaussian, gaussian_mixture) and "
+                          "energy.from_run (a run file with a saved energy)")
+    if e["kind"] == "gaussian" and (e["mean"] is None or e["precision"] is None):
+        raise ConfigError("energy.kind = 'gaussian' needs energy.mean and energy.precision")
+    if e["kind"] == "gaussian_mixture" and (e["means"] is None) == (e["ring_components"] is None):
+        raise ConfigError("energy.kind = 'gaussian_mixture' needs exactly one of energy.means "
+                          "or energy.ring_components (with energy.ring_radius)")
+    if e["from_run"] is not None:
+        extra = [k for k, v in e.items() if k not in ("kind", "from_run") and v is not None]
+        if extra:
+            raise ConfigError(f"energy.from_run takes the energy from the run file; drop energy.{extra[0]}")
+
+
+def energy_from_run(path, run_dir=None):
+    """The saved energy of the run file ``path`` (a relative path is tried from the
+    current directory, then from ``run_dir``), or a ConfigError naming the file."""
+    from . import load_energy
+    from ..io.h5md import open_run
+    if not os.path.isabs(path) and not os.path.exists(path) and run_dir is not None:
+        path = os.path.join(run_dir, path)
+    if not os.path.exists(path):
+        raise ConfigError(f"energy.from_run: no such file {path}")
+    try:
+        with open_run(path) as run:
+            energy = load_energy(run)
+    except (ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"energy.from_run: {path} has no energy to load ({err})") from None
+    if getattr(energy, "dim", None) is None:
+        raise ConfigError(f"energy.from_run: the energy of {path} declares no dimension")
+    return energy
+
+
+def build_energy(e, run_dir=None):
     """The energy of a validated ``[energy]`` table."""
+    if e.get("from_run") is not None:
+        return energy_from_run(e["from_run"], run_dir)
     try:
         return _build_energy(e)
     except ConfigError:
@@ -165,12 +210,7 @@ class Sample(Experiment):
         {f"schedule[i] (move = {k!r})": v for k, v in MOVES.items()}
 
     def check(self, cfg):
-        e = cfg["energy"]
-        if e["kind"] == "gaussian" and (e["mean"] is None or e["precision"] is None):
-            raise ConfigError("energy.kind = 'gaussian' needs energy.mean and energy.precision")
-        if e["kind"] == "gaussian_mixture" and (e["means"] is None) == (e["ring_components"] is None):
-            raise ConfigError("energy.kind = 'gaussian_mixture' needs exactly one of energy.means "
-                              "or energy.ring_components (with energy.ring_radius)")
+        check_energy(cfg["energy"])
         if not cfg["ensembles"]:
             raise ConfigError("ensembles must define at least one ensemble, e.g. [ensembles.chains] n = 1000")
         ens = {}
@@ -199,9 +239,14 @@ class Sample(Experiment):
             slots.append(slot)
         cfg["schedule"] = slots
 
+    def resolve(self, cfg, base_dir):
+        resolve_energy_path(cfg["energy"], base_dir)
+
     def memory_bytes(self, cfg):
         e = cfg["energy"]
-        if e["kind"] == "gaussian":
+        if e["from_run"] is not None:
+            K, d = 1, build_energy(e).dim
+        elif e["kind"] == "gaussian":
             K, d = 1, len(e["mean"])
         elif e["ring_components"] is not None:
             K, d = e["ring_components"], 2
@@ -238,7 +283,7 @@ class Sample(Experiment):
         return sim
 
     def energy(self, run, cfg):
-        return build_energy(cfg["energy"])
+        return build_energy(cfg["energy"], os.path.dirname(os.path.abspath(run.path)))
 
     def results(self, sim, cfg):
         return {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64) for name, e in sim.ensembles.items()}
