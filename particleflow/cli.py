@@ -348,6 +348,27 @@ def plot(path, out, force):
     click.echo(_plot(path, png))
 
 
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--to", "fmt", type=click.Choice(["netcdf"]), default="netcdf", show_default=True,
+              help="output format (ArviZ's InferenceData as netCDF)")
+@click.option("--ensemble", default=None, help="the ensemble to export (default: the only one that moves)")
+@click.option("--first-frame", type=click.IntRange(0), default=0, help="drop the frames before this one (warm-up)")
+@click.option("--no-lp", is_flag=True, help="do not evaluate -E at every draw")
+@click.option("--force", is_flag=True, help="overwrite an existing OUT")
+@_user_errors
+def export(path, out, fmt, ensemble, first_frame, no_lp, force):
+    """Export a trajectory for ArviZ / xarray: particles as chains, frames as draws
+    (needs the 'arviz' extra)."""
+    from .io.inferencedata import export_netcdf, import_arviz
+    if not os.path.exists(path):
+        raise UserError(f"no such trajectory: {path}")
+    import_arviz()
+    _check_writable(out, force, "OUT")
+    click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp))
+
+
 @cli.command(name="list")
 def list_():
     """Experiments and the configs in runs/."""

@@ -5,6 +5,8 @@
 * ``effective_sample_size``: n_frames * n_chains / tau.
 * ``split_rhat``: rank-normalised split R-hat, the maximum of the bulk and the folded
   (tail) versions (Vehtari, Gelman, Simpson, Carpenter, Burkner 2021).
+* ``ess_bulk``: their bulk ESS (rank-normalised split chains, Geyer's initial monotone
+  sequence), the ``ess`` of ArviZ and Stan.
 * ``weighted_moments`` / ``weight_ess``: per-frame weighted mean and variance, Kish ESS.
 * ``mmd2`` / ``mmd_test``: unbiased squared MMD with a Gaussian kernel whose bandwidth
   is the median pairwise distance of the pooled sample; permutation p-value.
@@ -83,18 +85,69 @@ def _rank_normalise(a):
     return special.ndtri((r - 3.0 / 8.0) / (a.size + 0.25))
 
 
+def _split(c):
+    """Chains [T, M] -> [T // 2, 2 M]: first and last halves (the middle frame of an odd
+    T is dropped, as in Vehtari et al. 2021 and ArviZ)."""
+    N = c.shape[0] // 2
+    return np.concatenate([c[:N], c[c.shape[0] - N:]], axis=1)
+
+
 def split_rhat(x):
     """Rank-normalised split R-hat per coordinate, shape [dim]."""
     x = _as_3d(x)
-    N = x.shape[0] // 2
     out = np.empty(x.shape[2])
     for j in range(x.shape[2]):
-        c = x[:2 * N, :, j]
-        split = np.concatenate([c[:N], c[N:]], axis=1)             # [N, 2M]
+        split = _split(x[:, :, j])                                 # [N, 2M]
         bulk = _rhat_basic(_rank_normalise(split))
         folded = _rhat_basic(_rank_normalise(np.abs(split - np.median(split))))
         out[j] = max(bulk, folded)
     return out
+
+
+def _ess_geyer(c):
+    """ESS of chains c [T, M] from the multi-chain autocorrelation of Vehtari et al.
+    (2021, eqs. 10-11): rho_t = 1 - (W - mean_m acov_m(t)) / var+, summed over Geyer's
+    initial positive sequence of pair sums, made monotone."""
+    T, M = c.shape
+    if np.ptp(c) < np.finfo(float).resolution:
+        return float(c.size)
+    n = 1 << (2 * T - 1).bit_length()
+    d = c - c.mean(0)
+    f = np.fft.rfft(d, n=n, axis=0)
+    acov = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:T] / T            # biased, per chain
+    acov = acov.mean(1)                                                  # mean over chains
+    W = acov[0] * T / (T - 1.0)
+    var_plus = W * (T - 1.0) / T + (c.mean(0).var(ddof=1) if M > 1 else 0.0)
+    rho = np.zeros(T)
+    rho[0] = 1.0
+    rho[1] = even_odd = 1.0 - (W - acov[1]) / var_plus
+    even = 1.0
+    t = 1
+    while t < T - 3 and even + even_odd > 0.0:                         # initial positive sequence
+        even = 1.0 - (W - acov[t + 1]) / var_plus
+        even_odd = 1.0 - (W - acov[t + 2]) / var_plus
+        if even + even_odd >= 0:
+            rho[t + 1], rho[t + 2] = even, even_odd
+        t += 2
+    last = t - 2
+    if even > 0:
+        rho[last + 1] = even
+    t = 1
+    while t <= last - 2:                                                 # made monotone
+        if rho[t + 1] + rho[t + 2] > rho[t - 1] + rho[t]:
+            rho[t + 1] = rho[t + 2] = (rho[t - 1] + rho[t]) / 2.0
+        t += 2
+    tau = -1.0 + 2.0 * rho[:last + 1].sum() + rho[last + 1:last + 2].sum()
+    tau = max(tau, 1.0 / np.log10(c.size))
+    return c.size / tau
+
+
+def ess_bulk(x):
+    """Bulk effective sample size per coordinate, shape [dim]: the rank-normalised split
+    chains' ESS of Vehtari, Gelman, Simpson, Carpenter & Burkner (2021), the ``ess``
+    that ArviZ, Stan and BlackJAX report (``effective_sample_size`` is emcee's)."""
+    x = _as_3d(x)
+    return np.array([_ess_geyer(_rank_normalise(_split(x[:, :, j]))) for j in range(x.shape[2])])
 
 
 def weighted_moments(positions, log_weights=None):
