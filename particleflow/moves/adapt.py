@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from .base import Move
 from .precond import KINDS, Preconditioner, ensemble_covariance
 
@@ -46,9 +47,14 @@ class AdaptStepSize(Move):
     warmup : number of calls that adapt; later calls use the frozen step size
     mass : None, "diag" or "dense": also adapt the move's preconditioner from the
         ensemble's covariance (MALA and HMC take one)
+    per_chain : one step size per particle, each adapted to its own acceptance
+        probabilities (for ensembles started over-dispersed, where chains in high-curvature
+        regions reject every move at the ensemble's step size).  A particle keeps its
+        step size through the run, so resampling or restarts should not run during the
+        warm-up; the streamed ``step_size`` is the geometric mean over particles.
     """
 
-    def __init__(self, move, target, warmup, mass=None):
+    def __init__(self, move, target, warmup, mass=None, per_chain=False):
         super().__init__()
         if not isinstance(move, Move) or not hasattr(move, "step_size") or \
                 "acceptance" not in getattr(move, "stats_keys", ()):
@@ -66,6 +72,7 @@ class AdaptStepSize(Move):
             if getattr(move, "mass", None) is not None:
                 raise ValueError("mass adaptation replaces the HMC's fixed mass; drop mass=")
         self.move, self.target, self.warmup, self.mass = move, float(target), warmup, mass
+        self.per_chain = bool(per_chain)
         self.updates = mass_windows(warmup) if mass else ()
         self.energy = move.energy
         self.stats_keys = tuple(move.stats_keys) + ("step_size", "adapting")
@@ -75,19 +82,26 @@ class AdaptStepSize(Move):
 
     def _restart(self, h0):
         """Dual averaging from step size h0 (its iteration count k starts again)."""
-        self.k, self.H, self.mu = 0, 0.0, math.log(10.0 * h0)
-        self.log_hbar = math.log(h0)
+        self.k, self.H, self.mu = 0, 0.0 * np.log(h0), np.log(10.0 * h0)
+        self.log_hbar = np.log(h0)
 
     def check(self, ensemble):
         self.move.check(ensemble)
 
     def _step(self, ens, stream, step):
         adapting = self.m < self.warmup
+        if self.per_chain and not isinstance(self.move.step_size, np.ndarray):
+            self.move.step_size = np.full(ens.n, float(self.move.step_size))
+            self._restart(self.move.step_size)
+            self.rm_sum = np.zeros(ens.n)
         h_used = self.move.step_size
         stats = dict(self.move(ens, stream, step))
         if adapting:
             self.m += 1
-            a = min(1.0, max(0.0, float(stats["acceptance"])))
+            if self.per_chain:
+                a = to_numpy(self.move.last_alpha).astype(np.float64)
+            else:
+                a = min(1.0, max(0.0, float(stats["acceptance"])))
             if self.m <= self.da_end:
                 self._dual_averaging(a)
                 if self.m in self.updates:
@@ -95,6 +109,8 @@ class AdaptStepSize(Move):
                     self._restart(self.move.step_size)
             else:
                 self._robbins_monro(a)
+        if self.per_chain:                                        # geometric mean over every rank
+            h_used = math.exp(float(ens.particle_mean(ens.xp.asarray(np.log(h_used)))))
         stats["step_size"] = h_used
         stats["adapting"] = 1.0 if adapting else 0.0
         return stats
@@ -106,7 +122,10 @@ class AdaptStepSize(Move):
         log_h = self.mu - math.sqrt(k) / GAMMA * self.H
         w = k ** -KAPPA
         self.log_hbar = w * log_h + (1 - w) * self.log_hbar
-        self.move.step_size = math.exp(log_h) if self.m < self.da_end else math.exp(self.log_hbar)
+        self._set(log_h if self.m < self.da_end else self.log_hbar)
+
+    def _set(self, log_h):
+        self.move.step_size = np.exp(log_h) if self.per_chain else math.exp(log_h)
 
     def _robbins_monro(self, a):
         """The last part of the warm-up: log h <- log h + (a - target) / j^0.6, and the
@@ -117,12 +136,12 @@ class AdaptStepSize(Move):
         (0.62 or 0.81 for 0.7 on a Gaussian).  The ensemble's acceptance is nearly
         noise-free, so a decaying-gain root search on it converges."""
         j = self.m - self.da_end
-        log_h = math.log(self.move.step_size) + (a - self.target) / j ** RM_DECAY
+        log_h = np.log(self.move.step_size) + (a - self.target) / j ** RM_DECAY
         n = self.warmup - self.da_end
         if j > n // 2:
-            self.rm_sum += log_h
+            self.rm_sum = self.rm_sum + log_h
             self.rm_count += 1
-        self.move.step_size = math.exp(self.rm_sum / self.rm_count if self.m == self.warmup else log_h)
+        self._set(self.rm_sum / self.rm_count if self.m == self.warmup else log_h)
 
     @property
     def step_size(self):
@@ -134,19 +153,19 @@ class AdaptStepSize(Move):
 
     def state_dict(self):
         P = self.precond
-        return {"m": np.int64(self.m), "k": np.int64(self.k), "H": np.float64(self.H),
-                "mu": np.float64(self.mu), "log_hbar": np.float64(self.log_hbar),
-                "step_size": np.float64(self.move.step_size),
-                "rm_sum": np.float64(self.rm_sum), "rm_count": np.int64(self.rm_count),
+        f = np.asarray if self.per_chain else np.float64
+        return {"m": np.int64(self.m), "k": np.int64(self.k), "H": f(self.H),
+                "mu": f(self.mu), "log_hbar": f(self.log_hbar),
+                "step_size": f(self.move.step_size),
+                "rm_sum": f(self.rm_sum), "rm_count": np.int64(self.rm_count),
                 "precond": np.zeros(0) if P is None else np.array(P.cov),
                 "inner": self.move.state_dict()}
 
     def load_state_dict(self, state):
-        self.m, self.H, self.mu = int(state["m"]), float(state["H"]), float(state["mu"])
-        self.k = int(state["k"])
-        self.log_hbar = float(state["log_hbar"])
-        self.rm_sum, self.rm_count = float(state["rm_sum"]), int(state["rm_count"])
-        self.move.step_size = float(state["step_size"])
+        f = (lambda v: np.array(v, dtype=np.float64)) if np.ndim(state["step_size"]) else float
+        self.m, self.k, self.rm_count = int(state["m"]), int(state["k"]), int(state["rm_count"])
+        self.H, self.mu, self.log_hbar = f(state["H"]), f(state["mu"]), f(state["log_hbar"])
+        self.rm_sum, self.move.step_size = f(state["rm_sum"]), f(state["step_size"])
         cov = state["precond"]
         if np.size(cov):
             self.move.precond = Preconditioner(cov)
@@ -155,7 +174,8 @@ class AdaptStepSize(Move):
 
     def __repr__(self):
         mass = f", mass={self.mass!r}" if self.mass else ""
-        return f"AdaptStepSize({self.move!r}, target={self.target}, warmup={self.warmup}{mass})"
+        per = ", per_chain=True" if self.per_chain else ""
+        return f"AdaptStepSize({self.move!r}, target={self.target}, warmup={self.warmup}{mass}{per})"
 
 
 def mass_windows(warmup):

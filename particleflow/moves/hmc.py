@@ -11,7 +11,7 @@ import numpy as np
 
 from ..random import GLOBAL_ID, Purpose
 from .base import Move, positive
-from .langevin import _flat, check_path, check_precond, fused_launcher
+from .langevin import _flat, check_path, check_precond, fused_launcher, per_chain_steps
 from .precond import as_preconditioner
 from .leapfrog import leapfrog
 
@@ -23,7 +23,8 @@ class HMC(Move):
     p ~ N(0, I)); reports ``acceptance`` and ``mean_energy``.  ``jitter`` = j draws the step size of
     each step uniformly from h (1 +- j), the same for every chain.  On the array path the
     accepted state's energy and gradient go into the ensemble's energy cache, so a
-    step after the first calls ``value_and_grad`` ``n_leapfrog`` times."""
+    step after the first calls ``value_and_grad`` ``n_leapfrog`` times.  ``step_size`` may be
+    an array [n] (one per particle, as MALA's)."""
 
     stats_keys = ("acceptance", "mean_energy")
 
@@ -63,6 +64,7 @@ class HMC(Move):
     def _step(self, ens, stream, step):
         xp = ens.xp
         fl = ens.dtype.type
+        per_chain = isinstance(self.step_size, np.ndarray)
         h = self.step_size
         if self.jitter:
             # one factor per step for every chain, from the step's global draw: a fixed
@@ -70,14 +72,15 @@ class HMC(Move):
             # that direction); a random h breaks it (Neal 2011, section 5.4.2.2)
             u = float(stream.uniform(step, np.array([GLOBAL_ID]), 1, Purpose.STEP_JITTER, np.float64)[0, 0])
             h = h * (1.0 + self.jitter * (2.0 * u - 1.0))
-        h = fl(h)
+        h = per_chain_steps(h, ens)[:, None] if per_chain else fl(h)
         inv_mass, sqrt_mass = self._mass_vectors(ens)
         out = self.position_buffer(ens)
         energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
         k0, kp = stream.key(Purpose.HMC_MOMENTUM)
         _, ka = stream.key(Purpose.MH_ACCEPT)
-        fused = None if self.precond is not None else fused_launcher(self.energy, "hmc", ens, self.path)
+        fused = None if (self.precond is not None or per_chain) else \
+            fused_launcher(self.energy, "hmc", ens, self.path)
         if fused is not None:
             launch, (mu, prec, logc) = fused
             scratch = [self.buffer(name, (ens.n * ens.dim,), ens.dtype, xp) for name in ("a", "p", "g")]
@@ -113,6 +116,7 @@ class HMC(Move):
             h1 = e + half * kinetic(p)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < h0 - h1
+            self.last_alpha = xp.exp(xp.minimum(h0 - h1, fl(0)))
             out[...] = xp.where(acc[:, None], a, xf).reshape(shape)
             e_new = xp.where(acc, e, e0)
             g_new = xp.where(acc[:, None], g, g0.reshape(ens.n, -1)).reshape(shape)

@@ -43,6 +43,14 @@ def fused_launcher(energy, kind, ensemble, path):
     return launch, (mu, prec, logc)
 
 
+def per_chain_steps(h, ens):
+    """A per-particle step size array [n] on the ensemble's device and dtype."""
+    if h.shape != (ens.n,):
+        raise ValueError(f"a per-particle step size needs one value per particle: shape ({ens.n},); "
+                         f"got {h.shape}")
+    return ens.xp.asarray(h, dtype=ens.dtype)
+
+
 def check_precond(move, ensemble):
     P = move.precond
     if P is not None:
@@ -137,7 +145,10 @@ class MALA(Move):
 
     ``precond``: a covariance C (variances [dim], a matrix [dim, dim], or a
     ``Preconditioner``) for the proposal N(x - h C grad E(x), 2 h C); None is C = I.
-    ``AdaptStepSize(..., mass="diag"|"dense")`` sets it from the ensemble.
+    ``AdaptStepSize(..., mass="diag"|"dense")`` sets it from the ensemble.  ``step_size``
+    may be an array [n], one step size per particle (``AdaptStepSize(..., per_chain=True)``);
+    the array path then runs, and ``last_alpha`` holds each proposal's acceptance
+    probability.
 
     On the array path the energy and gradient of the accepted state are stored in
     the ensemble's energy cache, so each step after the first calls the energy's
@@ -159,12 +170,19 @@ class MALA(Move):
     def _step(self, ens, stream, step):
         xp = ens.xp
         fl = ens.dtype.type
-        h = fl(self.step_size)
-        c = fl(math.sqrt(2.0 * self.step_size))
+        per_chain = isinstance(self.step_size, np.ndarray)
+        if per_chain:
+            h_row = per_chain_steps(self.step_size, ens)
+            h = h_row.reshape((-1,) + (1,) * (ens.x.ndim - 1))
+            c = xp.sqrt(fl(2) * h)
+        else:
+            h = h_row = fl(self.step_size)
+            c = fl(math.sqrt(2.0 * self.step_size))
         out = self.position_buffer(ens)
         energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
-        fused = None if self.precond is not None else fused_launcher(self.energy, "mala", ens, self.path)
+        fused = None if (self.precond is not None or per_chain) else \
+            fused_launcher(self.energy, "mala", ens, self.path)
         k0, kn = stream.key(Purpose.LANGEVIN_NOISE)
         _, ka = stream.key(Purpose.MH_ACCEPT)
         if fused is not None:
@@ -187,11 +205,13 @@ class MALA(Move):
                 # residual w - w' + h L^T g' = h L^T (g + g') - c z needs no solve
                 n = ens.n
                 zf = z.reshape(n, -1)
+                hf, cf = (h.reshape(n, 1), c.reshape(n, 1)) if per_chain else (h, c)
                 gt = P.transpose(g.reshape(n, -1), xp)
-                y = x + P.forward(c * zf - h * gt, xp).reshape(x.shape)
+                y = x + P.forward(cf * zf - hf * gt, xp).reshape(x.shape)
                 ey, gy = self.energy.value_and_grad(y)
-                back = ((h * (gt + P.transpose(gy.reshape(n, -1), xp)) - c * zf) ** 2).sum(1)
-            log_alpha = e - ey - back / (fl(4) * h) + fl(0.5) * (z * z).sum(axes)
+                back = ((hf * (gt + P.transpose(gy.reshape(n, -1), xp)) - cf * zf) ** 2).sum(1)
+            log_alpha = e - ey - back / (fl(4) * h_row) + fl(0.5) * (z * z).sum(axes)
+            self.last_alpha = xp.exp(xp.minimum(log_alpha, fl(0)))
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < log_alpha
             shape = (-1,) + (1,) * (x.ndim - 1)

@@ -11,6 +11,7 @@ with force F = -g.  ``momentum_from_positions`` gives the p that makes a leapfro
 continue two given consecutive positions, so a recurrence stated in positions runs
 through the same code.
 """
+import numpy as np
 
 
 def leapfrog(x, p, g, grad, h, n_steps, inv_mass=None, positions=None):
@@ -21,7 +22,7 @@ def leapfrog(x, p, g, grad, h, n_steps, inv_mass=None, positions=None):
     position.  Returns ``(x, p, value, g)`` at the end (``value`` is None when
     ``n_steps`` is 0)."""
     half = x.dtype.type(0.5)
-    h = x.dtype.type(h)
+    h = x.dtype.type(h) if np.ndim(h) == 0 else h          # or per-particle steps [n, 1]
     e = None
     for k in range(n_steps):
         p = p - half * h * g
