@@ -33,6 +33,7 @@ class Purpose(IntEnum):
     DATA_NOISE = 10        # noise added to data by estimators (denoising score matching)
     MASK = 11              # random selections of observed coordinates (MR-MAP)
     STEP_JITTER = 12       # per-step random step-size factor (HMC jitter), one global draw
+    TRAJECTORY = 13        # per-step fraction of an HMC trajectory length, one global draw
 
 
 class StreamBlock:

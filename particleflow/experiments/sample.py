@@ -46,15 +46,19 @@ MOVES = {
              "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
              "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target"),
              "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
-                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance")},
+                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
+             "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle")},
     "hmc": {"step_size": positive(doc="leapfrog step (the initial value when warmup > 0)"),
             "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
             "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)"),
             "jitter": Field("float", 0.0, lo=0, hi=0.99, doc="step size drawn from h (1 +- jitter) each step"),
             "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
             "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target"),
-             "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
-                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance")},
+            "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
+                                doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
+            "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle"),
+            "adapt_trajectory": Field("str", "none", choices=("none", "chees"),
+                                      doc="warmup > 0: adapt the trajectory length h L (ChEES; n_leapfrog starts it)")},
     "resample": {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
                                  doc="resampling scheme"),
                  "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
@@ -188,7 +192,14 @@ def build_move(kind, s, energy, sim):
             raise ConfigError(f"{kind}: adapt_mass = {s['adapt_mass']!r} needs warmup > 0 (the calls that adapt)")
         if mass and s.get("mass") is not None:
             raise ConfigError("hmc: adapt_mass replaces the fixed mass; drop one of mass and adapt_mass")
-        return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"], mass=mass) if s["warmup"] else mv
+        trajectory = None if s.get("adapt_trajectory", "none") == "none" else s["adapt_trajectory"]
+        if (s["adapt_per_chain"] or trajectory) and not s["warmup"]:
+            raise ConfigError(f"{kind}: adapt_per_chain and adapt_trajectory need warmup > 0 (the calls that adapt)")
+        try:
+            return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"], mass=mass,
+                                       per_chain=s["adapt_per_chain"], trajectory=trajectory) if s["warmup"] else mv
+        except ValueError as err:
+            raise ConfigError(f"{kind}: {err}") from None
     if kind == "resample":
         return moves.Resample(s["scheme"], s["ess_threshold"])
     if kind == "reweight":

@@ -52,9 +52,11 @@ class AdaptStepSize(Move):
         regions reject every move at the ensemble's step size).  A particle keeps its
         step size through the run, so resampling or restarts should not run during the
         warm-up; the streamed ``step_size`` is the geometric mean over particles.
+    trajectory : None or "chees" (HMC only): also adapt the trajectory length T = h L by
+        the ChEES criterion (``ChEES`` below); streamed as ``trajectory_length``
     """
 
-    def __init__(self, move, target, warmup, mass=None, per_chain=False):
+    def __init__(self, move, target, warmup, mass=None, per_chain=False, trajectory=None):
         super().__init__()
         if not isinstance(move, Move) or not hasattr(move, "step_size") or \
                 "acceptance" not in getattr(move, "stats_keys", ()):
@@ -73,9 +75,19 @@ class AdaptStepSize(Move):
                 raise ValueError("mass adaptation replaces the HMC's fixed mass; drop mass=")
         self.move, self.target, self.warmup, self.mass = move, float(target), warmup, mass
         self.per_chain = bool(per_chain)
+        if trajectory not in (None, "chees"):
+            raise ValueError(f"trajectory adaptation must be None or 'chees'; got {trajectory!r}")
+        self.chees = None
+        if trajectory == "chees":
+            if not hasattr(move, "trajectory_length"):
+                raise ValueError(f"trajectory = 'chees' adapts an HMC's trajectory length; got {move!r}")
+            if self.per_chain:
+                raise ValueError("trajectory = 'chees' needs one step size for the ensemble; drop per_chain")
+            self.chees = ChEES(move, warmup)
         self.updates = mass_windows(warmup) if mass else ()
         self.energy = move.energy
-        self.stats_keys = tuple(move.stats_keys) + ("step_size", "adapting")
+        self.stats_keys = tuple(move.stats_keys) + ("step_size", "adapting") + \
+            (("trajectory_length", "n_leapfrog") if trajectory else ())
         self.m, self.rm_sum, self.rm_count = 0, 0.0, 0
         self.da_end = warmup - (warmup // 5 if warmup >= 10 else 0)
         self._restart(move.step_size)
@@ -95,6 +107,7 @@ class AdaptStepSize(Move):
             self._restart(self.move.step_size)
             self.rm_sum = np.zeros(ens.n)
         h_used = self.move.step_size
+        T_used = getattr(self.move, "trajectory_length", None)
         stats = dict(self.move(ens, stream, step))
         if adapting:
             self.m += 1
@@ -102,6 +115,8 @@ class AdaptStepSize(Move):
                 a = to_numpy(self.move.last_alpha).astype(np.float64)
             else:
                 a = min(1.0, max(0.0, float(stats["acceptance"])))
+            if self.chees is not None:
+                self.chees.update(ens, self.m, self.warmup)
             if self.m <= self.da_end:
                 self._dual_averaging(a)
                 if self.m in self.updates:
@@ -113,6 +128,9 @@ class AdaptStepSize(Move):
             h_used = math.exp(float(ens.particle_mean(ens.xp.asarray(np.log(h_used)))))
         stats["step_size"] = h_used
         stats["adapting"] = 1.0 if adapting else 0.0
+        if self.chees is not None:
+            stats["trajectory_length"] = T_used
+            stats["n_leapfrog"] = float(self.move.last_n_leapfrog)
         return stats
 
     def _dual_averaging(self, a):
@@ -159,6 +177,7 @@ class AdaptStepSize(Move):
                 "step_size": f(self.move.step_size),
                 "rm_sum": f(self.rm_sum), "rm_count": np.int64(self.rm_count),
                 "precond": np.zeros(0) if P is None else np.array(P.cov),
+                "chees": {} if self.chees is None else self.chees.state_dict(),
                 "inner": self.move.state_dict()}
 
     def load_state_dict(self, state):
@@ -166,6 +185,8 @@ class AdaptStepSize(Move):
         self.m, self.k, self.rm_count = int(state["m"]), int(state["k"]), int(state["rm_count"])
         self.H, self.mu, self.log_hbar = f(state["H"]), f(state["mu"]), f(state["log_hbar"])
         self.rm_sum, self.move.step_size = f(state["rm_sum"]), f(state["step_size"])
+        if self.chees is not None:
+            self.chees.load_state_dict(state["chees"])
         cov = state["precond"]
         if np.size(cov):
             self.move.precond = Preconditioner(cov)
@@ -192,3 +213,62 @@ def mass_windows(warmup):
     ends = sorted({init + max(1, round(base * (2 ** j - 1))) for j in range(1, n + 1)})
     ends[-1] = end
     return tuple(ends)
+
+
+class ChEES:
+    """Trajectory-length adaptation for HMC by the ChEES criterion (Hoffman, Radul &
+    Sountsov 2021): maximise the expected change in the squared distance of the chains
+    from their mean, 1/4 E[(|x' - E x'|^2 - |x - E x|^2)^2], over T, with the
+    acceptance-weighted gradient of their Algorithm 1,
+
+        g = sum_i a_i t (|x'_i - m'|^2 - |x_i - m|^2) (x'_i - m') . v'_i / sum_i a_i
+
+    (x the start, x' the proposal, v' = M^-1 p' its velocity, a_i the acceptance
+    probability, t the step's trajectory time, m and m' ensemble means), followed by an
+    Adam step on log T (learning rate 0.025, beta1 = 0, beta2 = 0.95, as in the paper).
+    Each step runs a uniform fraction of T (``HMC.trajectory_length``), which is what
+    makes the derivative above unbiased and the sampler non-resonant.  T starts at
+    h * n_leapfrog and is frozen after warm-up at exp(mean log T) over its second half."""
+
+    LR, BETA2, EPS = 0.025, 0.95, 1e-8
+
+    def __init__(self, move, warmup):
+        self.move = move
+        move.trajectory_length = move.step_size * move.n_leapfrog
+        move.record_proposal = True
+        self.v, self.k, self.log_sum, self.count = 0.0, 0, 0.0, 0
+
+    def update(self, ens, m, warmup):
+        x, xp_, vel, t = self.move.last_proposal
+        xpm = ens.xp
+        alpha = self.move.last_alpha.astype(x.dtype)
+        c0 = x - xpm.asarray(ens.particle_mean(x), dtype=x.dtype)
+        c1 = xp_ - xpm.asarray(ens.particle_mean(xp_), dtype=x.dtype)
+        diff = (c1 * c1).sum(1) - (c0 * c0).sum(1)
+        g_i = t * diff * (c1 * vel).sum(1)
+        num, den = ens.particle_sum(xpm.stack([alpha * g_i, alpha], 1))
+        g = float(num) / float(den) if float(den) > 0 else 0.0
+        log_T = math.log(self.move.trajectory_length)
+        if math.isfinite(g):
+            self.k += 1
+            self.v = self.BETA2 * self.v + (1 - self.BETA2) * g * g
+            v_hat = self.v / (1 - self.BETA2 ** self.k)
+            log_T += self.LR * g / (math.sqrt(v_hat) + self.EPS)          # ascent
+        if m > warmup // 2:
+            self.log_sum += log_T
+            self.count += 1
+        if m == warmup and self.count:
+            log_T = self.log_sum / self.count
+        self.move.trajectory_length = math.exp(log_T)
+        if m == warmup:
+            self.move.record_proposal = False
+
+    def state_dict(self):
+        return {"T": np.float64(self.move.trajectory_length), "v": np.float64(self.v), "k": np.int64(self.k),
+                "log_sum": np.float64(self.log_sum), "count": np.int64(self.count),
+                "recording": np.int64(self.move.record_proposal)}
+
+    def load_state_dict(self, st):
+        self.move.trajectory_length, self.v, self.k = float(st["T"]), float(st["v"]), int(st["k"])
+        self.log_sum, self.count = float(st["log_sum"]), int(st["count"])
+        self.move.record_proposal = bool(st["recording"])

@@ -5,6 +5,7 @@ p ~ N(0, M) with a diagonal mass M; ``n_leapfrog`` steps of
 (Stormer-Verlet, time-reversible and volume-preserving), then accept with
 probability min(1, exp(H0 - H1)), H = E(x) + p^T M^-1 p / 2 (Neal 2011).
 """
+import math
 import numbers
 
 import numpy as np
@@ -46,6 +47,13 @@ class HMC(Move):
         self.mass = mass
         self.path = check_path(path)
         self.precond = as_preconditioner(precond)
+        # set by AdaptStepSize(trajectory="chees"): a trajectory length T replaces
+        # n_leapfrog (each step runs ceil(u T / h) leapfrog steps, u uniform on (0, 1), one
+        # draw for all chains), and the array path keeps the last proposal for the ChEES
+        # gradient
+        self.trajectory_length = None
+        self.record_proposal = False
+        self.max_leapfrog = 1000
         if mass is not None and self.precond is not None:
             raise ValueError("give mass or precond, not both (precond = C is the mass matrix C^-1)")
 
@@ -72,6 +80,13 @@ class HMC(Move):
             # that direction); a random h breaks it (Neal 2011, section 5.4.2.2)
             u = float(stream.uniform(step, np.array([GLOBAL_ID]), 1, Purpose.STEP_JITTER, np.float64)[0, 0])
             h = h * (1.0 + self.jitter * (2.0 * u - 1.0))
+        n_leapfrog = self.n_leapfrog
+        if self.trajectory_length is not None:
+            if per_chain:
+                raise ValueError("an adapted trajectory length needs one step size for the ensemble")
+            u = float(stream.uniform(step, np.array([GLOBAL_ID]), 1, Purpose.TRAJECTORY, np.float64)[0, 0])
+            n_leapfrog = int(min(self.max_leapfrog, max(1, math.ceil(u * self.trajectory_length / h))))
+        self.last_n_leapfrog = n_leapfrog
         h = per_chain_steps(h, ens)[:, None] if per_chain else fl(h)
         inv_mass, sqrt_mass = self._mass_vectors(ens)
         out = self.position_buffer(ens)
@@ -79,14 +94,14 @@ class HMC(Move):
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
         k0, kp = stream.key(Purpose.HMC_MOMENTUM)
         _, ka = stream.key(Purpose.MH_ACCEPT)
-        fused = None if (self.precond is not None or per_chain) else \
+        fused = None if (self.precond is not None or per_chain or self.record_proposal) else \
             fused_launcher(self.energy, "hmc", ens, self.path)
         if fused is not None:
             launch, (mu, prec, logc) = fused
             scratch = [self.buffer(name, (ens.n * ens.dim,), ens.dtype, xp) for name in ("a", "p", "g")]
             scratch += [self.buffer(name, (ens.n,), ens.dtype, xp) for name in ("e0", "h0")]
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
-                   h, self.n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka, *scratch)
+                   h, n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka, *scratch)
         else:
             x = ens.x
             shape = x.shape
@@ -111,12 +126,15 @@ class HMC(Move):
                 g = raw[0] = g.reshape(ens.n, -1)
                 return e, (g if P is None else P.transpose(g, xp))
 
-            a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, self.n_leapfrog, inv_mass)
+            a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, n_leapfrog, inv_mass)
             g = raw[0]
             h1 = e + half * kinetic(p)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < h0 - h1
             self.last_alpha = xp.exp(xp.minimum(h0 - h1, fl(0)))
+            if self.record_proposal:           # start, proposal, its velocity M^-1 p, duration
+                velocity = inv_mass(p) if callable(inv_mass) else inv_mass * p
+                self.last_proposal = (xf, a, velocity, float(n_leapfrog * float(h)))
             out[...] = xp.where(acc[:, None], a, xf).reshape(shape)
             e_new = xp.where(acc, e, e0)
             g_new = xp.where(acc[:, None], g, g0.reshape(ens.n, -1)).reshape(shape)
