@@ -7,7 +7,8 @@ Targets: paper 000's ill-conditioned Gaussian (precision [[1000, -1], [-1, 2]]),
 Gaussian with variances log-spaced over a condition number of 1e4 in a random basis,
 and the 2-D ring of six unit Gaussians (radius 3).  Every sampler adapts its step
 size over the warm-up (dual averaging, then the root search), from chains started at
-0.1 N(0, I); then ``frames`` sampling steps are recorded.  tau is the integrated
+0.1 N(0, I); "HMC ChEES" also adapts its trajectory length (gradients per step = the
+mean number of leapfrog steps); then ``frames`` sampling steps are recorded.  tau is the integrated
 autocorrelation time (pf.analysis.integrated_time) of the projection on the target
 covariance's eigenvectors, the largest over directions; ESS per gradient = 1 / (tau *
 gradients per step) per chain.  Where tau exceeds frames / 5 the automatic window
@@ -38,23 +39,25 @@ def targets():
             "6-mode ring": (mix, mix.cov())}
 
 
-def run(energy, cov, kind, mass, n, warmup, frames, n_leapfrog):
+def run(energy, cov, kind, mass, n, warmup, frames, n_leapfrog, trajectory=None):
     target = 0.57 if kind == "mala" else 0.7
-    mv = pf.moves.MALA(energy, 0.01) if kind == "mala" else pf.moves.HMC(energy, 0.01, n_leapfrog, jitter=0.2)
+    mv = pf.moves.MALA(energy, 0.01) if kind == "mala" else \
+        pf.moves.HMC(energy, 0.01, n_leapfrog, jitter=0.0 if trajectory else 0.2)
     x0 = np.random.default_rng(0).standard_normal((n, cov.shape[0])) * 0.1
     sim = pf.Simulation({"c": pf.Ensemble(x0)}, seed=1)
-    sim.schedule(pf.moves.AdaptStepSize(mv, target, warmup, mass=mass), "c")
+    sim.schedule(pf.moves.AdaptStepSize(mv, target, warmup, mass=mass, trajectory=trajectory), "c")
     sim.run(warmup)
-    xs, acc = [], []
+    xs, acc, grads = [], [], 0
     t0 = time.perf_counter()
     for _ in range(frames):
         sim.run(1)
         xs.append(sim.ensembles["c"].x.copy())
         acc.append(sim.slots[0].last["acceptance"])
+        grads += 1 if kind == "mala" else sim.slots[0].last.get("n_leapfrog", n_leapfrog)
     ms = 1e3 * (time.perf_counter() - t0) / frames
     _, V = np.linalg.eigh(cov)
     tau = float(pf.analysis.integrated_time(np.array(xs) @ V).max())
-    grads = 1 if kind == "mala" else n_leapfrog
+    grads /= frames
     return {"h": mv.step_size, "acc": float(np.mean(acc)), "tau": tau, "capped": tau > frames / 5,
             "ess_grad": 1.0 / (tau * grads), "ms": ms}
 
@@ -69,16 +72,16 @@ def main():
     print("| target | sampler | mass | h | acceptance | tau (slowest) | ESS / gradient / chain | gain | ms/step |")
     print("|---|---|---|---|---|---|---|---|---|")
     for tname, (energy, cov) in targets().items():
-        for kind, L in (("mala", 1), ("hmc", 10), ("hmc", 3)):
+        for kind, L, traj in (("mala", 1, None), ("hmc", 10, None), ("hmc", 3, None), ("hmc", 10, "chees")):
             base = None
             for mass in (None, "diag", "dense"):
-                r = run(energy, cov, kind, mass, a.chains, a.warmup, a.frames, L)
+                r = run(energy, cov, kind, mass, a.chains, a.warmup, a.frames, L, traj)
                 base = base or r
                 ge = ">=" if r["capped"] else ""
                 gain = r["ess_grad"] / base["ess_grad"]
                 gtxt = ("n/a (both capped)" if r["capped"] and base["capped"] else
                         ("<=" if r["capped"] else ">=" if base["capped"] else "") + f"{gain:.1f}x")
-                name = kind.upper() + (f" L={L}" if kind == "hmc" else "")
+                name = kind.upper() + ((" ChEES" if traj else f" L={L}") if kind == "hmc" else "")
                 print(f"| {tname} | {name} | {mass or 'none'} | {r['h']:.3g} | {r['acc']:.3f} | {ge}{r['tau']:.1f} | "
                       f"{'<=' if r['capped'] else ''}{r['ess_grad']:.2e} | {gtxt if mass else '1'} | {r['ms']:.1f} |",
                       flush=True)
