@@ -67,12 +67,18 @@ def main():
     ap.add_argument("--chains", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--samplers", default="mala,hmc10,hmc3,chees",
+                    help="comma-separated subset of mala, hmc10, hmc3, chees")
     a = ap.parse_args()
+    chosen = set(a.samplers.split(","))
     print(f"{a.chains} chains, warm-up {a.warmup}, {a.frames} sampling steps; HMC jitter 0.2\n")
     print("| target | sampler | mass | h | acceptance | tau (slowest) | ESS / gradient / chain | gain | ms/step |")
     print("|---|---|---|---|---|---|---|---|---|")
     for tname, (energy, cov) in targets().items():
-        for kind, L, traj in (("mala", 1, None), ("hmc", 10, None), ("hmc", 3, None), ("hmc", 10, "chees")):
+        for key, kind, L, traj in (("mala", "mala", 1, None), ("hmc10", "hmc", 10, None), ("hmc3", "hmc", 3, None),
+                                   ("chees", "hmc", 10, "chees")):
+            if key not in chosen:
+                continue
             base = None
             for mass in (None, "diag", "dense"):
                 r = run(energy, cov, kind, mass, a.chains, a.warmup, a.frames, L, traj)

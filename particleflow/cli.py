@@ -26,6 +26,7 @@ from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import DivergenceError
 from .io.h5md import open_run
+from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
 from .parallel import world
 from .runner import (Interrupted, check_memory, execute, load_config_file, parse_bytes,
@@ -361,7 +362,6 @@ def plot(path, out, force):
 def export(path, out, fmt, ensemble, first_frame, no_lp, force):
     """Export a trajectory for ArviZ / xarray: particles as chains, frames as draws
     (needs the 'arviz' extra)."""
-    from .io.inferencedata import export_netcdf, import_arviz
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
     import_arviz()

@@ -19,6 +19,7 @@ import numpy as np
 from .. import energies, moves
 from ..config import ConfigError, Field, output_section, positive, run_section, table
 from ..ensemble import Ensemble
+from ..io.h5md import open_run
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import ENSEMBLE_NAME, Simulation
 from .base import Experiment
@@ -112,15 +113,13 @@ def check_energy(e):
 def energy_from_run(path, run_dir=None):
     """The saved energy of the run file ``path`` (a relative path is tried from the
     current directory, then from ``run_dir``), or a ConfigError naming the file."""
-    from . import load_energy
-    from ..io.h5md import open_run
     if not os.path.isabs(path) and not os.path.exists(path) and run_dir is not None:
         path = os.path.join(run_dir, path)
     if not os.path.exists(path):
         raise ConfigError(f"energy.from_run: no such file {path}")
     try:
         with open_run(path) as run:
-            energy = load_energy(run)
+            energy = run.load_energy()
     except (ValueError, KeyError, OSError) as err:
         raise ConfigError(f"energy.from_run: {path} has no energy to load ({err})") from None
     if getattr(energy, "dim", None) is None:
