@@ -357,16 +357,17 @@ def plot(path, out, force):
 @click.option("--ensemble", default=None, help="the ensemble to export (default: the only one that moves)")
 @click.option("--first-frame", type=click.IntRange(0), default=0, help="drop the frames before this one (warm-up)")
 @click.option("--no-lp", is_flag=True, help="do not evaluate -E at every draw")
+@click.option("--compress", is_flag=True, help="zlib-compress the variables (smaller, slower)")
 @click.option("--force", is_flag=True, help="overwrite an existing OUT")
 @_user_errors
-def export(path, out, fmt, ensemble, first_frame, no_lp, force):
+def export(path, out, fmt, ensemble, first_frame, no_lp, compress, force):
     """Export a trajectory for ArviZ / xarray: particles as chains, frames as draws
     (needs the 'arviz' extra)."""
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
     import_arviz()
     _check_writable(out, force, "OUT")
-    click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp))
+    click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp, compress=compress))
 
 
 @cli.command(name="list")

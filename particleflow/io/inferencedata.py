@@ -114,13 +114,14 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True):
                                    "ensemble": ensemble})
 
 
-def export_netcdf(run_path, out, ensemble=None, first_frame=0, lp=True):
+def export_netcdf(run_path, out, ensemble=None, first_frame=0, lp=True, compress=False):
     """Write ``to_inferencedata`` to a netCDF file ``out`` (through a temporary file that
-    replaces ``out`` only when complete)."""
+    replaces ``out`` only when complete).  ``compress``: zlib-compress the variables
+    (ArviZ's default; about 4x slower to write: 12.6 s for 1e5 chains x 200 draws)."""
     data = to_inferencedata(run_path, ensemble, first_frame, lp)
     tmp = out + ".tmp"
     try:
-        data.to_netcdf(tmp)
+        data.to_netcdf(tmp, compress=compress)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
