@@ -28,9 +28,15 @@ def _rows_matvec(v, At, out):
                 o[j] += At[k, j] * vk
 
 
+def rows_times(v, B):
+    """v[i] B for the rows of ``v`` [n, d], ``B`` [d, m] C-contiguous of v's dtype
+    (the kernel's own layout: callers that reuse one matrix keep it this way)."""
+    v = np.ascontiguousarray(v)
+    out = np.empty((v.shape[0], B.shape[1]), dtype=v.dtype)
+    _rows_matvec(v, B, out)
+    return out
+
+
 def rows_matvec(v, A):
     """A v[i] for the rows of ``v`` [n, d], ``A`` [m, d] of v's dtype; returns [n, m]."""
-    v = np.ascontiguousarray(v)
-    out = np.empty((v.shape[0], A.shape[0]), dtype=v.dtype)
-    _rows_matvec(v, np.ascontiguousarray(A.T, dtype=v.dtype), out)
-    return out
+    return rows_times(v, np.ascontiguousarray(A.T, dtype=v.dtype))

@@ -19,7 +19,7 @@ below for the same reason (it is bitwise the same for any thread or rank count).
 import numpy as np
 
 from ..backend import to_numpy
-from ..kernels.linalg import rows_matvec
+from ..kernels.linalg import rows_times
 
 KINDS = ("diag", "dense")
 
@@ -69,12 +69,12 @@ class Preconditioner:
         return self._cast[key]
 
     def _rows(self, v, xp, transposed):
+        """L v (transposed=False) or L^T v for the rows of v, as v @ B with B = L^T or L
+        kept in the row kernel's layout."""
         if self.kind == "diag":
             return v * self._L(v.dtype, xp)
-        A = self._L(v.dtype, xp, transposed)
-        if xp is np:
-            return rows_matvec(v, A)
-        return v @ A.T
+        B = self._L(v.dtype, xp, not transposed)
+        return rows_times(v, B) if xp is np else v @ B
 
     def forward(self, v, xp=np):
         """L v for the rows of ``v`` [n, dim]."""
