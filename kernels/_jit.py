@@ -24,9 +24,13 @@ loop to become the innermost loop and vectorise.  This only changes unrolling
 heuristics inside this process, never results.
 """
 import contextlib
+import hashlib
+import importlib.util
 import inspect
 import math
 import os
+import sys
+import types
 
 import llvmlite.binding as _llvm
 import numpy as np
@@ -117,10 +121,115 @@ def compile_source(ns, src, target, filename="<particleflow-kernel>"):
     function of ``target`` and store it back in ``ns`` under the same name."""
     before = set(ns)
     exec(compile(src, filename, "exec"), ns)
+    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
     for name in set(ns) - before:
         if inspect.isfunction(ns[name]):
             ns[name] = target.device(ns[name])
+            ns[name]._pf_token = f"src:{digest}:{name}"
     return ns
+
+
+# ------------------------------------------------------------------ on-disk cache
+# Kernels are generated as source text (one per dimension, dtype, mixture size...)
+# and numba can cache only functions that live in a file.  ``jit_source`` therefore
+# writes each generated function to a file named by a digest of everything its
+# machine code depends on -- the text, the names it refers to, the compile options,
+# the sources of this package, numba's and Python's versions and the forced SIMD
+# width -- and compiles it with ``cache=True``: a second process loads the machine
+# code instead of compiling it.  A changed package gets a new directory, so a stale
+# kernel is never loaded.  PARTICLEFLOW_KERNEL_CACHE=<dir> moves the cache,
+# PARTICLEFLOW_KERNEL_CACHE=0 turns it off (and an unwritable directory does too).
+
+def _package_digest():
+    h = hashlib.sha256()
+    h.update(f"{sys.version}|{numba.__version__}|{np.__version__}|{SIMD_LANES}".encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
+def _cache_dir():
+    setting = os.environ.get("PARTICLEFLOW_KERNEL_CACHE", "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    root = setting or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                   "particleflow")
+    path = os.path.join(root, f"kernels-{_package_digest()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+_CACHE_DIR = []
+
+
+def kernel_cache_dir():
+    """The directory of on-disk compiled kernels, or None when caching is off."""
+    if not _CACHE_DIR:
+        _CACHE_DIR.append(_cache_dir())
+    return _CACHE_DIR[0]
+
+
+def _token(value):
+    """A stable text standing for a global a generated kernel refers to, or None when
+    there is none (then the kernel is not cached)."""
+    tok = getattr(value, "_pf_token", None)
+    if tok is not None:
+        return tok
+    if hasattr(value, "py_func"):                 # a numba dispatcher defined in a file
+        f = value.py_func
+        return f"fn:{f.__module__}.{f.__qualname__}" if f.__module__ else None
+    if isinstance(value, types.ModuleType):
+        return f"mod:{value.__name__}"
+    if isinstance(value, type):
+        return f"type:{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (types.BuiltinFunctionType, types.FunctionType)):
+        return f"fn:{value.__module__}.{value.__qualname__}" if value.__module__ else None
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        return f"{type(value).__name__}:{value!r}"
+    return None
+
+
+def _source_key(ns, src, options):
+    parts = [src, repr(sorted(options.items()))]
+    for name in sorted(ns):
+        if name.startswith("__"):
+            continue
+        tok = _token(ns[name])
+        if tok is None:
+            return None
+        parts.append(f"{name}={tok}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def jit_source(ns, src, name, **options):
+    """``numba.njit(**options)`` of function ``name`` defined by source text ``src``
+    with globals ``ns``, cached on disk when possible (see above)."""
+    directory = kernel_cache_dir()
+    key = _source_key(ns, src, options) if directory else None
+    if key is None:
+        g = dict(ns)
+        exec(compile(src, f"<particleflow-{name}>", "exec"), g)
+        return numba.njit(**options)(g[name])
+    path = os.path.join(directory, f"{name.strip('_')}_{key}.py")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(src)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(f"particleflow_kernel_{key}", path)
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__.update((k, v) for k, v in ns.items() if not k.startswith("__"))
+    sys.modules[spec.name] = module      # numba's cached environments look modules up by name
+    spec.loader.exec_module(module)
+    fn = numba.njit(cache=True, **options)(getattr(module, name))
+    fn._pf_token = f"kernel:{key}"
+    return fn
 
 
 @contextlib.contextmanager
@@ -179,18 +288,15 @@ def build_kernel(ns, body, args, target, vector_width=0):
         src = (f"def _range(_count, {arglist}):\n"
                f"    for i in range(_count):\n"
                f"        {body}(i, {arglist})\n")
-        g = dict(ns)
-        exec(src, g)
-        rng = numba.njit(error_model="numpy", _nrt=False)(g["_range"])
+        rng = jit_source(ns, src, "_range", error_model="numpy", _nrt=False)
         drv_src = (f"def _drive(_n, {arglist}):\n"
                    f"    _nb = (_n + {CPU_BLOCK} - 1) // {CPU_BLOCK}\n"
                    f"    for _b in prange(_nb):\n"
                    f"        s0 = _b * {CPU_BLOCK}\n"
                    f"        s1 = min(_n, s0 + {CPU_BLOCK})\n"
                    f"        _range(s1 - s0, {sliced})\n")
-        g2 = dict(_range=rng, prange=prange, min=min)
-        exec(drv_src, g2)
-        drive = numba.njit(parallel=True, error_model="numpy")(g2["_drive"])
+        drive = jit_source(dict(_range=rng, prange=prange, min=min), drv_src, "_drive",
+                           parallel=True, error_model="numpy")
 
         def launch(n, *a):
             if n:

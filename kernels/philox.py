@@ -22,7 +22,7 @@ import math
 import numba
 import numpy as np
 
-from ._jit import CPU, CUDA, SIMD_LANES, build_kernel, compile_source
+from ._jit import CPU, CUDA, SIMD_LANES, build_kernel, compile_source, jit_source
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -212,9 +212,8 @@ def _wide_driver(kind, target, dtype):
                f"            for r in range(m):\n"
                f"                for k in range(w):\n"
                f"                    out[s0 + r, col0 + k] = buf[r * {_PANEL} + k]\n")
-        g = dict(_range=kern.range_kernel, prange=numba.prange, np=np, min=min)
-        exec(src, g)
-        _WIDE_DRIVERS[key] = numba.njit(parallel=True, error_model="numpy")(g["_wide"])
+        _WIDE_DRIVERS[key] = jit_source(dict(_range=kern.range_kernel, prange=numba.prange, np=np, min=min),
+                                        src, "_wide", parallel=True, error_model="numpy")
     return kern, _WIDE_DRIVERS[key]
 
 

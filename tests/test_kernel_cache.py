@@ -1,0 +1,73 @@
+"""The on-disk cache of generated kernels: a second process loads the machine code
+(numba reports cache hits, no misses), its draws are bitwise those of the process that
+compiled them and match the numpy oracle, per dtype (the same body text compiled in a
+float32 and a float64 namespace must not share a cache entry), and turning the cache
+off writes nothing."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from particleflow.kernels import _jit
+
+SCRIPT = r"""
+import json, numpy as np
+from particleflow.kernels import philox
+from particleflow.kernels.philox import normal_numpy
+from particleflow.random import Purpose, Stream
+
+s = Stream(3, 1)
+ids = np.arange(0, 3000, 7, dtype=np.int64)
+out = {"hits": 0, "misses": 0, "equal_oracle": True, "values": []}
+for dt in (np.float32, np.float64):
+    z = s.normal(5, ids, 3, dtype=dt)
+    k0, k1 = s.key(Purpose.LANGEVIN_NOISE)
+    tol = 1e-12 if dt == np.float64 else 2e-5        # vmath's log and sincos vs numpy's
+    out["equal_oracle"] &= bool(np.allclose(z, normal_numpy(k0, k1, 5, ids, 3, dt), rtol=tol, atol=tol))
+    out["values"].append(z.astype(np.float64).ravel()[:50].tolist())
+    launch = philox.fill_kernel("normal", philox.CPU, dt, 4)
+    for fn in (launch.range_kernel, launch.drive):
+        out["hits"] += sum(fn.stats.cache_hits.values())
+        out["misses"] += sum(fn.stats.cache_misses.values())
+print(json.dumps(out))
+"""
+
+
+def _run(cache):
+    env = dict(os.environ, PARTICLEFLOW_KERNEL_CACHE=str(cache))
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_loads_kernels_and_draws_the_same(tmp_path):
+    cold = _run(tmp_path)
+    warm = _run(tmp_path)
+    assert cold["misses"] == 4 and cold["hits"] == 0        # 2 dtypes x (range, driver)
+    assert warm["hits"] == 4 and warm["misses"] == 0
+    assert cold["equal_oracle"] and warm["equal_oracle"]
+    assert cold["values"] == warm["values"]
+    (sub,) = [p for p in tmp_path.iterdir() if p.name.startswith("kernels-")]
+    assert len(list(sub.glob("*.py"))) == 4
+
+
+def test_cache_off_writes_nothing(tmp_path):
+    env_dir = tmp_path / "c"
+    env = dict(os.environ, PARTICLEFLOW_KERNEL_CACHE="0")
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["equal_oracle"] and out["hits"] == 0
+    assert not env_dir.exists()
+
+
+def test_globals_without_a_stable_name_are_not_cached():
+    ns = {"TABLE": np.arange(3.0), "FL": np.float32}
+    assert _jit._source_key(ns, "def f(x):\n    return x\n", {}) is None
+    key32 = _jit._source_key({"FL": np.float32}, "def f(x):\n    return FL(x)\n", {})
+    key64 = _jit._source_key({"FL": np.float64}, "def f(x):\n    return FL(x)\n", {})
+    assert key32 and key64 and key32 != key64
+    f = _jit.jit_source({"TABLE": np.arange(3.0)}, "def f(i):\n    return TABLE[i]\n", "f")
+    assert f(2) == 2.0
