@@ -17,7 +17,8 @@ An experiment is one module in ``particleflow/experiments/`` holding one subclas
 * ``summary(run, cfg) -> [str]``: lines for the terminal, from a finished run (a
   trajectory file or an in-memory ``Recorder``: both have ``observables`` and
   ``results``);
-* ``plot(run, png)``: the experiment's figure (default: observables and last frames).
+* ``plot(run, png)``: the experiment's figure (default: ``figures.draw``: last frames
+  over exp(-E), sample grids, changing observables).
 
 ``shards``: True when every reduction over particles of the experiment goes through
 the ensembles' device, so that a run over several MPI ranks may shard its ensembles.
@@ -31,6 +32,7 @@ import numpy as np
 
 from ..config import REQUIRED, ConfigError, Field, table
 from ..moves import CosineDecay
+from . import figures
 
 
 def learning_rate(section, steps):
@@ -124,31 +126,6 @@ class Experiment:
         return []
 
     def plot(self, run, png):
-        """Observables against steps and the last frame of every ensemble."""
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        obs = {k: o for k, o in sorted(run.observables.items()) if np.ndim(o.values[0:1]) <= 1 and len(o.steps)}
-        ens = list(run.ensembles.items())
-        ncols = max(1, len(obs)) + len(ens)
-        fig, axes = plt.subplots(1, ncols, figsize=(4 * ncols, 3.5), squeeze=False)
-        axes = axes[0]
-        for ax, (k, o) in zip(axes, obs.items()):
-            ax.plot(o.steps, o.values)
-            ax.set_title(k, fontsize=9)
-            ax.set_xlabel("step")
-        for ax, (name, e) in zip(axes[len(obs):], ens):
-            last = np.asarray(e.positions[-1])
-            if last.ndim == 2 and last.shape[1] >= 2:
-                pts = last[np.random.default_rng(0).permutation(len(last))[:5000]]
-                ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
-                ax.set_aspect("equal")
-            elif last.ndim == 3 or last.ndim == 4:
-                ax.imshow(last[0] if last.ndim == 3 else np.moveaxis(last[0], 0, -1))
-            else:
-                ax.hist(last.reshape(len(last), -1)[:, 0], bins=60)
-            ax.set_title(f"{name}: last frame (step {e.steps[-1]})", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        """Density contours with the particles over them (2-D), sample grids (images),
+        changing observables against steps: ``figures.draw``."""
+        return figures.draw(run, png, "all")

@@ -1,0 +1,197 @@
+"""The generic figure of a trajectory: what ``particleflow plot RUN.h5 --what ...`` draws
+for any run, and the figure of experiments that have no picture of their own.
+
+Panels, chosen by ``what``:
+
+* ``ensembles``: the last frame of every ensemble that has one.
+  - 2-D positions: filled contours of exp(-E) (the run's energy, rebuilt from the
+    file; normalised on the plotted window) with the particles over it (at most 5000,
+    a fixed random subset);
+  - 1-D: a histogram with exp(-E) normalised on the plotted range over it;
+  - images ([n, H, W] or [n, C, H, W] per frame): a grid of the first 64;
+  - other dimensions: the first two coordinates.
+* ``traces``: every scalar observable against steps.  An observable that never
+  changes (e.g. the ESS of an unweighted ensemble) gets no panel: it is listed in one
+  line under the figure instead.
+* ``all``: both.
+"""
+import numpy as np
+
+WHAT = ("all", "ensembles", "traces")
+MAX_POINTS = 5000
+GRID = 200
+
+
+def _constant(v):
+    v = np.asarray(v, np.float64)
+    if not np.all(np.isfinite(v)):
+        return False
+    return float(np.ptp(v)) <= 1e-12 * max(1.0, float(np.abs(v).max()))
+
+
+def traces(run):
+    """(changing observables {name: Observable}, constant ones {name: value})."""
+    changing, constant = {}, {}
+    for k, o in sorted(run.observables.items()):
+        if not len(o.steps):
+            continue
+        v = o.values
+        if np.ndim(v) != 1:
+            continue
+        if len(v) > 1 and _constant(v):
+            constant[k] = v[0]
+        else:
+            changing[k] = o
+    return changing, constant
+
+
+def _energy(run):
+    try:
+        return run.load_energy()
+    except Exception:       # a run whose energy cannot be rebuilt is drawn without it
+        return None
+
+
+def _window(x, pad=0.15):
+    lo, hi = np.percentile(x, [0.5, 99.5], axis=0)
+    span = np.maximum(hi - lo, 1e-6)
+    return lo - pad * span, hi + pad * span
+
+
+def density_panel(ax, energy, pts, title):
+    """Filled contours of exp(-E) on the window of ``pts`` [n, 2], ``pts`` over them."""
+    lo, hi = _window(pts)
+    half = max(hi - lo) / 2
+    mid = (lo + hi) / 2
+    lo, hi = mid - half, mid + half                 # square window: equal aspect
+    if energy is not None:
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], GRID), np.linspace(lo[1], hi[1], GRID))
+        grid = np.stack([gx.ravel(), gy.ravel()], 1)       # in the positions' dtype (networks' own)
+        e = np.asarray(energy.value(grid.astype(pts.dtype)), np.float64)
+        p = np.exp(-(e - np.nanmin(e))).reshape(GRID, GRID)
+        p /= p.sum() * ((hi[0] - lo[0]) / (GRID - 1)) * ((hi[1] - lo[1]) / (GRID - 1))
+        cs = ax.contourf(gx, gy, p, levels=12, cmap="Blues")
+        ax.figure.colorbar(cs, ax=ax, fraction=0.046, pad=0.04, label="exp(-E) / Z (window)")
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="tab:orange", linewidths=0)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+
+
+def histogram_panel(ax, energy, x, title):
+    ax.hist(x, bins=80, density=True, alpha=0.6, color="tab:orange")
+    if energy is not None:
+        lo, hi = _window(x[:, None])
+        g = np.linspace(lo[0], hi[0], 400)
+        e = np.asarray(energy.value(g[:, None].astype(x.dtype)), np.float64)
+        p = np.exp(-(e - e.min()))
+        p /= p.sum() * (g[1] - g[0])
+        ax.plot(g, p, color="tab:blue", label="exp(-E) / Z")
+        ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+
+
+def image_grid(images, side=8):
+    """[n, H, W] or [n, C, H, W] -> one [side * H, side * W(, C)] image in [0, 1]."""
+    a = np.asarray(images[:side * side], np.float64)
+    if a.ndim == 4:
+        a = np.moveaxis(a, 1, -1)
+        if a.shape[-1] == 1:
+            a = a[..., 0]
+    lo, hi = np.percentile(a, [1, 99])
+    a = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+    n, h, w = a.shape[:3]
+    rows = -(-n // side)
+    out = np.ones((rows * (h + 1), side * (w + 1)) + a.shape[3:])
+    for i in range(n):
+        r, c = divmod(i, side)
+        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = a[i]
+    return out
+
+
+def ensemble_panels(run):
+    """[(kind, name, last frame, step)] for every ensemble with committed frames."""
+    out = []
+    for name, e in run.ensembles.items():
+        if not len(e.steps):
+            continue
+        last = np.asarray(e.positions[-1])
+        kind = ("image" if last.ndim in (3, 4) else "density" if last.ndim == 2 and last.shape[1] == 2
+                else "histogram" if last.ndim == 2 and last.shape[1] == 1 else "scatter")
+        out.append((kind, name, last, int(e.steps[-1])))
+    return out
+
+
+def draw(run, png, what="all"):
+    """Draw the panels ``what`` picks (see the module docstring) into ``png``."""
+    import matplotlib  # optional dependency: the 'plot' extra
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if what not in WHAT:
+        raise ValueError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
+    ens = ensemble_panels(run) if what in ("all", "ensembles") else []
+    changing, constant = traces(run) if what in ("all", "traces") else ({}, {})
+    n = len(ens) + len(changing)
+    if n == 0:
+        raise ValueError(f"{run.path} has nothing to draw for --what {what}")
+    ncols = min(4, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    axes = list(axes.ravel())
+    energy = _energy(run) if any(k in ("density", "histogram") for k, *_ in ens) else None
+    rng = np.random.default_rng(0)
+    for (kind, name, last, step), ax in zip(ens, axes):
+        title = f"{name}: step {step}"
+        if kind == "image":
+            ax.imshow(image_grid(last), cmap="gray")
+            ax.axis("off")
+            ax.set_title(f"{title}, first {min(64, len(last))} samples", fontsize=9)
+            continue
+        pts = last.reshape(len(last), -1)
+        pts = pts[rng.permutation(len(pts))[:MAX_POINTS]] if len(pts) > MAX_POINTS else pts
+        if kind == "density":
+            density_panel(ax, energy, pts, title + (", over exp(-E)" if energy is not None else ""))
+        elif kind == "histogram":
+            histogram_panel(ax, energy, pts[:, 0], title)
+        else:
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
+            ax.set_title(f"{title} (coordinates 0 and 1 of {pts.shape[1]})", fontsize=9)
+    for (k, o), ax in zip(changing.items(), axes[len(ens):]):
+        ax.plot(o.steps, o.values)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step")
+    for ax in axes[n:]:
+        ax.axis("off")
+    if constant:
+        line = "constant: " + ", ".join(f"{k} = {float(v):.6g}" for k, v in constant.items())
+        fig.text(0.01, 0.005, line, fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if constant else 0, 1, 1))
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def energy_histograms(samples, reference, energy, png):
+    """Histograms of E over the samples and over the reference draws (when given)."""
+    import matplotlib  # optional dependency: the 'plot' extra
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    e_x = np.asarray(energy.value(samples), np.float64)
+    vals = [e_x]
+    if reference is not None:
+        vals.append(np.asarray(energy.value(np.asarray(reference).reshape((len(reference),)
+                                                                          + samples.shape[1:]).astype(samples.dtype)),
+                               np.float64))
+    bins = np.histogram_bin_edges(np.concatenate(vals), bins=60)
+    ax.hist(e_x, bins=bins, density=True, alpha=0.6, label=f"samples ({len(e_x)})")
+    if reference is not None:
+        ax.hist(vals[1], bins=bins, density=True, histtype="step", lw=1.5, color="k",
+                label=f"reference ({len(vals[1])})")
+    ax.set_xlabel("E(x)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
