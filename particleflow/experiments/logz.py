@@ -72,11 +72,12 @@ def quadrature_log_z(energy, box, m=QUADRATURE_POINTS):
 def exact_log_z(energy, cfg):
     e = cfg["energy"]
     if e["kind"] is None or cfg["annealing"]["base"] == "box":
-        return math.nan                  # a learned energy, or the integral over a box only
-    if e["kind"] == "gaussian":
-        P = np.asarray(e["precision"], dtype=float)
+        return math.nan                  # a learned energy or a sum, or the integral over a box only
+    T = e["temperature"] or 1.0
+    if e["kind"] == "gaussian":          # exp(-E / T) is the Gaussian of precision P / T
+        P = np.asarray(e["precision"], dtype=float) / T
         return 0.5 * P.shape[0] * math.log(2 * math.pi) - 0.5 * np.linalg.slogdet(P)[1]
-    return 0.0                       # the mixture's components are normalised densities
+    return 0.0 if T == 1.0 else math.nan  # the mixture's components are normalised densities
 
 
 class Anneal(Move):

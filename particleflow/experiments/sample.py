@@ -4,9 +4,13 @@
     [output]     every, checkpoint_every, compression, plot
     [energy]     kind = "gaussian" (mean, precision) | "gaussian_mixture"
                  (means or ring_components/ring_radius, scale or covariances, weights),
-                 or from_run = "a run file": the energy that run saved (a trained network)
+                 or from_run = "a run file": the energy that run saved (a trained network),
+                 or [[energy.terms]] tables of those with a weight each (their weighted sum);
+                 temperature = T samples exp(-E / T)
     [ensembles.<name>]  n, init = "normal" | "zeros" | "file", init_scale, file, dim
-    [[schedule]] move = langevin | mala | hmc | resample | reweight | restart, ensemble, every, name, ...
+    [[schedule]] move = langevin | mala | hmc | parallel_tempering | independent_mh | resample |
+                 reweight | restart | reinitialize, ensemble, every, name, and the move's keys
+                 (one declaration per move: ``MOVES``)
 
 Observables every ``output.every`` steps: ``<ensemble>/mean``, ``<ensemble>/ess`` and
 every move's statistics ``<slot>/<key>``; frames of every ensemble at the same
@@ -25,6 +29,9 @@ from ..simulation import ENSEMBLE_NAME, Simulation
 from .base import Experiment
 
 ENERGY = {"kind": Field("str", None, choices=("gaussian", "gaussian_mixture"), doc="energy family"),
+          "terms": Field("list", None, doc="instead of kind: [[energy.terms]] tables (each an energy as this "
+                                          "table describes, with a weight): the sum of weight * E"),
+          "temperature": positive(None, doc="sample exp(-E / T) (any energy; default 1)"),
           "from_run": Field("str", None, doc="instead of kind: the saved energy of a run file "
                                              "(relative to the config), e.g. a trained DEEN"),
           "mean": Field("list", None, doc="gaussian: mean vector"),
@@ -35,38 +42,128 @@ ENERGY = {"kind": Field("str", None, choices=("gaussian", "gaussian_mixture"), d
           "scale": Field("float", None, lo=0, lo_open=True, doc="isotropic component standard deviation"),
           "covariances": Field("list", None, doc="full component covariances [K][d][d]"),
           "weights": Field("list", None, doc="component weights (normalised; default equal)")}
+TERM = {k: v for k, v in ENERGY.items() if k != "terms"} | {
+    "weight": Field("float", 1.0, doc="the term's factor in the sum")}
 ENSEMBLE = {"n": Field("int", lo=1, doc="number of particles"),
             "init": Field("str", "normal", choices=("normal", "zeros", "file"), doc="initial positions"),
             "init_scale": positive(1.0, doc="standard deviation of normal initial positions"),
             "file": Field("str", None, doc="init = 'file': a .npy array [n, d] (relative to the config)"),
             "dim": Field("int", None, lo=1, doc="optional check against the energy's dimension")}
+ADAPT = {"warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
+         "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
+                             doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
+         "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle")}
+
+
+def _adapted(kind, mv, s):
+    """``mv`` wrapped in the warm-up adaptation its slot asks for."""
+    mass = None if s["adapt_mass"] == "none" else s["adapt_mass"]
+    if mass and not s["warmup"]:
+        raise ConfigError(f"{kind}: adapt_mass = {s['adapt_mass']!r} needs warmup > 0 (the calls that adapt)")
+    if mass and s.get("mass") is not None:
+        raise ConfigError("hmc: adapt_mass replaces the fixed mass; drop one of mass and adapt_mass")
+    trajectory = None if s.get("adapt_trajectory", "none") == "none" else s["adapt_trajectory"]
+    if (s["adapt_per_chain"] or trajectory) and not s["warmup"]:
+        raise ConfigError(f"{kind}: adapt_per_chain and adapt_trajectory need warmup > 0 (the calls that adapt)")
+    if not s["warmup"]:
+        return mv
+    return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"], mass=mass,
+                               per_chain=s["adapt_per_chain"], trajectory=trajectory)
+
+
+def _gaussian_proposal(s, d):
+    mean = np.zeros(d) if s["proposal_mean"] is None else np.asarray(s["proposal_mean"], dtype=float)
+    if mean.shape != (d,) or not np.isfinite(mean).all():
+        raise ConfigError(f"proposal_mean must be a list of {d} finite numbers; got {s['proposal_mean']!r:.80}")
+    return energies.Gaussian(mean, np.eye(d) / s["proposal_scale"] ** 2)
+
+
+def _ladder(s):
+    if (s["betas"] is None) == (s["n_temperatures"] is None):
+        raise ConfigError("parallel_tempering needs exactly one of betas (a list decreasing from 1.0) and "
+                          "n_temperatures (with beta_min: a geometric ladder)")
+    if s["betas"] is not None:
+        return s["betas"]
+    return moves.geometric_ladder(s["n_temperatures"], s["beta_min"])
+
+
+def _base(s):
+    if s["base"] == "uniform":
+        if not s["hi"] > s["lo"]:
+            raise ConfigError(f"reinitialize: hi must be above lo; got lo = {s['lo']}, hi = {s['hi']}")
+        return moves.UniformBox(s["lo"], s["hi"])
+    return moves.Gaussian(s["mean"], s["std"])
+
+
+class MoveSpec:
+    """One declaration per move: its config keys (validated by ``config.table``) and how
+    a validated slot builds it, ``build(slot, energy, sim) -> Move``."""
+
+    def __init__(self, doc, fields, build):
+        self.doc, self.fields, self.build = doc, fields, build
+
+
 MOVES = {
-    "langevin": {"step_size": positive(doc="h"), "temperature": positive(1.0, doc="T"),
-                 "noise_scale": Field("float", None, lo=0, doc="noise sd (default sqrt(2 h T))")},
-    "mala": {"step_size": positive(doc="h (the initial value when warmup > 0)"),
-             "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
-             "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target"),
-             "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
-                                 doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
-             "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle")},
-    "hmc": {"step_size": positive(doc="leapfrog step (the initial value when warmup > 0)"),
-            "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
-            "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)"),
-            "jitter": Field("float", 0.0, lo=0, hi=0.99, doc="step size drawn from h (1 +- jitter) each step"),
-            "warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
-            "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target"),
-            "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
-                                doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
-            "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle"),
-            "adapt_trajectory": Field("str", "none", choices=("none", "chees"),
-                                      doc="warmup > 0: adapt the trajectory length h L (ChEES; n_leapfrog starts it)")},
-    "resample": {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
-                                 doc="resampling scheme"),
-                 "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
-                                        doc="resample when ESS < threshold * n (default: always)")},
-    "reweight": {"proposal_scale": positive(doc="the particles are draws of N(0, s^2 I): log w += E_q - E")},
-    "restart": {"source": Field("str", doc="ensemble to restart from"),
-                "probability": Field("float", lo=0, hi=1, doc="restart probability per particle and step")},
+    "langevin": MoveSpec(
+        "unadjusted Langevin (Euler-Maruyama on grad E)",
+        {"step_size": positive(doc="h"), "temperature": positive(1.0, doc="T"),
+         "noise_scale": Field("float", None, lo=0, doc="noise sd (default sqrt(2 h T))")},
+        lambda s, e, sim: moves.Langevin(e, s["step_size"], noise_scale=s["noise_scale"],
+                                         temperature=s["temperature"])),
+    "mala": MoveSpec(
+        "Metropolis-adjusted Langevin",
+        {"step_size": positive(doc="h (the initial value when warmup > 0)"),
+         "target_acceptance": Field("float", 0.57, lo=0, lo_open=True, hi=1, doc="warm-up target")} | ADAPT,
+        lambda s, e, sim: _adapted("mala", moves.MALA(e, s["step_size"]), s)),
+    "hmc": MoveSpec(
+        "Hamiltonian Monte Carlo (leapfrog)",
+        {"step_size": positive(doc="leapfrog step (the initial value when warmup > 0)"),
+         "n_leapfrog": Field("int", lo=1, doc="leapfrog steps"),
+         "mass": Field("float", None, lo=0, lo_open=True, doc="scalar mass (default 1)"),
+         "jitter": Field("float", 0.0, lo=0, hi=0.99, doc="step size drawn from h (1 +- jitter) each step"),
+         "target_acceptance": Field("float", 0.7, lo=0, lo_open=True, hi=1, doc="warm-up target")} | ADAPT |
+        {"adapt_trajectory": Field("str", "none", choices=("none", "chees"),
+                                   doc="warmup > 0: adapt the trajectory length h L (ChEES; n_leapfrog starts it)")},
+        lambda s, e, sim: _adapted("hmc", moves.HMC(e, s["step_size"], s["n_leapfrog"], mass=s["mass"],
+                                                    jitter=s["jitter"]), s)),
+    "parallel_tempering": MoveSpec(
+        "MALA on groups of replicas at inverse temperatures betas, with neighbour swaps "
+        "(ensemble n a multiple of the number of temperatures; row 0 of each group is the target)",
+        {"step_size": positive(doc="MALA step h at beta = 1 (h / beta at the others)"),
+         "betas": Field("list", None, doc="inverse temperatures decreasing from 1.0"),
+         "n_temperatures": Field("int", None, lo=2, hi=1000, doc="instead of betas: a geometric ladder"),
+         "beta_min": Field("float", 0.1, lo=0, lo_open=True, hi=1, doc="the ladder's hottest beta")},
+        lambda s, e, sim: moves.ParallelTempering(e, _ladder(s), s["step_size"])),
+    "independent_mh": MoveSpec(
+        "independence Metropolis-Hastings with a Gaussian proposal N(mean, s^2 I)",
+        {"proposal_scale": positive(doc="s"),
+         "proposal_mean": Field("list", None, doc="proposal mean (default 0)")},
+        lambda s, e, sim: moves.IndependentMH(e, _gaussian_proposal(s, e.dim))),
+    "resample": MoveSpec(
+        "resampling of a weighted ensemble (fresh ids)",
+        {"scheme": Field("str", "systematic", choices=("multinomial", "residual", "stratified", "systematic"),
+                         doc="resampling scheme"),
+         "ess_threshold": Field("float", None, lo=0, lo_open=True, hi=1,
+                                doc="resample when ESS < threshold * n (default: always)")},
+        lambda s, e, sim: moves.Resample(s["scheme"], s["ess_threshold"])),
+    "reweight": MoveSpec(
+        "importance weights of particles drawn from N(0, s^2 I)",
+        {"proposal_scale": positive(doc="the particles are draws of N(0, s^2 I): log w += E_q - E")},
+        lambda s, e, sim: moves.Reweight(e, energies.Gaussian(np.zeros(e.dim), np.eye(e.dim) / s["proposal_scale"] ** 2))),
+    "restart": MoveSpec(
+        "replace particles by copies of another ensemble's, with a probability per particle",
+        {"source": Field("str", doc="ensemble to restart from"),
+         "probability": Field("float", lo=0, hi=1, doc="restart probability per particle and step")},
+        lambda s, e, sim: moves.Restart(sim.ensembles[s["source"]], s["probability"])),
+    "reinitialize": MoveSpec(
+        "redraw particles from a base distribution, with a probability per particle",
+        {"probability": Field("float", lo=0, hi=1, doc="redraw probability per particle and step"),
+         "base": Field("str", "uniform", choices=("uniform", "gaussian"), doc="base distribution"),
+         "lo": Field("float", -1.0, doc="uniform: lower bound of every coordinate"),
+         "hi": Field("float", 1.0, doc="uniform: upper bound"),
+         "mean": Field("float", 0.0, doc="gaussian: mean of every coordinate"),
+         "std": positive(1.0, doc="gaussian: standard deviation")},
+        lambda s, e, sim: moves.Reinitialize(_base(s), s["probability"])),
 }
 SLOT = {"move": Field("str", choices=tuple(MOVES), doc="the move"),
         "ensemble": Field("str", doc="the ensemble it moves"),
@@ -90,24 +187,42 @@ def _array(e, key, ndim):
 
 
 def resolve_energy_path(e, base_dir):
-    """energy.from_run made absolute (relative paths are relative to the config)."""
+    """energy.from_run (and every term's) made absolute (relative to the config)."""
     if e.get("from_run") and not os.path.isabs(e["from_run"]):
         e["from_run"] = os.path.normpath(os.path.join(base_dir, e["from_run"]))
+    for t in e.get("terms") or ():
+        resolve_energy_path(t, base_dir)
 
 
-def check_energy(e):
-    if (e["kind"] is None) == (e["from_run"] is None):
-        raise ConfigError("energy needs exactly one of energy.kind (gaussian, gaussian_mixture) and "
-                          "energy.from_run (a run file with a saved energy)")
-    if e["kind"] == "gaussian" and (e["mean"] is None or e["precision"] is None):
-        raise ConfigError("energy.kind = 'gaussian' needs energy.mean and energy.precision")
-    if e["kind"] == "gaussian_mixture" and (e["means"] is None) == (e["ring_components"] is None):
-        raise ConfigError("energy.kind = 'gaussian_mixture' needs exactly one of energy.means "
-                          "or energy.ring_components (with energy.ring_radius)")
-    if e["from_run"] is not None:
-        extra = [k for k, v in e.items() if k not in ("kind", "from_run") and v is not None]
+def check_energy(e, where="energy"):
+    """Validate a schema-checked [energy] table in place (its terms too)."""
+    given = [k for k in ("kind", "from_run", "terms") if e.get(k) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{where} needs exactly one of {where}.kind (gaussian, gaussian_mixture), "
+                          f"{where}.from_run (a run file with a saved energy) and {where}.terms (a sum); "
+                          f"got {', '.join(given) or 'none'}")
+    if e.get("terms") is not None:
+        if not e["terms"] or not all(isinstance(t, dict) for t in e["terms"]):
+            raise ConfigError(f"{where}.terms must be a non-empty list of tables ([[{where}.terms]])")
+        extra = [k for k, v in e.items() if k not in ("terms", "temperature") and v is not None]
         if extra:
-            raise ConfigError(f"energy.from_run takes the energy from the run file; drop energy.{extra[0]}")
+            raise ConfigError(f"{where}.terms describes the energy; move {where}.{extra[0]} into a term")
+        e["terms"] = [table(f"{where}.terms[{i}]", t, TERM) for i, t in enumerate(e["terms"])]
+        for i, t in enumerate(e["terms"]):
+            check_energy(t, f"{where}.terms[{i}]")
+        return
+    if e["kind"] is None and e["from_run"] is None:
+        raise ConfigError(f"{where} needs energy.kind or energy.from_run")
+    if e["kind"] == "gaussian" and (e["mean"] is None or e["precision"] is None):
+        raise ConfigError(f"{where}.kind = 'gaussian' needs {where}.mean and {where}.precision")
+    if e["kind"] == "gaussian_mixture" and (e["means"] is None) == (e["ring_components"] is None):
+        raise ConfigError(f"{where}.kind = 'gaussian_mixture' needs exactly one of {where}.means "
+                          f"or {where}.ring_components (with {where}.ring_radius)")
+    if e["from_run"] is not None:
+        extra = [k for k, v in e.items() if k not in ("kind", "from_run", "temperature", "weight")
+                 and v is not None]
+        if extra:
+            raise ConfigError(f"{where}.from_run takes the energy from the run file; drop {where}.{extra[0]}")
 
 
 def energy_from_run(path, run_dir=None):
@@ -128,13 +243,28 @@ def energy_from_run(path, run_dir=None):
 
 
 def build_energy(e, run_dir=None):
-    """The energy of a validated ``[energy]`` table."""
+    """The energy of a validated ``[energy]`` table: a family, a run's saved energy or a
+    weighted sum of those, divided by the temperature when one is given."""
     if e.get("from_run") is not None:
-        return energy_from_run(e["from_run"], run_dir)
+        energy = energy_from_run(e["from_run"], run_dir)
+    elif e.get("terms") is not None:
+        energy = _combined(energies.Sum, [build_energy(t, run_dir) for t in e["terms"]],
+                           [t["weight"] for t in e["terms"]])
+    else:
+        try:
+            energy = _build_energy(e)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"energy: {err}") from None
+    if e.get("temperature") not in (None, 1.0):
+        energy = _combined(energies.Tempered, energy, e["temperature"])
+    return energy
+
+
+def _combined(cls, *args):
     try:
-        return _build_energy(e)
-    except ConfigError:
-        raise
+        return cls(*args)
     except ValueError as err:
         raise ConfigError(f"energy: {err}") from None
 
@@ -181,43 +311,27 @@ def initial_positions(name, index, spec, dim, dtype, seed, base_dir):
 
 
 def build_move(kind, s, energy, sim):
-    if kind == "langevin":
-        return moves.Langevin(energy, s["step_size"], noise_scale=s["noise_scale"], temperature=s["temperature"])
-    if kind in ("mala", "hmc"):
-        mv = moves.MALA(energy, s["step_size"]) if kind == "mala" else \
-            moves.HMC(energy, s["step_size"], s["n_leapfrog"], mass=s["mass"], jitter=s["jitter"])
-        mass = None if s["adapt_mass"] == "none" else s["adapt_mass"]
-        if mass and not s["warmup"]:
-            raise ConfigError(f"{kind}: adapt_mass = {s['adapt_mass']!r} needs warmup > 0 (the calls that adapt)")
-        if mass and s.get("mass") is not None:
-            raise ConfigError("hmc: adapt_mass replaces the fixed mass; drop one of mass and adapt_mass")
-        trajectory = None if s.get("adapt_trajectory", "none") == "none" else s["adapt_trajectory"]
-        if (s["adapt_per_chain"] or trajectory) and not s["warmup"]:
-            raise ConfigError(f"{kind}: adapt_per_chain and adapt_trajectory need warmup > 0 (the calls that adapt)")
-        try:
-            return moves.AdaptStepSize(mv, s["target_acceptance"], s["warmup"], mass=mass,
-                                       per_chain=s["adapt_per_chain"], trajectory=trajectory) if s["warmup"] else mv
-        except ValueError as err:
-            raise ConfigError(f"{kind}: {err}") from None
-    if kind == "resample":
-        return moves.Resample(s["scheme"], s["ess_threshold"])
-    if kind == "reweight":
-        d = energy.dim
-        return moves.Reweight(energy, energies.Gaussian(np.zeros(d), np.eye(d) / s["proposal_scale"] ** 2))
-    return moves.Restart(sim.ensembles[s["source"]], s["probability"])
+    """The move of a validated schedule slot (``MOVES[kind]`` declares and builds it)."""
+    try:
+        return MOVES[kind].build(s, energy, sim)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{kind}: {err}") from None
 
 
 class Sample(Experiment):
     name = "sample"
     shards = True
-    description = "sample a fixed energy with a schedule of moves (Langevin, MALA, HMC, resampling, restarts)"
+    description = ("sample a fixed energy with a schedule of moves (Langevin, MALA, HMC, parallel tempering, "
+                   "independence MH, resampling, restarts)")
     sections = {"run": run_section(), "output": output_section(every=10, checkpoint_every=1000),
                 "energy": ENERGY}
     free = {"ensembles": Field("table", doc="[ensembles.<name>] tables"),
             "schedule": Field("list", doc="[[schedule]] tables, one per move, run in order")}
     required = ("run", "energy")
     tables = {"ensembles.<name>": ENSEMBLE, "schedule[i]": SLOT} | \
-        {f"schedule[i] (move = {k!r})": v for k, v in MOVES.items()}
+        {f"schedule[i] (move = {k!r})": v.fields for k, v in MOVES.items()}
 
     def check(self, cfg):
         check_energy(cfg["energy"])
@@ -240,7 +354,7 @@ class Sample(Experiment):
             if not isinstance(s, dict) or "move" not in s:
                 raise ConfigError(f"{where} must be a table with a 'move' key (one of {', '.join(MOVES)})")
             kind = SLOT["move"].check(f"{where}.move", s["move"])
-            slot = table(where, s, SLOT | MOVES[kind])
+            slot = table(where, s, SLOT | MOVES[kind].fields)
             if slot["ensemble"] not in ens:
                 raise ConfigError(f"{where}.ensemble = {slot['ensemble']!r} is not defined; "
                                   f"ensembles: {', '.join(ens)}")
@@ -254,7 +368,7 @@ class Sample(Experiment):
 
     def memory_bytes(self, cfg):
         e = cfg["energy"]
-        if e["from_run"] is not None:
+        if e["from_run"] is not None or e["terms"] is not None:
             K, d = 1, build_energy(e).dim
         elif e["kind"] == "gaussian":
             K, d = 1, len(e["mean"])
@@ -283,8 +397,13 @@ class Sample(Experiment):
             lw = np.zeros(x.shape[0], dtype) if weighted else None       # recorded from step 0
             sim.add_ensemble(name, Ensemble(x, log_weights=lw, name=name))
         for i, s in enumerate(cfg["schedule"]):
-            sim.schedule(build_move(s["move"], s, energy, sim), s["ensemble"], every=s["every"],
-                         name=s["name"] or f"{s['move']}_{i}")
+            mv = build_move(s["move"], s, energy, sim)
+            if not restore:                 # fit of move and ensemble, before any file is written
+                try:
+                    mv.check(sim.ensembles[s["ensemble"]])
+                except ValueError as err:
+                    raise ConfigError(f"schedule[{i}] ({s['move']}): {err}") from None
+            sim.schedule(mv, s["ensemble"], every=s["every"], name=s["name"] or f"{s['move']}_{i}")
         every = cfg["output"]["every"]
         sim.observe(None, ensemble_summaries, every=every)
         sim.observe_moves(every)
