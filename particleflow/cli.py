@@ -21,6 +21,8 @@ import click
 import numpy as np
 
 from . import energies, experiments, moves
+from .experiments import figures
+from .analysis import evaluate_run
 from .analysis import summary as analysis_summary
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
@@ -316,7 +318,7 @@ def inspect(path, stats):
             click.echo(f"{name:<16} {j:>5} {m:>10.4f} {sd:>10.4f} {tau:>9.2f} {ess:>10.1f} {rh:>7.4f}")
 
 
-def _plot(path, png):
+def _plot(path, png, what="figure"):
     with open_run(path) as r:
         if not any(len(e.steps) for e in r.ensembles.values()) and not any(len(o.steps) for o in r.observables.values()):
             raise UserError(f"{path} has no committed frames or observables to plot yet")
@@ -325,7 +327,10 @@ def _plot(path, png):
         exp = experiments.get(r.parameters.get("estimator", "sample"))
         tmp = png + ".tmp.png"
         try:
-            exp.plot(r, tmp)
+            if what == "figure":
+                exp.plot(r, tmp)
+            else:
+                figures.draw(r, tmp, what)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -338,15 +343,19 @@ def _plot(path, png):
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--out", default=None, help="PNG path (default: PATH with .png)")
 @click.option("--force", is_flag=True, help="overwrite an existing --out file")
+@click.option("--what", type=click.Choice(("figure",) + figures.WHAT), default="figure", show_default=True,
+              help="figure: the experiment's own; ensembles: last frames (2-D over exp(-E) contours, "
+                   "image grids); traces: observables that change; all: both")
 @_user_errors
-def plot(path, out, force):
-    """Observables against steps and the last frame of every ensemble (the paper
-    experiments draw their figures).  The default output PATH.png is the run's own
-    figure and is replaced; any other existing file needs --force."""
+def plot(path, out, force, what):
+    """Draw a trajectory: by default the experiment's figure (2-D runs: the density
+    exp(-E) with the particles over it and the observables that change; the paper
+    experiments: their figures).  The default output PATH.png is the run's own figure
+    and is replaced; any other existing file needs --force."""
     default = os.path.splitext(path)[0] + ".png"
     png = out or default
     _check_writable(png, force or os.path.abspath(png) == os.path.abspath(default))
-    click.echo(_plot(path, png))
+    click.echo(_plot(path, png, what))
 
 
 @cli.command()
@@ -368,6 +377,41 @@ def export(path, out, fmt, ensemble, first_frame, no_lp, compress, force):
     import_arviz()
     _check_writable(out, force, "OUT")
     click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp, compress=compress))
+
+
+@cli.command(name="eval")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--ensemble", default=None, help="the ensemble to evaluate (default: the only one that moves)")
+@click.option("--frame", type=int, default=-1, show_default=True, help="the frame (negative: from the end)")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="held-out draws (.npy, [m, ...]); default: exact draws of the energy when it has a sampler")
+@click.option("--max-points", type=click.IntRange(10, 20000), default=2000, show_default=True,
+              help="samples used by the kernel statistics (their cost grows as its square)")
+@click.option("--png", default=None, help="also draw the energy histograms of samples and reference")
+@click.option("--force", is_flag=True, help="overwrite an existing --png file")
+@_user_errors
+def eval_(path, ensemble, frame, reference, max_points, png, force):
+    """Sample quality of a run's ensemble against its energy: kernel Stein discrepancy,
+    MMD and energy histograms against reference draws, mass per mode of a mixture."""
+    if not os.path.exists(path):
+        raise UserError(f"no such trajectory: {path}")
+    ref = None
+    if reference is not None:
+        if not os.path.exists(reference):
+            raise UserError(f"--reference: no such file {reference}")
+        try:
+            ref = np.load(reference, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise UserError(f"--reference: cannot read {reference} as a .npy array ({err})") from None
+    if png is not None:
+        _check_writable(png, force, "--png")
+    with open_run(path) as r:
+        ev = evaluate_run(r, ensemble, frame, ref, max_points=max_points)
+    click.echo(f"{path}: ensemble {ev['ensemble']}, frame {frame}")
+    for key, value, note in ev["rows"]:
+        click.echo(f"  {key:<24} {value:>12.6g}   {note}")
+    if png is not None:
+        click.echo(figures.energy_histograms(ev["samples"], ev["reference"], ev["energy"], png))
 
 
 @cli.command(name="list")

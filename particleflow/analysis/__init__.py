@@ -1,4 +1,5 @@
-"""Trajectory analysis: autocorrelation times, ESS, split R-hat, weighted moments, MMD.
+"""Trajectory analysis: autocorrelation times, ESS, split R-hat, weighted moments, MMD;
+sample quality (kernel Stein discrepancy, mode masses: ``quality``).
 
 All functions take arrays (numpy) or, through ``from_run``, a trajectory file.
 Conventions: chains are particles of one ensemble, ``x`` has shape
@@ -6,6 +7,7 @@ Conventions: chains are particles of one ensemble, ``x`` has shape
 """
 from .metrics import (from_run, integrated_time, effective_sample_size, ess_bulk, split_rhat, weighted_moments,
                       weight_ess, mmd2, mmd_test, summary)
+from .quality import evaluate, evaluate_run, ksd, mode_mass
 
 __all__ = ["integrated_time", "effective_sample_size", "ess_bulk", "split_rhat", "weighted_moments", "weight_ess",
-           "mmd2", "mmd_test", "summary", "from_run"]
+           "mmd2", "mmd_test", "summary", "from_run", "ksd", "mode_mass", "evaluate", "evaluate_run"]
