@@ -71,3 +71,19 @@ def test_from_run_errors_are_one_line(deen_run, tmp_path):
         res = run(table)
         assert res.exit_code == 2 and msg in res.output and res.output.count("\n") == 1, res.output
         assert not (tmp_path / "bad.h5").exists()
+
+
+def test_docs_config_example_runs(deen_run):
+    """The tempered-sum config of docs/energies-and-moves.md, with its from_run pointed at
+    the fixture's trained energy and 5 steps."""
+    text = open(os.path.join(ROOT, "docs", "energies-and-moves.md")).read()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert 'from_run = "out/deen_ring.h5"' in block and "steps = 1000" in block
+    block = block.replace('from_run = "out/deen_ring.h5"', 'from_run = "deen.h5"').replace("steps = 1000", "steps = 5")
+    (deen_run / "docs_example.toml").write_text(block + "[output]\nplot = false\n")
+    res = CliRunner().invoke(cli, ["run", str(deen_run / "docs_example.toml"), "--out",
+                                   str(deen_run / "docs_example.h5"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    with pf.io.open_run(str(deen_run / "docs_example.h5")) as r:
+        x = np.asarray(r.ensembles["chains"].positions[-1])
+    assert x.shape == (4000, 2) and np.isfinite(x).all()
