@@ -2,6 +2,7 @@
 generator's reconstruction gradient through K steps, the replay buffer, resume, bad
 input."""
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -189,6 +190,24 @@ def test_the_other_modes_run_from_the_same_config(mode):
     sim.run(5)
     r = experiments.get("shortrun").results(sim, cfg)
     assert r["mode_fractions"].shape == (1, 8) and np.isfinite(r["grad_norm"]).all()
+
+
+def test_ring_short_run_puts_one_eighth_of_its_mass_near_each_mode():
+    """Paper 004 on the 8-Gaussian ring: the shipped config (LeakyReLU toy network,
+    cosine-decayed Adam) with K = 20 and 1500 iterations.  Measured: 0.115-0.131 per
+    mode (data 0.122-0.126), 1.0 % off the modes.  The tolerance is the issue's
+    1/8 +- 0.03; the sampling error of a share from 20 000 chains is 0.0023."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "runs", "shortrun_ring.toml")).read()
+    cfg = experiments.validate(loads(text.replace("K_values = [20, 100]", "K_values = [20]")
+                                     .replace("steps = 3000", "steps = 1500")))
+    _, sim = build(cfg)
+    sim.run(1500)
+    r = experiments.get("shortrun").results(sim, cfg)
+    fr = r["mode_fractions"][0]
+    assert np.all(np.abs(fr - 1 / 8) < 0.03), fr
+    assert np.all(np.abs(r["data_mode_fractions"] - 1 / 8) < 0.01)
+    assert r["off_mode"][0] < 0.05
 
 
 @pytest.mark.parametrize("edit,match", [

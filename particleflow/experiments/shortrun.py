@@ -24,9 +24,10 @@ paper's Table 2 column), ``short_run_K<k>/buffer_age`` (pcd).  Results: ``K_valu
 for every K, from 20 000 fresh chains after training: ``q_mean``, ``q_std`` (expfamily:
 moments of q_theta), ``grad_norm``; expfamily: ``p_mean``, ``p_std`` (of the EBM
 p_theta, NaN where not normalisable), ``theta`` [nK, 2], ``data_mean``, ``data_std``;
-ring: ``mode_fractions`` [nK, components] (share of the samples within 2 s.d. of each
-mode, among those near some mode), ``off_mode`` [nK] (the share near none),
-``data_off_mode`` (the same for the training data: about 0.135), and
+ring: ``mode_fractions`` [nK, components] (the mass near each mode: share of all samples
+within 3 s.d. of the mode and nearer to it than to the others; 0.124 each for the data),
+``off_mode`` [nK] (the share near none), ``data_mode_fractions`` and ``data_off_mode``
+(the same for the training data), and
 ``chains_mode_fractions`` / ``chains_off_mode`` for the chains as training left them
 (pcd: the replay buffer; cd: the last chains from data); the parameters as ``params_K<k>/<name>``.  Frames
 of the chains of the largest K are recorded every ``output.every`` iterations.
@@ -213,7 +214,7 @@ class ShortRunExperiment(Experiment):
             if v:
                 out[k] = np.asarray(v, np.float64)
         if cfg["data"]["kind"] == "ring":
-            out["data_off_mode"] = np.asarray(mode_fractions(cfg, data)[1])
+            out["data_mode_fractions"], out["data_off_mode"] = (np.asarray(v) for v in mode_fractions(cfg, data))
             chains = [mode_fractions(cfg, np.asarray(sim.ensembles[f"chains_K{K}"].x, np.float64))
                       for K in sr["K_values"]]
             out["chains_mode_fractions"] = np.asarray([c[0] for c in chains])
@@ -266,11 +267,11 @@ class ShortRunExperiment(Experiment):
                          f"{float(r['data_mean']):.4f}, {float(r['data_std']):.4f}); p_theta mean "
                          f"{float(r['p_mean'][i]):.4g} s.d. {float(r['p_std'][i]):.4g}")
             elif "mode_fractions" in r:
-                fr = r["mode_fractions"][i]
-                line += (f"; mode fractions {np.array2string(fr, precision=3)} (min {fr.min():.3f}, max "
-                         f"{fr.max():.3f}); off the modes {float(r['off_mode'][i]):.3f} (data "
-                         f"{float(r['data_off_mode']):.3f}); training's chains: off the modes "
-                         f"{float(r['chains_off_mode'][i]):.3f}")
+                fr, dfr = r["mode_fractions"][i], r["data_mode_fractions"]
+                line += (f"; mass within 3 s.d. of each mode {np.array2string(fr, precision=3)} "
+                         f"(min {fr.min():.3f}, max {fr.max():.3f}; data {dfr.min():.3f}-{dfr.max():.3f}); "
+                         f"off the modes {float(r['off_mode'][i]):.3f} (data {float(r['data_off_mode']):.3f}); "
+                         f"training's chains: off the modes {float(r['chains_off_mode'][i]):.3f}")
             gap = run.observables.get(f"gap_K{int(K)}")
             if gap is not None and len(gap.steps):
                 v = np.asarray(gap.values[:])
@@ -380,12 +381,16 @@ def _chains_of(energy, cfg, K):
     return ShortRun(energy, K, sr["step_size"], sr["noise"], "noise", base_of(cfg))
 
 
+NEAR_SD = 3.0
+
+
 def mode_fractions(cfg, x):
-    """(share of the samples within 2 s.d. of each mode, normalised over the samples
-    near some mode; the share near none: 1 - exp(-2) = 0.135 for the data itself)."""
+    """(mass near each mode: the share of all samples within NEAR_SD = 3 s.d. of the
+    mode and nearer to it than to any other; the share near none).  For the data
+    itself each mode holds 1/8 (1 - exp(-4.5)) = 0.124 and 0.011 is near none."""
     mu = ring_means(cfg)
     d2 = ((x[:, None, :] - mu[None]) ** 2).sum(2)
     k = d2.argmin(1)
-    near = d2[np.arange(len(x)), k] < (2 * cfg["data"]["std"]) ** 2
+    near = d2[np.arange(len(x)), k] < (NEAR_SD * cfg["data"]["std"]) ** 2
     counts = np.bincount(k[near], minlength=len(mu)).astype(np.float64)
-    return counts / max(counts.sum(), 1.0), float(1 - near.mean())
+    return counts / len(x), float(1 - near.mean())
