@@ -55,3 +55,15 @@ def test_plot_what(run_file, tmp_path, what):
 def test_plot_what_unknown(run_file, tmp_path):
     res = CliRunner().invoke(cli, ["plot", str(run_file), "--out", str(tmp_path / "x.png"), "--what", "pie"])
     assert res.exit_code == 2 and "pie" in res.output
+
+
+def test_panel_kinds():
+    class Rec:
+        def __init__(self, frame):
+            self.positions, self.steps = [frame], np.array([7])
+
+    class Run:
+        ensembles = {"theta": Rec(np.zeros((1, 4))), "img": Rec(np.zeros((9, 1, 4, 4))),
+                     "one_d": Rec(np.zeros((5, 1))), "wide": Rec(np.zeros((5, 6)))}
+    kinds = {name: kind for kind, name, _, step in figures.ensemble_panels(Run())}
+    assert kinds == {"theta": "vector", "img": "image", "one_d": "histogram", "wide": "scatter"}

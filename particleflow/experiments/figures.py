@@ -9,7 +9,8 @@ Panels, chosen by ``what``:
     a fixed random subset);
   - 1-D: a histogram with exp(-E) normalised on the plotted range over it;
   - images ([n, H, W] or [n, C, H, W] per frame): a grid of the first 64;
-  - other dimensions: the first two coordinates.
+  - other dimensions: the first two coordinates;
+  - a single particle (e.g. a parameter vector): a bar chart of its coordinates.
 * ``traces``: every scalar observable against steps.  An observable that never
   changes (e.g. the ESS of an unweighted ensemble) gets no panel: it is listed in one
   line under the figure instead.
@@ -117,7 +118,9 @@ def ensemble_panels(run):
         if not len(e.steps):
             continue
         last = np.asarray(e.positions[-1])
-        kind = ("image" if last.ndim in (3, 4) else "density" if last.ndim == 2 and last.shape[1] == 2
+        kind = ("image" if last.ndim in (3, 4) and len(last) > 1
+                else "vector" if len(last) == 1 or last.ndim > 4
+                else "density" if last.ndim == 2 and last.shape[1] == 2
                 else "histogram" if last.ndim == 2 and last.shape[1] == 1 else "scatter")
         out.append((kind, name, last, int(e.steps[-1])))
     return out
@@ -149,6 +152,13 @@ def draw(run, png, what="all"):
             ax.set_title(f"{title}, first {min(64, len(last))} samples", fontsize=9)
             continue
         pts = last.reshape(len(last), -1)
+        if kind == "vector":                # one particle (a parameter vector): its coordinates
+            v = pts[0][:200]
+            ax.bar(np.arange(v.size), v, width=1.0)
+            ax.set_xlabel("coordinate")
+            ax.set_title(f"{title}: the {'first 200 ' if pts.shape[1] > 200 else ''}coordinates of its one "
+                         "particle" if len(pts) == 1 else f"{title}: first particle", fontsize=9)
+            continue
         pts = pts[rng.permutation(len(pts))[:MAX_POINTS]] if len(pts) > MAX_POINTS else pts
         if kind == "density":
             density_panel(ax, energy, pts, title + (", over exp(-E)" if energy is not None else ""))
