@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import particleflow as pf
 from particleflow.analysis import ksd, mode_mass
 from particleflow.cli import cli
+from particleflow.experiments import figures
 
 
 def stein_kernel(a, b, sa, sb, c=1.0, beta=-0.5):
@@ -74,3 +75,27 @@ def test_eval_command(tmp_path):
                       ([str(out), "--frame", "99"], "out of range")):
         res = CliRunner().invoke(cli, ["eval"] + args)
         assert res.exit_code == 2 and msg in res.output and res.output.count("\n") == 1, res.output
+
+
+def test_eval_and_figure_of_parallel_tempering_use_the_cold_rows(tmp_path):
+    cfg = tmp_path / "pt.toml"
+    cfg.write_text('estimator = "sample"\n[run]\nsteps = 150\nseed = 4\n[output]\nevery = 50\nplot = false\n'
+                   '[energy]\nkind = "gaussian_mixture"\nring_components = 3\nring_radius = 3.0\nscale = 0.5\n'
+                   '[ensembles.c]\nn = 6000\n[[schedule]]\nmove = "parallel_tempering"\nensemble = "c"\n'
+                   'step_size = 0.2\nbetas = [1.0, 0.3, 0.1]\n')
+    out = tmp_path / "pt.h5"
+    res = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    with pf.io.open_run(str(out)) as r:
+        assert pf.analysis.replica_groups(r, "c") == 3
+        ev = pf.analysis.evaluate_run(r)
+        (kind, title, last, _), = figures.ensemble_panels(r)
+        every_row = np.asarray(r.ensembles["c"].positions[-1])
+    rows = {k: v for k, v, _ in ev["rows"]}
+    assert ev["samples"].shape == (2000, 2) and last.shape == (2000, 2) and "beta = 1" in title
+    np.testing.assert_array_equal(ev["samples"], every_row[::3])
+    assert abs(rows["ksd2"]) < 0.02 and rows["mode_mass_p_value"] > 1e-4
+    # all rows, hot replicas included, are far from exp(-E)
+    g = pf.energies.GaussianMixture(3.0 * np.stack([np.cos(2 * np.pi * np.arange(3) / 3),
+                                                     np.sin(2 * np.pi * np.arange(3) / 3)], 1), scale=0.5)
+    assert ksd(every_row, lambda y: -g.grad(y)) > 5 * max(abs(rows["ksd2"]), 0.01)

@@ -63,6 +63,7 @@ def test_panel_kinds():
             self.positions, self.steps = [frame], np.array([7])
 
     class Run:
+        config = {}
         ensembles = {"theta": Rec(np.zeros((1, 4))), "img": Rec(np.zeros((9, 1, 4, 4))),
                      "one_d": Rec(np.zeros((5, 1))), "wide": Rec(np.zeros((5, 6)))}
     kinds = {name: kind for kind, name, _, step in figures.ensemble_panels(Run())}

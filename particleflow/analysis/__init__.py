@@ -7,7 +7,8 @@ Conventions: chains are particles of one ensemble, ``x`` has shape
 """
 from .metrics import (from_run, integrated_time, effective_sample_size, ess_bulk, split_rhat, weighted_moments,
                       weight_ess, mmd2, mmd_test, summary)
-from .quality import evaluate, evaluate_run, ksd, mode_mass
+from .quality import evaluate, evaluate_run, ksd, mode_mass, replica_groups
 
 __all__ = ["integrated_time", "effective_sample_size", "ess_bulk", "split_rhat", "weighted_moments", "weight_ess",
-           "mmd2", "mmd_test", "summary", "from_run", "ksd", "mode_mass", "evaluate", "evaluate_run"]
+           "mmd2", "mmd_test", "summary", "from_run", "ksd", "mode_mass", "evaluate", "evaluate_run",
+           "replica_groups"]

@@ -105,10 +105,19 @@ def evaluate(x, energy, reference=None, max_points=2000, seed=0):
     return rows
 
 
+def replica_groups(run, ensemble):
+    """T when a ``parallel_tempering`` move of the run's config moves ``ensemble`` (its
+    rows are groups of T replicas and row 0 of each group samples exp(-E)), else 1."""
+    for slot in run.config.get("schedule") or ():
+        if isinstance(slot, dict) and slot.get("move") == "parallel_tempering" and slot.get("ensemble") == ensemble:
+            return len(slot["betas"]) if slot.get("betas") else int(slot.get("n_temperatures") or 1)
+    return 1
+
+
 def evaluate_run(run, ensemble=None, frame=-1, reference=None, n_reference=4000, max_points=2000, seed=0):
     """Sample quality of one frame of an ensemble of an open run: a dict with
     ``ensemble`` (its name), ``rows`` (of ``evaluate``), ``samples``, ``reference`` and
-    ``energy``.
+    ``energy``.  A parallel-tempering ensemble is evaluated on its beta = 1 rows.
 
     ``ensemble``: default the run's only ensemble with more than one frame.
     ``reference``: held-out draws [m, ...]; default exact draws of the run's energy when
@@ -124,7 +133,7 @@ def evaluate_run(run, ensemble=None, frame=-1, reference=None, n_reference=4000,
     frames = run.ensembles[ensemble].positions
     if not -len(frames) <= frame < len(frames):
         raise ValueError(f"frame {frame} is out of range for the {len(frames)} frames of {ensemble!r}")
-    x = np.asarray(frames[frame])
+    x = np.asarray(frames[frame])[::replica_groups(run, ensemble)]     # the beta = 1 replicas
     try:
         energy = run.load_energy()
     except (ValueError, KeyError, OSError) as err:

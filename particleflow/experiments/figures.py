@@ -10,13 +10,16 @@ Panels, chosen by ``what``:
   - 1-D: a histogram with exp(-E) normalised on the plotted range over it;
   - images ([n, H, W] or [n, C, H, W] per frame): a grid of the first 64;
   - other dimensions: the first two coordinates;
-  - a single particle (e.g. a parameter vector): a bar chart of its coordinates.
+  - a single particle (e.g. a parameter vector): a bar chart of its coordinates;
+  - an ensemble moved by parallel tempering: its beta = 1 rows only.
 * ``traces``: every scalar observable against steps.  An observable that never
   changes (e.g. the ESS of an unweighted ensemble) gets no panel: it is listed in one
   line under the figure instead.
 * ``all``: both.
 """
 import numpy as np
+
+from ..analysis import replica_groups
 
 WHAT = ("all", "ensembles", "traces")
 MAX_POINTS = 5000
@@ -117,12 +120,13 @@ def ensemble_panels(run):
     for name, e in run.ensembles.items():
         if not len(e.steps):
             continue
-        last = np.asarray(e.positions[-1])
+        groups = replica_groups(run, name)
+        last = np.asarray(e.positions[-1])[::groups]          # parallel tempering: the beta = 1 rows
         kind = ("image" if last.ndim in (3, 4) and len(last) > 1
                 else "vector" if len(last) == 1 or last.ndim > 4
                 else "density" if last.ndim == 2 and last.shape[1] == 2
                 else "histogram" if last.ndim == 2 and last.shape[1] == 1 else "scatter")
-        out.append((kind, name, last, int(e.steps[-1])))
+        out.append((kind, name if groups == 1 else f"{name} (beta = 1 rows)", last, int(e.steps[-1])))
     return out
 
 
