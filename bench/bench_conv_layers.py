@@ -14,7 +14,6 @@ transforms cost extra passes).  Rounds alternate the measurements; medians [rang
 import argparse
 import os
 import statistics
-import time
 
 for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
@@ -23,14 +22,7 @@ import numpy as np  # noqa: E402
 
 import particleflow as pf  # noqa: E402
 from particleflow.kernels import conv as K  # noqa: E402
-
-
-def timed(fn, reps=5):
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
+from _timing import mean_time  # noqa: E402  (bench/_timing.py)
 
 
 def main():
@@ -60,7 +52,7 @@ def main():
     times = {k: [] for k in parts}
     for _ in range(a.rounds):
         for k, fn in parts.items():
-            times[k].append(timed(fn))
+            times[k].append(mean_time(fn, 5))
     med = {k: statistics.median(v) for k, v in times.items()}
     whole = med["whole grad_x pass"]
     print(f"| piece | ms | share of the pass |  ({a.rounds} rounds, one thread, medians [ranges])")

@@ -15,7 +15,6 @@ rounding), then both timed in alternating rounds; medians [ranges].
 import argparse
 import os
 import statistics
-import time
 
 for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
@@ -28,6 +27,7 @@ from particleflow.energies.convnet_cpu import GROUP_ROWS  # noqa: E402
 
 B, H, C, O = 32, 32, 32, 64
 HO, HC = H // 2, H // 2 + 1
+from _timing import mean_time  # noqa: E402  (bench/_timing.py)
 
 
 def im2col_gemm(a, Wm):
@@ -57,14 +57,6 @@ def shifted_gemms(F, taps):
     return full.reshape(B, HC, HC, O)[:, :HO, :HO]
 
 
-def timed(fn, reps=10):
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -85,7 +77,7 @@ def main():
     times = {k: [] for k in cases}
     for _ in range(a_.rounds):
         for k, fn in cases.items():
-            times[k].append(timed(fn))
+            times[k].append(mean_time(fn, 10))
     print(f"| forward of layer 2, one 32-image chunk | ms |  ({a_.rounds} rounds, one thread, medians [ranges])")
     print("|---|---|")
     for k, v in times.items():

@@ -42,6 +42,20 @@ def moment_z_scores(x, mean, cov):
     return z_mean, z_cov
 
 
+def straight_and_resumed(make, total, at):
+    """Two Simulations from ``make()``: one run for ``total`` steps straight, one that
+    loads the state of a third stopped after ``at`` steps and runs the remaining
+    ``total - at``.  Returns (straight, resumed)."""
+    straight = make()
+    straight.run(total)
+    stopped = make()
+    stopped.run(at)
+    resumed = make()
+    resumed.load_state_dict(stopped.state_dict())
+    resumed.run(total - at)
+    return straight, resumed
+
+
 def interrupted_and_resumed(text, tmp_path, at_step):
     """Run config ``text`` uninterrupted, and again with a SIGTERM after step
     ``at_step`` followed by a resume.  Returns (uninterrupted path, resumed path,

@@ -5,7 +5,7 @@ import pytest
 
 import particleflow as pf
 
-from conftest import moment_z_scores, ring_mixture
+from conftest import moment_z_scores, ring_mixture, straight_and_resumed
 
 ILL = pf.energies.Gaussian(np.zeros(2), np.array([[1000.0, -1.0], [-1.0, 2.0]]))
 
@@ -102,15 +102,11 @@ def test_bad_adaptation_input_is_named():
         pf.moves.AdaptStepSize(pf.moves.Langevin(ILL, 0.1), 0.5, 10)
 
 
-def test_sample_configs_adapt_mala_and_hmc(tmp_path):
-    from particleflow import experiments
-    from particleflow.config import loads
-    from particleflow.io.h5md import open_run
-    from particleflow.runner import execute
-    text = """
+# a sample config on the ill-conditioned 2-D Gaussian, to which a test appends its schedule
+ILL_CONFIG = """
 estimator = "sample"
 [run]
-steps = 60
+steps = {steps}
 [output]
 every = 1
 plot = false
@@ -119,9 +115,17 @@ kind = "gaussian"
 mean = [0.0, 0.0]
 precision = [[1000.0, -1.0], [-1.0, 2.0]]
 [ensembles.c]
-n = 2000
-init_scale = 0.02
-[[schedule]]
+n = {n}
+init_scale = {init_scale}
+"""
+
+
+def test_sample_configs_adapt_mala_and_hmc(tmp_path):
+    from particleflow import experiments
+    from particleflow.config import loads
+    from particleflow.io.h5md import open_run
+    from particleflow.runner import execute
+    text = ILL_CONFIG.format(steps=60, n=2000, init_scale=0.02) + """[[schedule]]
 move = "mala"
 ensemble = "c"
 step_size = 1.0
@@ -182,15 +186,9 @@ def test_per_chain_step_sizes_rescue_chains_started_in_high_curvature():
 
 
 def test_per_chain_adaptation_resumes_bitwise_with_hmc():
-    a, _ = quartic_sim(True, "hmc")
-    a.run(230)
-    b, _ = quartic_sim(True, "hmc")
-    b.run(97)
-    c, mv = quartic_sim(True, "hmc")
-    c.load_state_dict(b.state_dict())
-    c.run(133)
+    a, c = straight_and_resumed(lambda: quartic_sim(True, "hmc")[0], 230, 97)
     assert c.ensembles["c"].x.tobytes() == a.ensembles["c"].x.tobytes()
-    assert mv.step_size.tobytes() == a.slots[0].move.step_size.tobytes()
+    assert c.slots[0].move.move.step_size.tobytes() == a.slots[0].move.step_size.tobytes()
     mala = pf.moves.MALA(QUARTIC, 0.1)
     mala.step_size = np.full(3, 0.1)
     with pytest.raises(ValueError, match="one value per particle"):
@@ -231,13 +229,7 @@ def test_chees_state_resumes_bitwise_and_bad_input_is_named():
         mv = pf.moves.HMC(ILL, 0.01, 5)
         return pf.Simulation({"c": pf.Ensemble(np.random.default_rng(0).standard_normal((500, 2)) * 0.1)},
                              seed=5).schedule(pf.moves.AdaptStepSize(mv, 0.7, 60, mass="diag", trajectory="chees"), "c")
-    a = sim_for()
-    a.run(80)
-    b = sim_for()
-    b.run(33)
-    c = sim_for()
-    c.load_state_dict(b.state_dict())
-    c.run(47)
+    a, c = straight_and_resumed(sim_for, 80, 33)
     assert c.ensembles["c"].x.tobytes() == a.ensembles["c"].x.tobytes()
     assert c.slots[0].move.move.trajectory_length == a.slots[0].move.move.trajectory_length
     with pytest.raises(ValueError, match="HMC"):
@@ -251,21 +243,7 @@ def test_sample_configs_take_mass_per_chain_and_chees_keys(tmp_path):
     from particleflow.config import ConfigError, loads
     from particleflow.io.h5md import open_run
     from particleflow.runner import execute
-    head = """
-estimator = "sample"
-[run]
-steps = 40
-[output]
-every = 1
-plot = false
-[energy]
-kind = "gaussian"
-mean = [0.0, 0.0]
-precision = [[1000.0, -1.0], [-1.0, 2.0]]
-[ensembles.c]
-n = 500
-init_scale = 0.05
-[[schedule]]
+    head = ILL_CONFIG.format(steps=40, n=500, init_scale=0.05) + """[[schedule]]
 ensemble = "c"
 step_size = 0.01
 """

@@ -6,7 +6,7 @@ import particleflow as pf
 from particleflow.moves.adapt import mass_windows
 from particleflow.moves.precond import cholesky, ensemble_covariance
 
-from conftest import moment_z_scores, ring_mixture
+from conftest import moment_z_scores, ring_mixture, straight_and_resumed
 
 ILL = pf.energies.Gaussian(np.zeros(2), np.array([[1000.0, -1.0], [-1.0, 2.0]]))
 
@@ -140,13 +140,7 @@ def test_the_adapted_mass_is_checkpointed_and_bad_input_is_named():
         mv = pf.moves.MALA(ILL, 0.01)
         return pf.Simulation({"c": pf.Ensemble(np.random.default_rng(0).standard_normal((600, 2)) * 0.1)},
                              seed=5).schedule(pf.moves.AdaptStepSize(mv, 0.57, 60, mass="dense"), "c")
-    a = sim_for()
-    a.run(80)
-    b = sim_for()
-    b.run(37)
-    c = sim_for()
-    c.load_state_dict(b.state_dict())
-    c.run(43)
+    a, c = straight_and_resumed(sim_for, 80, 37)
     assert c.ensembles["c"].x.tobytes() == a.ensembles["c"].x.tobytes()
     assert np.array_equal(c.slots[0].move.precond.cov, a.slots[0].move.precond.cov)
     with pytest.raises(ValueError, match="mass adaptation"):

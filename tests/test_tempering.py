@@ -4,7 +4,7 @@ import pytest
 
 import particleflow as pf
 
-from conftest import moment_z_scores
+from conftest import moment_z_scores, straight_and_resumed
 
 MEANS = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0 * np.sqrt(3.0)]])     # 10 s.d. apart
 WEIGHTS = np.array([0.5, 0.3, 0.2])
@@ -54,13 +54,7 @@ def test_the_cold_replicas_have_the_target_moments():
 
 
 def test_swaps_alternate_parity_and_resume_bitwise():
-    a, _ = pt_sim(groups=50)
-    a.run(9)
-    b, _ = pt_sim(groups=50)
-    b.run(4)
-    c, _ = pt_sim(groups=50)
-    c.load_state_dict(b.state_dict())
-    c.run(5)
+    a, c = straight_and_resumed(lambda: pt_sim(groups=50)[0], 9, 4)
     assert c.ensembles["c"].x.tobytes() == a.ensembles["c"].x.tobytes()
     # T = 2: only the pair (0, 1), tried on even calls; odd calls only move within rows
     e = pf.energies.Gaussian(np.zeros(1), np.eye(1))

@@ -52,7 +52,7 @@ def traces(run):
 def _energy(run):
     try:
         return run.load_energy()
-    except Exception:       # a run whose energy cannot be rebuilt is drawn without it
+    except (ValueError, KeyError, OSError):    # an energy that cannot be rebuilt: drawn without it
         return None
 
 
