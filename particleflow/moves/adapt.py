@@ -113,8 +113,10 @@ class AdaptStepSize(Move):
             self.m += 1
             if self.per_chain:
                 a = to_numpy(self.move.last_alpha).astype(np.float64)
+                a = np.where(np.isfinite(a), np.clip(a, 0.0, 1.0), 0.0)      # overflow counts as 0
             else:
-                a = min(1.0, max(0.0, float(stats["acceptance"])))
+                a = float(stats["acceptance"])
+                a = min(1.0, max(0.0, a)) if math.isfinite(a) else 0.0
             if self.chees is not None:
                 self.chees.update(ens, self.m, self.warmup)
             if self.m <= self.da_end:
@@ -242,10 +244,17 @@ class ChEES:
         x, xp_, vel, t = self.move.last_proposal
         xpm = ens.xp
         alpha = self.move.last_alpha.astype(x.dtype)
+        # a rejected proposal has no say: where it overflowed (a non-finite position,
+        # velocity or acceptance) its term is 0, not 0 * inf = NaN; the proposals'
+        # mean is over the accepted-weighted finite ones only
+        ok = xpm.isfinite(alpha) & (alpha > 0) & xpm.isfinite(xp_).all(1) & xpm.isfinite(vel).all(1)
+        alpha = xpm.where(ok, alpha, x.dtype.type(0))
+        xp_ = xpm.where(ok[:, None], xp_, x)
+        vel = xpm.where(ok[:, None], vel, x.dtype.type(0))
         c0 = x - xpm.asarray(ens.particle_mean(x), dtype=x.dtype)
         c1 = xp_ - xpm.asarray(ens.particle_mean(xp_), dtype=x.dtype)
         diff = (c1 * c1).sum(1) - (c0 * c0).sum(1)
-        g_i = t * diff * (c1 * vel).sum(1)
+        g_i = xpm.where(ok, t * diff * (c1 * vel).sum(1), x.dtype.type(0))
         num, den = ens.particle_sum(xpm.stack([alpha * g_i, alpha], 1))
         g = float(num) / float(den) if float(den) > 0 else 0.0
         log_T = math.log(self.move.trajectory_length)

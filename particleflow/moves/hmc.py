@@ -130,8 +130,11 @@ class HMC(Move):
             g = raw[0]
             h1 = e + half * kinetic(p)
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
-            acc = xp.log(u) < h0 - h1
-            self.last_alpha = xp.exp(xp.minimum(h0 - h1, fl(0)))
+            log_alpha = h0 - h1
+            log_alpha = xp.where(xp.isnan(log_alpha), fl(-np.inf), log_alpha)     # overflow: probability 0
+            acc = xp.log(u) < log_alpha
+            self.last_log_alpha = log_alpha
+            self.last_alpha = xp.exp(xp.minimum(log_alpha, fl(0)))
             if self.record_proposal:           # start, proposal, its velocity M^-1 p, duration
                 velocity = inv_mass(p) if callable(inv_mass) else inv_mass * p
                 self.last_proposal = (xf, a, velocity, float(n_leapfrog * float(h)))

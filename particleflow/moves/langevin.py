@@ -211,6 +211,11 @@ class MALA(Move):
                 ey, gy = self.energy.value_and_grad(y)
                 back = ((hf * (gt + P.transpose(gy.reshape(n, -1), xp)) - cf * zf) ** 2).sum(1)
             log_alpha = e - ey - back / (fl(4) * h_row) + fl(0.5) * (z * z).sum(axes)
+            # a proposal whose energy or gradient overflowed has a NaN ratio: it is
+            # rejected (NaN < anything is false), and every statistic that feeds an
+            # adapter must see probability 0, not NaN
+            log_alpha = xp.where(xp.isnan(log_alpha), fl(-np.inf), log_alpha)
+            self.last_log_alpha = log_alpha
             self.last_alpha = xp.exp(xp.minimum(log_alpha, fl(0)))
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
             acc = xp.log(u) < log_alpha
