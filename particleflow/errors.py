@@ -16,3 +16,8 @@ class DivergenceError(RuntimeError):
 class FitDivergenceError(RuntimeError):
     """A parameter fit left its domain (NaN, Inf, or outside the model family);
     the message names the estimator, the iteration and the fix."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A sampler diagnostic failed (nested R-hat above its threshold, stuck chains,
+    divergent transitions): the draws may not represent the target."""
