@@ -24,6 +24,7 @@ from . import energies, experiments, moves
 from .experiments import figures
 from .analysis import evaluate_run
 from .analysis import summary as analysis_summary
+from .analysis.metrics import RHAT_NESTED_MAX
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import DivergenceError
@@ -159,10 +160,14 @@ def _finish(out, cfg, quiet):
     if world().rank:                     # rank 0 reports for an MPI run
         return
     exp = experiments.get(cfg["estimator"])
-    if not quiet:
-        with open_run(out) as r:
+    with open_run(out) as r:
+        if not quiet:
             for line in exp.summary(r, cfg):
                 click.echo(line)
+        diagnostics = getattr(exp, "diagnostics", None)
+        if diagnostics is not None:
+            for w in diagnostics(r, cfg)[1]:                  # failed convergence checks, even when quiet
+                click.echo(f"warning: {w}", err=True)
     if cfg["output"]["plot"]:
         try:
             png = _plot(out, os.path.splitext(out)[0] + ".png")
@@ -312,10 +317,20 @@ def inspect(path, stats):
             else:
                 click.echo(f"result {name} = {np.array2string(v, precision=4)}")
     if stats:
-        click.echo("statistics over the second half of the frames (frames are the samples):")
-        click.echo(f"{'ensemble':<16} {'coord':>5} {'mean':>10} {'sd':>10} {'tau':>9} {'ess':>10} {'rhat':>7}")
-        for name, j, m, sd, tau, ess, rh in analysis_summary(path):
-            click.echo(f"{name:<16} {j:>5} {m:>10.4f} {sd:>10.4f} {tau:>9.2f} {ess:>10.1f} {rh:>7.4f}")
+        click.echo("statistics of the frames after the warm-up (the second half when no move adapts); frames "
+                   "are draws, particles are chains.")
+        click.echo("split R-hat asks every chain to have mixed on its own; with many short chains, or chains "
+                   "that cannot cross between modes, read nested R-hat instead (Margossian et al. 2024): it "
+                   "compares superchains (contiguous groups of chains; with auto_warmup each is an independent "
+                   f"annealing run) and should be below {RHAT_NESTED_MAX}.")
+        for name, (first, rows, warns) in analysis_summary(path).items():
+            click.echo(f"{name}: draws from step {first}")
+            click.echo(f"{'coord':>5} {'mean':>11} {'sd':>10} {'ess_bulk':>10} {'ess_tail':>10} {'rhat':>8} "
+                       f"{'rhat_nested':>11}")
+            for j, m, sd, bulk, tail, rh, nrh in rows:
+                click.echo(f"{j:>5} {m:>11.4f} {sd:>10.4f} {bulk:>10.1f} {tail:>10.1f} {rh:>8.4f} {nrh:>11.4f}")
+            for w in warns:
+                click.echo(f"warning: {name}: {w}", err=True)
 
 
 def _plot(path, png, what="figure"):

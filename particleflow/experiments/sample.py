@@ -5,6 +5,8 @@
     [energy]     kind = "gaussian" (mean, precision) | "gaussian_mixture"
                  (means or ring_components/ring_radius, scale or covariances, weights),
                  or from_run = "a run file": the energy that run saved (a trained network),
+                 or python = "file.py:function": your own energy (an Energy, or a callable
+                 x -> (E, grad E) with energy.dim),
                  or [[energy.terms]] tables of those with a weight each (their weighted sum);
                  temperature = T samples exp(-E / T)
     [ensembles.<name>]  n, init = "normal" | "zeros" | "file", init_scale, file, dim
@@ -16,13 +18,16 @@ Observables every ``output.every`` steps: ``<ensemble>/mean``, ``<ensemble>/ess`
 every move's statistics ``<slot>/<key>``; frames of every ensemble at the same
 cadence.  Results: ``<ensemble>/final_mean``.
 """
+import importlib.util
 import os
+import sys
 
 import numpy as np
 
 from .. import energies, moves
 from ..config import ConfigError, Field, output_section, positive, run_section, table
 from ..ensemble import Ensemble
+from ..analysis.metrics import diagnose_run
 from ..io.h5md import open_run
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import ENSEMBLE_NAME, Simulation
@@ -34,6 +39,11 @@ ENERGY = {"kind": Field("str", None, choices=("gaussian", "gaussian_mixture"), d
           "temperature": positive(None, doc="sample exp(-E / T) (any energy; default 1)"),
           "from_run": Field("str", None, doc="instead of kind: the saved energy of a run file "
                                              "(relative to the config), e.g. a trained DEEN"),
+          "python": Field("str", None, doc="instead of kind: 'file.py:function' (file relative to the config); "
+                                           "the function, called with no arguments, returns an Energy or a "
+                                           "callable x [n, d] -> (E [n], grad E [n, d]). This runs your code, "
+                                           "as running the file with python would"),
+          "dim": Field("int", None, lo=1, doc="python: the dimension, when the function returns a callable"),
           "mean": Field("list", None, doc="gaussian: mean vector"),
           "precision": Field("list", None, doc="gaussian: precision matrix (symmetric positive definite)"),
           "means": Field("list", None, doc="gaussian_mixture: component means [K][d]"),
@@ -52,7 +62,13 @@ ENSEMBLE = {"n": Field("int", lo=1, doc="number of particles"),
 ADAPT = {"warmup": Field("int", 0, lo=0, doc="calls that adapt h to target_acceptance (dual averaging)"),
          "adapt_mass": Field("str", "none", choices=("none", "diag", "dense"),
                              doc="warmup > 0: also adapt the preconditioner to the ensemble's covariance"),
-         "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle")}
+         "adapt_per_chain": Field("bool", False, doc="warmup > 0: one step size per particle"),
+         "auto_warmup": Field("bool", False, doc="the automatic warm-up (moves.AutoWarmup): anneal from a "
+                              "Gaussian fitted to the ensemble's initial positions to the target, then tune "
+                              "step size, dense mass (and HMC's trajectory length) for `warmup` calls "
+                              "(default 300); the slot reports beta, log_z, n_stuck, gradients"),
+         "superchains": Field("int", 4, lo=1, doc="auto_warmup: independent annealing groups (the superchains "
+                              "of nested R-hat)")}
 
 
 def _adapted(kind, mv, s):
@@ -63,6 +79,12 @@ def _adapted(kind, mv, s):
     if mass and s.get("mass") is not None:
         raise ConfigError("hmc: adapt_mass replaces the fixed mass; drop one of mass and adapt_mass")
     trajectory = None if s.get("adapt_trajectory", "none") == "none" else s["adapt_trajectory"]
+    if s["auto_warmup"]:
+        if mass or trajectory or s["adapt_per_chain"] or s.get("mass") is not None:
+            raise ConfigError(f"{kind}: auto_warmup adapts the step size, a dense mass and (HMC) the trajectory "
+                              "length itself; drop adapt_mass, adapt_per_chain, adapt_trajectory and mass")
+        return moves.AutoWarmup(mv, tune=s["warmup"] or 300, target=s["target_acceptance"],
+                                groups=s["superchains"])
     if (s["adapt_per_chain"] or trajectory) and not s["warmup"]:
         raise ConfigError(f"{kind}: adapt_per_chain and adapt_trajectory need warmup > 0 (the calls that adapt)")
     if not s["warmup"]:
@@ -190,17 +212,28 @@ def resolve_energy_path(e, base_dir):
     """energy.from_run (and every term's) made absolute (relative to the config)."""
     if e.get("from_run") and not os.path.isabs(e["from_run"]):
         e["from_run"] = os.path.normpath(os.path.join(base_dir, e["from_run"]))
+    if e.get("python") and ":" in e["python"]:
+        file, func = e["python"].rsplit(":", 1)
+        if not os.path.isabs(file):
+            e["python"] = os.path.normpath(os.path.join(base_dir, file)) + ":" + func
     for t in e.get("terms") or ():
         resolve_energy_path(t, base_dir)
 
 
 def check_energy(e, where="energy"):
     """Validate a schema-checked [energy] table in place (its terms too)."""
-    given = [k for k in ("kind", "from_run", "terms") if e.get(k) is not None]
+    given = [k for k in ("kind", "from_run", "terms", "python") if e.get(k) is not None]
     if len(given) != 1:
         raise ConfigError(f"{where} needs exactly one of {where}.kind (gaussian, gaussian_mixture), "
-                          f"{where}.from_run (a run file with a saved energy) and {where}.terms (a sum); "
-                          f"got {', '.join(given) or 'none'}")
+                          f"{where}.from_run (a run file with a saved energy), {where}.terms (a sum) and "
+                          f"{where}.python ('file.py:function'); got {', '.join(given) or 'none'}")
+    if e.get("python") is not None:
+        if ":" not in e["python"] or not all(e["python"].rsplit(":", 1)):
+            raise ConfigError(f"{where}.python must be 'file.py:function'; got {e['python']!r:.80}")
+        extra = [k for k, v in e.items() if k not in ("python", "dim", "temperature", "weight") and v is not None]
+        if extra:
+            raise ConfigError(f"{where}.python defines the energy; drop {where}.{extra[0]}")
+        return
     if e.get("terms") is not None:
         if not e["terms"] or not all(isinstance(t, dict) for t in e["terms"]):
             raise ConfigError(f"{where}.terms must be a non-empty list of tables ([[{where}.terms]])")
@@ -242,11 +275,59 @@ def energy_from_run(path, run_dir=None):
     return energy
 
 
+def energy_from_python(spec, dim=None, run_dir=None):
+    """The energy that ``function()`` of ``file.py`` returns (``spec`` = 'file.py:function'):
+    an ``Energy``, or a callable x -> (E, grad E) wrapped with dimension ``dim``.  The
+    file runs as a script would (its directory first on ``sys.path`` while it loads);
+    anything that goes wrong is one ConfigError naming the file and what to fix."""
+    file, func = spec.rsplit(":", 1)
+    if not os.path.isabs(file) and not os.path.exists(file) and run_dir is not None:
+        file = os.path.join(run_dir, file)
+    if not os.path.isfile(file):
+        raise ConfigError(f"energy.python: no such file {file}")
+    name = "particleflow_user_energy_" + os.path.splitext(os.path.basename(file))[0].replace("-", "_")
+    spec_ = importlib.util.spec_from_file_location(name, file)
+    if spec_ is None:
+        raise ConfigError(f"energy.python: {file} is not a Python file (name it .py)")
+    module = importlib.util.module_from_spec(spec_)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(file)))
+    try:
+        spec_.loader.exec_module(module)
+        fn = getattr(module, func, None)
+        if fn is None or not callable(fn):
+            raise ConfigError(f"energy.python: {file} defines no function {func!r}")
+        made = fn()
+    except ConfigError:
+        raise
+    except Exception as err:                   # the user's code: report it in one line
+        raise ConfigError(f"energy.python: {file}:{func} raised {type(err).__name__}: {err}") from None
+    finally:
+        sys.path.remove(os.path.dirname(os.path.abspath(file)))
+    if isinstance(made, energies.Energy):
+        if made.dim is None and dim is None:
+            raise ConfigError(f"energy.python: the Energy from {func}() declares no dimension; set its dim "
+                              "attribute or energy.dim")
+        if dim is not None and made.dim is not None and made.dim != dim:
+            raise ConfigError(f"energy.dim = {dim} but the Energy from {func}() has dimension {made.dim}")
+        if made.dim is None:
+            made.dim = dim
+        return made
+    if callable(made):
+        if dim is None:
+            raise ConfigError(f"energy.python: {func}() returned a callable; give its dimension as energy.dim")
+        return energies.FromCallable(value_and_grad=made, dim=dim)
+    raise ConfigError(f"energy.python: {func}() must return a particleflow Energy or a callable "
+                      f"x -> (E, grad E); got {type(made).__name__}")
+
+
 def build_energy(e, run_dir=None):
-    """The energy of a validated ``[energy]`` table: a family, a run's saved energy or a
-    weighted sum of those, divided by the temperature when one is given."""
+    """The energy of a validated ``[energy]`` table: a family, a run's saved energy, a
+    user's Python function or a weighted sum of those, divided by the temperature when
+    one is given."""
     if e.get("from_run") is not None:
         energy = energy_from_run(e["from_run"], run_dir)
+    elif e.get("python") is not None:
+        energy = energy_from_python(e["python"], e.get("dim"), run_dir)
     elif e.get("terms") is not None:
         energy = _combined(energies.Sum, [build_energy(t, run_dir) for t in e["terms"]],
                            [t["weight"] for t in e["terms"]])
@@ -368,7 +449,7 @@ class Sample(Experiment):
 
     def memory_bytes(self, cfg):
         e = cfg["energy"]
-        if e["from_run"] is not None or e["terms"] is not None:
+        if e["from_run"] is not None or e["terms"] is not None or e.get("python") is not None:
             K, d = 1, build_energy(e).dim
         elif e["kind"] == "gaussian":
             K, d = 1, len(e["mean"])
@@ -415,7 +496,39 @@ class Sample(Experiment):
         return build_energy(cfg["energy"], os.path.dirname(os.path.abspath(run.path)))
 
     def results(self, sim, cfg):
-        return {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64) for name, e in sim.ensembles.items()}
+        res = {f"{name}/final_mean": np.asarray(e.mean(), dtype=np.float64) for name, e in sim.ensembles.items()}
+        for slot in sim.slots:
+            mv = slot.move
+            if isinstance(mv, moves.AutoWarmup):
+                res[f"{slot.name}/superchains"] = np.int64(mv.groups)
+                res[f"{slot.name}/warmup_replaced"] = np.int64(mv.n_stuck)
+                res[f"{slot.name}/warmup_done"] = np.int64(mv.done)
+                if mv.done:
+                    res[f"{slot.name}/log_z"] = np.float64(mv.log_z)
+        return res
+
+    def diagnostics(self, run, cfg):
+        """(lines, warnings): the convergence diagnostics of the frames after the
+        warm-up of a run with an auto warm-up slot (``analysis.diagnose_run``)."""
+        auto = [s for s in cfg["schedule"] if s.get("auto_warmup")]
+        if not auto:
+            return [], []
+        lines, warns = [], []
+        for s in cfg["schedule"]:
+            name = s["name"] or f"{s['move']}_{cfg['schedule'].index(s)}"
+            done = run.results.get(f"{name}/warmup_done")
+            if s.get("auto_warmup") and done is not None and not int(np.asarray(done)):
+                warns.append(f"{name}: the warm-up had not finished when the run stopped; raise run.steps")
+        for ens, (first, (rhat, nested, bulk, tail, stuck, w)) in diagnose_run(run.path).items():
+            lines.append(f"{ens}: draws from step {first}: max nested R-hat {np.max(nested):.4f}, "
+                         f"max split R-hat {np.max(rhat):.4f}, min ESS bulk {np.min(bulk):.0f}, "
+                         f"min ESS tail {np.min(tail):.0f}, stuck chains {stuck}")
+            warns += [f"{ens}: {x}" for x in w]
+        return lines, warns
+
+    def summary(self, run, cfg):
+        lines, _ = self.diagnostics(run, cfg)
+        return lines
 
 
 def ensemble_summaries(sim):
