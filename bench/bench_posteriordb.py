@@ -2,7 +2,8 @@
 draws and against NumPyro's NUTS (from a separate venv, never a dependency):
 
     python bench/bench_posteriordb.py [--numpyro-python /path/to/venv/bin/python] [--rounds 2]
-        [--only NAME,NAME] [--chains 1000] [--draws 1000] [--json out.json]
+        [--only NAME,NAME] [--chains 1000] [--draws 1000] [--sampler mala|hmc] [--json out.json]
+    python bench/bench_posteriordb.py --table out.json [more.json]      # the markdown table again
 
 Every posterior starts as Stan does by default: uniform(-2, 2) on the unconstrained
 space, one draw per chain.  One thread each (NUMBA_NUM_THREADS / OMP / XLA flags set
@@ -53,13 +54,13 @@ def score(model, draws, ess, seconds, gradients, chains):
             "ess_per_s": float(ess.min() / seconds), "seconds": float(seconds), "gradients": float(gradients)}
 
 
-def run_particleflow(model, chains, draws, seed, sampler="mala"):
+def run_particleflow(model, chains, draws, seed, sampler="mala", warmup="auto"):
     import particleflow as pf
     x0 = np.random.default_rng(seed).uniform(-2, 2, (chains, model.dim))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = time.perf_counter()
-        r = pf.mcmc(model.value_and_grad, x0, draws=draws, sampler=sampler, seed=seed)
+        r = pf.mcmc(model.value_and_grad, x0, draws=draws, sampler=sampler, seed=seed, warmup=warmup)
         wall = time.perf_counter() - t
     out = score(model, r.positions, r.ess_bulk, r.seconds, r.gradients, chains)
     out.update(rhat=float(np.max(r.rhat)), rhat_nested=float(np.max(r.rhat_nested)), warnings=r.warnings,
@@ -95,25 +96,70 @@ def run_numpyro(python, name, chains, draws, seed):
     return sc
 
 
+def table(rows):
+    """Markdown: one line per posterior and sampler (medians over rounds; correctness and
+    warnings of every round), then the ratios particleflow / NumPyro."""
+    import statistics
+    by = {}
+    for r in rows:
+        by.setdefault((r["posterior"], r["sampler"]), []).append(r)
+    lines = ["| posterior | sampler | correct | worst \\|z\\| | sd ratio | split R-hat | nested R-hat | "
+             "ESS / gradient | min ESS / s | warnings |", "|---|---|---|---|---|---|---|---|---|---|"]
+    med = lambda rs, k: statistics.median(r[k] for r in rs)                         # noqa: E731
+    for (post, samp), rs in by.items():
+        kinds = {"nested R-hat": "nested R-hat", "stuck": "stuck chains", "divergent": "divergences"}
+        warn = sorted({v for r in rs for w in r.get("warnings", []) for k, v in kinds.items() if k in w})
+        nested = f"{max(r['rhat_nested'] for r in rs):.4f}" if "rhat_nested" in rs[0] else "-"
+        lines.append(f"| {post} | {samp} | {sum(r['correct'] for r in rs)}/{len(rs)} | {med(rs, 'worst_z'):.2f} | "
+                     f"{min(r['sd_ratio_min'] for r in rs):.3f}-{max(r['sd_ratio_max'] for r in rs):.3f} | "
+                     f"{max(r['rhat'] for r in rs):.3f} | {nested} | {med(rs, 'ess_per_grad'):.4f} | "
+                     f"{med(rs, 'ess_per_s'):.0f} | {'; '.join(warn) or '-'} |")
+    posts = sorted({p for p, _ in by})
+    ratio_g, ratio_s = [], []
+    for p in posts:
+        a = [k for k in by if k[0] == p and k[1].startswith("particleflow")]
+        b = [k for k in by if k[0] == p and k[1].startswith("numpyro")]
+        if a and b:
+            ratio_g.append(med(by[a[0]], "ess_per_grad") / med(by[b[0]], "ess_per_grad"))
+            ratio_s.append(med(by[a[0]], "ess_per_s") / med(by[b[0]], "ess_per_s"))
+    if ratio_g:
+        lines.append("")
+        lines.append(f"particleflow / NumPyro over {len(ratio_g)} posteriors: ESS per gradient median "
+                     f"{statistics.median(ratio_g):.1f}x (range {min(ratio_g):.1f}-{max(ratio_g):.1f}), "
+                     f"min ESS per second median {statistics.median(ratio_s):.0f}x "
+                     f"(range {min(ratio_s):.0f}-{max(ratio_s):.0f})")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--numpyro-python")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--first-round", type=int, default=0, help="round number (and seed) of the first round; "
+                    "odd rounds run the posteriors in reverse order")
     ap.add_argument("--only")
     ap.add_argument("--chains", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--sampler", default="mala")
+    ap.add_argument("--warmup", default="auto", help="auto (the default) or tune (no annealing: step size, "
+                    "dense mass and ChEES from the starts as they are)")
     ap.add_argument("--json")
+    ap.add_argument("--table", nargs="+", help="print the markdown table of saved --json files and exit")
     a = ap.parse_args()
+    if a.table:
+        rows = [r for f in a.table for r in json.load(open(f))]
+        print(table(rows))
+        return
     names = a.only.split(",") if a.only else [m.name for m in models.MODELS]
     warm_up_compilation()
     rows = []
-    for rnd in range(a.rounds):
+    for rnd in range(a.first_round, a.first_round + a.rounds):
         order = names if rnd % 2 == 0 else names[::-1]
         for name in order:
             m = models.get(name)
-            pf_row = run_particleflow(m, a.chains, a.draws, seed=rnd, sampler=a.sampler)
-            pf_row.update(posterior=name, sampler="particleflow " + a.sampler, round=rnd)
+            pf_row = run_particleflow(m, a.chains, a.draws, seed=rnd, sampler=a.sampler, warmup=a.warmup)
+            tag = "" if a.warmup == "auto" else f", warmup={a.warmup}"
+            pf_row.update(posterior=name, sampler=f"particleflow {a.sampler}{tag}", round=rnd)
             rows.append(pf_row)
             print(json.dumps({k: v for k, v in pf_row.items() if k != "caught"}), flush=True)
             if a.numpyro_python:
@@ -124,6 +170,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    print(table(rows))
 
 
 if __name__ == "__main__":

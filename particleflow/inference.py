@@ -19,7 +19,8 @@ Diagnostics (``MCMCResult``):
   above 1.01.
 * ``ess_bulk``, ``ess_tail``: Vehtari et al.'s ESS over all chains.
 * ``n_stuck``: chains that moved in fewer than 10 % as many draws as the median chain
-  (or in none), plus the chains replaced during warm-up (reported, not warned on).
+  (or in none) while sampling; ``warmup_replaced`` counts the chains the tuning phase
+  replaced (reported, not warned on).
 * ``divergences`` (HMC): transitions with a non-finite or > 1000 energy error.
 """
 import math
@@ -53,6 +54,7 @@ class MCMCResult:
     over sampling), ``step_size``, ``divergences`` (count, HMC), ``n_stuck``, ``log_z``
     (the annealing's estimate of log of the integral of exp(-E), else None),
     ``gradients`` (gradient evaluations per chain, warm-up included), ``warmup_gradients``,
+    ``warmup_replaced`` (chains replaced while tuning), ``energies`` [draws, chains],
     ``seconds`` (wall time of warm-up and sampling), ``warnings`` (list of str)."""
 
     def __init__(self, **kw):
@@ -214,7 +216,7 @@ def mcmc(energy, x0, draws=1000, warmup="auto", sampler="mala", seed=0, thin=1, 
         cached = ens.cached_energy(energy)
         energies[k] = to_numpy(cached[0]) if cached is not None else to_numpy(energy.value(ens.x))
     seconds = time.perf_counter() - t0
-    return _result(out, energies, move, sampler, acc, divergences, grads, warm_grads, seconds, superchains, seed)
+    return _result(out, energies, move, sampler, acc, divergences, grads, warm_grads, seconds, superchains)
 
 
 def _step_gradients(stats, sampler):
@@ -222,7 +224,7 @@ def _step_gradients(stats, sampler):
     return 1.0 if sampler == "mala" else float(stats.get("n_leapfrog", 0.0))
 
 
-def _result(out, energies, move, sampler, acc, divergences, grads, warm_grads, seconds, superchains, seed):
+def _result(out, energies, move, sampler, acc, divergences, grads, warm_grads, seconds, superchains):
     rhat, nested, bulk, tail, stuck, warns = diagnose(out, superchains, divergences)
     auto = isinstance(move, AutoWarmup)
     log_z = move.log_z if auto and math.isfinite(move.log_z) else None

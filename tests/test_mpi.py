@@ -153,6 +153,8 @@ RUNS_BITWISE = [
     ("importance_gaussian.toml", ["--set", "run.runs=40", "--set", "fit.runs=5", "--set", "fit.iterations=10",
                                   "--set", "sampling.M=[100]", "--set", "fit.average_last=5"], (2, 3)),
     ("deen_ring.toml", ["--steps", "30", "--set", "data.n=2000"], (2,)),
+    ("eight_schools.toml", ["--steps", "120", "--set", "ensembles.chains.n=600", "--set", "schedule.0.warmup=40",
+                            "--set", "output.every=10"], (2, 3)),
 ]
 
 

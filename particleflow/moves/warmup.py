@@ -142,6 +142,7 @@ class AutoWarmup(Move):
                            "gradients") + (("trajectory_length", "n_leapfrog") if self.hmc else ())
         self.phase, self.beta, self.log_z, self.t_anneal = "start", 0.0, float("nan"), 0
         self.group_log_z = [0.0] * groups
+        self.lw = None
         self.h_anneal, self.n_stuck, self.gradients, self.tune_calls = 0.0, 0, 0.0, 0
         self.base_mean = self.base_cov = self.cloud_cov = None
         self.alpha_sum, self.window = None, 0
@@ -216,7 +217,9 @@ class AutoWarmup(Move):
         z = stream.normal(self._inner_step(step, 0), ens.ids, d, Purpose.INIT, np.float64)
         x = xp.asarray(m)[None] + P.forward(xp.asarray(z), xp)
         ens.x = xp.ascontiguousarray(x.astype(ens.dtype).reshape(ens.x.shape))
-        ens.log_weights = xp.zeros(ens.n, dtype=ens.dtype)
+        # the annealing weights live here, not on the ensemble (whose log-weights a
+        # trajectory file would then record from the middle of a run)
+        self.lw = np.zeros(n)
         _, logdet = np.linalg.slogdet(C)
         self.group_log_z = [0.5 * (d * math.log(2 * math.pi) + logdet)] * self.groups     # log Z of the base
         self.cloud_cov = C
@@ -249,7 +252,7 @@ class AutoWarmup(Move):
         # every rank works on the same global host arrays: the same schedule everywhere
         u = np.asarray(to_numpy(dev.gather_rows(u_local, shard)), dtype=np.float64)
         u = np.where(np.isfinite(u), u, -np.inf)
-        lw = np.asarray(to_numpy(dev.gather_rows(ens.log_weights, shard)), dtype=np.float64)
+        lw = self.lw
         bounds = self.group_bounds(ens.n_global)
         groups = []
         for lo, hi in bounds:
@@ -298,9 +301,12 @@ class AutoWarmup(Move):
         # (for the pooled covariance) give every group the same total
         for lo, hi in bounds:
             lw[lo:hi] -= np.max(lw[lo:hi]) + math.log(np.exp(lw[lo:hi] - np.max(lw[lo:hi])).sum())
+        self.lw = lw
         mine = lw if shard is None else lw[shard.lo:shard.hi]
-        ens.log_weights = xp.asarray(mine, dtype=ens.dtype)
-        self.cloud_cov = _regularised_cov(np.asarray(to_numpy(ens.cov()), dtype=np.float64), ens.n_global)
+        ens.log_weights = xp.asarray(mine, dtype=ens.dtype)          # for the weighted covariance only
+        cov = np.asarray(to_numpy(ens.cov()), dtype=np.float64)
+        ens.log_weights = None
+        self.cloud_cov = _regularised_cov(cov, ens.n_global)
         self.mala.precond = Preconditioner(self.cloud_cov)
         accs = []
         for j in range(self.anneal_steps):
@@ -322,7 +328,7 @@ class AutoWarmup(Move):
         if self.hmc:
             stats.update(trajectory_length=float("nan"), n_leapfrog=0.0)
         if self.beta == 1.0:
-            ens.log_weights = None
+            self.lw = None
             self._begin_tune()
         return stats
 
@@ -403,7 +409,8 @@ class AutoWarmup(Move):
               "t_anneal": np.int64(self.t_anneal), "h_anneal": f(self.h_anneal), "n_stuck": np.int64(self.n_stuck),
               "gradients": f(self.gradients), "tune_calls": np.int64(self.tune_calls),
               "window": np.int64(self.window),
-              "alpha_sum": np.zeros(0) if self.alpha_sum is None else np.array(to_numpy(self.alpha_sum))}
+              "alpha_sum": np.zeros(0) if self.alpha_sum is None else np.array(to_numpy(self.alpha_sum)),
+              "log_weights": np.zeros(0) if self.lw is None else np.array(self.lw)}
         if self.base_mean is not None:
             st.update(base_mean=np.array(self.base_mean), base_cov=np.array(self.base_cov),
                       cloud_cov=np.array(self.cloud_cov))
@@ -419,6 +426,7 @@ class AutoWarmup(Move):
         self.n_stuck, self.gradients = int(st["n_stuck"]), float(st["gradients"])
         self.tune_calls, self.window = int(st["tune_calls"]), int(st["window"])
         self.alpha_sum = np.array(st["alpha_sum"], dtype=np.float64) if np.size(st["alpha_sum"]) else None
+        self.lw = np.array(st["log_weights"], dtype=np.float64) if np.size(st["log_weights"]) else None
         if "base_mean" in st:
             self.base_mean = np.array(st["base_mean"], dtype=np.float64)
             self.base_cov = np.array(st["base_cov"], dtype=np.float64)
