@@ -28,6 +28,7 @@ from .analysis.metrics import RHAT_NESTED_MAX
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import DivergenceError
+from .io.files import temporary_beside
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
@@ -170,7 +171,7 @@ def _finish(out, cfg, quiet):
                 click.echo(f"warning: {w}", err=True)
     if cfg["output"]["plot"]:
         try:
-            png = _plot(out, os.path.splitext(out)[0] + ".png")
+            png = _plot(out, figure_path(out))
             if not quiet:
                 click.echo(f"plot: {png}")
         except UserError as e:
@@ -333,6 +334,13 @@ def inspect(path, stats):
                 click.echo(f"warning: {name}: {w}", err=True)
 
 
+def figure_path(trajectory):
+    """A run's own figure: the trajectory's name with .png, or with .png appended when
+    the trajectory's name already ends in .png (never the trajectory itself)."""
+    png = os.path.splitext(trajectory)[0] + ".png"
+    return trajectory + ".png" if os.path.abspath(png) == os.path.abspath(trajectory) else png
+
+
 def _plot(path, png, what="figure"):
     with open_run(path) as r:
         if not any(len(e.steps) for e in r.ensembles.values()) and not any(len(o.steps) for o in r.observables.values()):
@@ -340,7 +348,7 @@ def _plot(path, png, what="figure"):
         if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
             raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
         exp = experiments.get(r.parameters.get("estimator", "sample"))
-        tmp = png + ".tmp.png"
+        tmp = temporary_beside(png, ".png")
         try:
             if what == "figure":
                 exp.plot(r, tmp)
@@ -367,8 +375,10 @@ def plot(path, out, force, what):
     exp(-E) with the particles over it and the observables that change; the paper
     experiments: their figures).  The default output PATH.png is the run's own figure
     and is replaced; any other existing file needs --force."""
-    default = os.path.splitext(path)[0] + ".png"
+    default = figure_path(path)
     png = out or default
+    if os.path.abspath(png) == os.path.abspath(path):
+        raise UserError(f"--out {png} is the trajectory itself; give the figure another name")
     _check_writable(png, force or os.path.abspath(png) == os.path.abspath(default))
     click.echo(_plot(path, png, what))
 
@@ -479,14 +489,18 @@ def demo(n_particles, steps, step_size, seed, dtype):
 
 
 def main(argv=None):
-    """Entry point: user errors and click's own errors (bad options, with its usage
-    text) exit 2; Ctrl-C before a run's signal handling is installed exits 130 with
+    """Entry point: user errors and click's own errors (bad options or arguments: one
+    ``error:`` line naming the command's --help) exit 2; Ctrl-C before a run's signal handling is installed exits 130 with
     one line; anything unexpected is an internal error (exit 1) with a one-line
     summary (``PARTICLEFLOW_DEBUG=1`` shows the traceback)."""
     try:
         cli.main(args=argv, prog_name="particleflow", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:                 # a bad option or argument: one line, as every user error
+        where = e.ctx.command_path if e.ctx is not None else "particleflow"
+        click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -17,6 +17,7 @@ import os
 import h5py
 import numpy as np
 
+from .files import temporary_beside
 from .h5md import check_complete
 
 
@@ -39,7 +40,7 @@ def _read_tree(group):
 
 def write_checkpoint(path, state, frame_counts, config_text, seed, ranks=1):
     """``ranks``: the number of processes of the run (each writes its own checkpoint)."""
-    tmp = path + ".tmp"
+    tmp = temporary_beside(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["step"] = int(state["step"])

@@ -41,6 +41,7 @@ import numpy as np
 from .._version import __version__
 from ..backend import to_numpy
 from ..observers import Observer, Spec
+from .files import temporary_beside
 
 H5MD_VERSION = (1, 1)
 MODULE_DESCRIPTION = (
@@ -336,7 +337,7 @@ class TrajectoryObserver(Observer):
 def _rewrite_prefix(out, spec, params, compression, frames):
     """A writer on a fresh copy of ``out`` holding the first ``frames[element]`` frames
     of every element; the copy replaces ``out``."""
-    tmp = out + ".resume.tmp"
+    tmp = temporary_beside(out, ".resume.tmp")
     old = Run(out)
     for key, n in frames.items():
         group = key if key.startswith("observables/") else f"particles/{key}"
@@ -628,7 +629,7 @@ def repair(path):
     with open_run(path) as run:            # complete, particleflow's own, with frames
         if not any(len(e.positions) for e in run.ensembles.values()):
             raise ValueError(f"{path} has no committed frames: nothing to keep; rerun the config instead")
-    tmp = path + ".repair.tmp"
+    tmp = temporary_beside(path, ".repair.tmp")
     try:
         src = h5py.File(path, "r", libver="latest", swmr=True)
     except OSError as e:

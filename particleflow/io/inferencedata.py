@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from .files import temporary_beside
 from .h5md import open_run
 
 CHUNK = 1 << 20                      # rows per energy evaluation
@@ -119,7 +120,7 @@ def export_netcdf(run_path, out, ensemble=None, first_frame=0, lp=True, compress
     replaces ``out`` only when complete).  ``compress``: zlib-compress the variables
     (ArviZ's default; about 4x slower to write: 12.6 s for 1e5 chains x 200 draws)."""
     data = to_inferencedata(run_path, ensemble, first_frame, lp)
-    tmp = out + ".tmp"
+    tmp = temporary_beside(out, ".nc")
     try:
         data.to_netcdf(tmp, compress=compress)
         os.replace(tmp, out)

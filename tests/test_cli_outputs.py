@@ -1,0 +1,109 @@
+"""Command-line outputs never hit the wrong file, and usage errors are one line: a
+trajectory named *.png is not overwritten by its figure, temporary files never take a
+user's file's name, click's own errors (bad options, arguments, commands) are one
+``error:`` line with exit 2."""
+import hashlib
+import importlib.util
+import os
+
+import pytest
+
+import particleflow as pf
+from particleflow.cli import main
+
+TEXT = """
+estimator = "sample"
+[run]
+steps = 20
+seed = 1
+[output]
+every = 10
+plot = {plot}
+[energy]
+kind = "gaussian_mixture"
+ring_components = 3
+ring_radius = 2.0
+[ensembles.chains]
+n = 200
+[[schedule]]
+move = "mala"
+ensemble = "chains"
+step_size = 0.3
+"""
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+def call(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "runs/demo.toml", "--steps", "0"], ["run", "runs/demo.toml", "--seed", "-1"], ["frobnicate"],
+    ["inspect", "."], ["run", "--bogus", "x.toml"], ["run"], ["plot", "a.h5", "--what", "nothing"],
+    ["export"], ["inspect", "a.h5", "--stats", "extra"],
+])
+def test_usage_errors_are_one_error_line_and_exit_2(argv, capsys):
+    code, out, err = call(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Usage" not in err, err
+    assert "--help" in err
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="needs the 'plot' extra (matplotlib)")
+def test_a_trajectory_named_png_keeps_its_data_and_gets_its_figure_beside_it(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="true"))
+    out = str(tmp_path / "traj.png")
+    code, _, err = call(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    with pf.io.open_run(out) as r:                            # still the trajectory
+        assert r.ensembles["chains"].positions.shape == (3, 200, 2)
+    assert open(out + ".png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    before = digest(out)
+    code, stdout, err = call(["plot", out], capsys)
+    assert code == 0 and stdout.strip() == out + ".png", err
+    assert digest(out) == before
+    code, _, err = call(["plot", out, "--out", out, "--force"], capsys)
+    assert code == 2 and "the trajectory itself" in err and digest(out) == before
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="needs the 'plot' extra (matplotlib)")
+def test_plot_leaves_a_file_named_like_its_temporary_alone(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false"))
+    out = str(tmp_path / "r.h5")
+    assert call(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"], capsys)[0] == 0
+    mine = tmp_path / "p.png.tmp.png"
+    mine.write_bytes(b"mine")
+    code, _, err = call(["plot", out, "--out", str(tmp_path / "p.png")], capsys)
+    assert code == 0, err
+    assert mine.read_bytes() == b"mine"
+    assert sorted(os.listdir(tmp_path)) == ["c.toml", "p.png", "p.png.tmp.png", "r.h5", "r.h5.ckpt"]
+
+
+def test_export_leaves_a_file_named_like_its_temporary_alone(tmp_path, capsys):
+    pytest.importorskip("arviz")
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false"))
+    out = str(tmp_path / "r.h5")
+    assert call(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"], capsys)[0] == 0
+    mine = tmp_path / "o.nc.tmp"
+    mine.write_bytes(b"mine")
+    code, _, err = call(["export", out, str(tmp_path / "o.nc")], capsys)
+    assert code == 0, err
+    assert mine.read_bytes() == b"mine" and (tmp_path / "o.nc").stat().st_size > 0
+    assert sorted(os.listdir(tmp_path)) == ["c.toml", "o.nc", "o.nc.tmp", "r.h5", "r.h5.ckpt"]
+
+
+def test_temporary_files_get_the_mode_of_a_new_file(tmp_path):
+    from particleflow.io.files import temporary_beside
+    mask = os.umask(0o022)
+    try:
+        t = temporary_beside(str(tmp_path / "x.h5"))
+        assert os.stat(t).st_mode & 0o777 == 0o644 and os.path.basename(t).startswith(".x.h5.")
+    finally:
+        os.umask(mask)
