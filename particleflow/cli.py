@@ -28,7 +28,7 @@ from .analysis.metrics import RHAT_NESTED_MAX
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import DivergenceError
-from .io.files import temporary_beside
+from .io.files import lock_holder, output_lock, temporary_beside
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
@@ -99,6 +99,10 @@ def _check_writable(out, force, what="--out"):
     d = os.path.dirname(os.path.abspath(out))
     if os.path.isdir(out):
         raise UserError(f"{out} is a directory; {what} must name a file")
+    holder = lock_holder(out)
+    if holder is not None:
+        raise UserError(f"{out} is being written by another particleflow process (pid {holder}); wait for it "
+                        f"to finish, or choose another {what}")
     if os.path.exists(out) and not force:
         raise UserError(f"{out} exists; pass --force to overwrite it or {what} to choose another path")
     if not os.path.isdir(d):
@@ -285,7 +289,8 @@ def resume(path, quiet, max_memory):
 def repair(path):
     """Rewrite a trajectory whose run was killed (SIGKILL, power loss) into a clean
     file that plain h5py opens, keeping every committed frame."""
-    counts = _repair(path)
+    with output_lock(path):                # not while a run writes it
+        counts = _repair(path)
     click.echo(f"{path}: " + ", ".join(f"{k}: {v} frames" for k, v in counts.items()))
 
 

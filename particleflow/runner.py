@@ -17,6 +17,7 @@ checkpoint into a fresh file (atomically replacing the old one, which a killed
 writer leaves flagged as open), and continue.  The final state equals an
 uninterrupted run's bitwise (tested).
 """
+import contextlib
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from . import experiments
 from .config import ConfigError, loads
 from .errors import DivergenceError
 from .io.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
+from .io.files import output_lock
 from .io.h5md import TrajectoryObserver, link_shards
 from .observers import Observer
 from .parallel import shard_range, world
@@ -129,8 +131,26 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", m
     ensembles are sharded (``Simulation.distribute``), every rank writes its shard
     file ``shard_path(out, rank)`` and its checkpoint, rank 0 writes the run file
     (observables, replicated ensembles, results) and finally links the shards into
-    it as virtual datasets."""
+    it as virtual datasets.
+
+    Rank 0 holds ``io.files.output_lock(out)`` for the whole run, taken before anything
+    is created or removed: a second run or resume into the same output is refused."""
     comm = world() if comm is None else comm
+    lock, busy = contextlib.ExitStack(), None
+    if comm.rank == 0:
+        try:
+            lock.enter_context(output_lock(out))
+        except ValueError as e:
+            busy = e
+    if comm.size > 1 and comm.any(busy is not None):             # every rank stops together
+        raise busy or ValueError(f"{out} is being written by another particleflow process")
+    if busy is not None:
+        raise busy
+    with lock:
+        return _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
+
+
+def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm):
     exp = experiments.get(cfg["estimator"])
     exp.resolve(cfg, base_dir)
     check_memory(exp.memory_bytes(cfg), max_memory)

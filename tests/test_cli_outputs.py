@@ -107,3 +107,32 @@ def test_temporary_files_get_the_mode_of_a_new_file(tmp_path):
         assert os.stat(t).st_mode & 0o777 == 0o644 and os.path.basename(t).startswith(".x.h5.")
     finally:
         os.umask(mask)
+
+
+def test_a_second_run_into_the_same_output_is_refused_and_the_first_completes(tmp_path):
+    """Two runs into one --out (also with --force): the second is refused with one line
+    naming the first's pid, touches nothing, and the first's file is complete."""
+    import subprocess
+    import sys
+    import time
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false").replace("steps = 20", "steps = 4000")
+                                     .replace("n = 200", "n = 20000"))
+    out = tmp_path / "r.h5"
+    cmd = [sys.executable, "-m", "particleflow._main", "run", str(tmp_path / "c.toml"), "--out", str(out), "--quiet"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not out.exists() and time.time() - t0 < 120:      # the first has started writing
+            time.sleep(0.05)
+        assert (tmp_path / "r.h5.lock").read_text().strip() == str(first.pid)
+        for extra in ([], ["--force"]):
+            second = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr
+            assert second.stderr.count("\n") == 1 and f"pid {first.pid}" in second.stderr, second.stderr
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    with pf.io.open_run(str(out)) as r:
+        assert r.ensembles["chains"].positions.shape == (401, 20000, 2)
+    assert not (tmp_path / "r.h5.lock").exists()
