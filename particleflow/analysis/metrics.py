@@ -225,7 +225,10 @@ def diagnose(positions, superchains=4, divergences=0):
                      f"the {k} superchains of chains disagree, the chains have not converged to one "
                      "distribution; run a longer warm-up or check the target for separated modes")
     if stuck:
-        warns.append(f"{stuck} of {c} chains are stuck (moved in under 10 % as many draws as the median chain)")
+        warns.append(f"{stuck} of {c} chains are stuck (moved in under 10 % as many draws as the median chain): "
+                     "the step size that suits most chains fails where they are (curvature far above the "
+                     "rest, or a wall the energy cannot cross); try HMC, a reparameterisation or starts nearer "
+                     "the target")
     if divergences:
         warns.append(f"{divergences} divergent transitions (energy error > {DIVERGENCE:g} or non-finite)")
     return rhat, nested, bulk, tail, stuck, warns
