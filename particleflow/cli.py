@@ -97,6 +97,8 @@ def _check_writable(out, force, what="--out"):
     """Refuse an existing file without ``force`` and a path that cannot be created;
     nothing is removed here (the run replaces the old file when it starts)."""
     d = os.path.dirname(os.path.abspath(out))
+    if os.path.islink(out):
+        raise UserError(f"{out} is a symbolic link; {what} must name a file (give the link's target itself)")
     if os.path.isdir(out):
         raise UserError(f"{out} is a directory; {what} must name a file")
     holder = lock_holder(out)
@@ -433,6 +435,9 @@ def eval_(path, ensemble, frame, reference, max_points, png, force):
             ref = np.load(reference, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise UserError(f"--reference: cannot read {reference} as a .npy array ({err})") from None
+        if ref.dtype.kind not in "fiu" or ref.ndim < 2 or ref.shape[0] < 2:
+            raise UserError(f"--reference: {reference} must hold real numbers of shape (m, ...) with m >= 2 draws; "
+                            f"got {ref.dtype} {ref.shape}")
     if png is not None:
         _check_writable(png, force, "--png")
     with open_run(path) as r:

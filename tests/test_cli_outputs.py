@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 import particleflow as pf
@@ -136,3 +137,85 @@ def test_a_second_run_into_the_same_output_is_refused_and_the_first_completes(tm
     with pf.io.open_run(str(out)) as r:
         assert r.ensembles["chains"].positions.shape == (401, 20000, 2)
     assert not (tmp_path / "r.h5.lock").exists()
+
+
+@pytest.fixture
+def small_run(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false"))
+    out = str(tmp_path / "r.h5")
+    assert call(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"], capsys)[0] == 0
+    return out
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 2)), np.array([["a", "b"], ["c", "d"]]),
+                                   np.ones((5, 2), dtype=complex), np.ones((5, 2), dtype=bool), np.ones(5)],
+                         ids=["empty", "strings", "complex", "bool", "1-d"])
+def test_eval_refuses_a_reference_that_is_not_draws(tmp_path, capsys, small_run, array):
+    ref = tmp_path / "ref.npy"
+    np.save(ref, array)
+    code, _, err = call(["eval", small_run, "--reference", str(ref)], capsys)
+    assert code == 2 and err.startswith("error: --reference") and err.count("\n") == 1, err
+
+
+def test_outputs_do_not_follow_a_dangling_link(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false"))
+    target = tmp_path / "elsewhere.h5"
+    os.symlink(target, tmp_path / "o.h5")
+    for extra in ([], ["--force"]):
+        code, _, err = call(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o.h5"), "--quiet"] + extra,
+                            capsys)
+        assert code == 2 and "symbolic link" in err, err
+    assert not target.exists() and os.path.islink(tmp_path / "o.h5")
+
+
+def test_photographs_are_an_explicit_list():
+    pytest.importorskip("skimage")
+    from particleflow import datasets
+    for name in ("download_all", "lfw_subset", "data_dir", "file_hash"):
+        with pytest.raises(ValueError, match="unknown photograph"):
+            datasets.check_photographs([name])
+    datasets.check_photographs(["camera", "astronaut"])
+
+
+LOGZ = """estimator = "logz"
+[run]
+steps = 2
+seed = 0
+[energy]
+kind = "gaussian_mixture"
+ring_components = 3
+ring_radius = 2.0
+[annealing]
+method = "{method}"
+particles = 200
+{extra}
+[output]
+plot = false
+"""
+
+
+@pytest.mark.parametrize("method,extra,msg", [
+    ("ais", "temperatures = 1000000000", "temperatures"), ("smc", "cess = 1.0", "cess"),
+    ("smc", "mcmc_steps = 1000000000", "mcmc_steps"),
+])
+def test_logz_keys_are_bounded(tmp_path, capsys, method, extra, msg):
+    (tmp_path / "l.toml").write_text(LOGZ.format(method=method, extra=extra))
+    code, _, err = call(["run", str(tmp_path / "l.toml"), "--out", str(tmp_path / "l.h5"), "--quiet"], capsys)
+    assert code == 2 and msg in err and err.count("\n") == 1, err
+    assert not (tmp_path / "l.h5").exists()
+
+
+def test_a_term_with_a_billion_components_is_refused(tmp_path, capsys):
+    text = TEXT.format(plot="false").replace('[energy]\nkind = "gaussian_mixture"\nring_components = 3\n'
+                                             'ring_radius = 2.0\n', '[energy]\n[[energy.terms]]\n'
+                                             'kind = "gaussian_mixture"\nring_components = 1000000000\n'
+                                             'ring_radius = 2.0\n')
+    (tmp_path / "c.toml").write_text(text)
+    code, _, err = call(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o.h5"), "--quiet"], capsys)
+    assert code == 2 and "ring_components" in err and err.count("\n") == 1, err
+
+
+def test_ais_with_more_than_a_thousand_temperatures_runs(tmp_path, capsys):
+    (tmp_path / "l.toml").write_text(LOGZ.format(method="ais", extra="temperatures = 1500\nmcmc_steps = 1"))
+    code, _, err = call(["run", str(tmp_path / "l.toml"), "--out", str(tmp_path / "l.h5"), "--quiet"], capsys)
+    assert code == 0, err

@@ -147,8 +147,8 @@ def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, r
     trace = {"betas": [0.0], "log_z": [log_z0], "ess": [float(n)], "acceptance": []}
     while beta < 1.0:
         if t >= max_temperatures:
-            raise ValueError(f"annealing needed more than {max_temperatures} temperatures; raise "
-                             "max_temperatures or lower cess")
+            raise ValueError(f"annealing needed more than {max_temperatures} temperatures; lower cess "
+                             "(annealing.cess in a logz config) or raise max_temperatures")
         u = -(target.value(ens.x) - base.value(ens.x)).astype(np.float64)      # d log w / d beta
         W, u_max = ens.weights(), ens.device.max(u, ens.shard)                # fixed during the bisection
         if betas is not None:

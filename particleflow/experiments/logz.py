@@ -32,9 +32,10 @@ from .sample import ENERGY, build_energy, check_energy, resolve_energy_path
 
 ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive tempered SMC or AIS"),
              "particles": Field("int", 2000, lo=2, hi=10 ** 8, doc="particles per run"),
-             "cess": Field("float", 0.95, lo=0, lo_open=True, hi=1, doc="SMC: conditional ESS kept per temperature"),
-             "temperatures": Field("int", 100, lo=1, doc="AIS: equally spaced temperatures"),
-             "mcmc_steps": Field("int", 3, lo=0, doc="MALA steps per temperature"),
+             "cess": Field("float", 0.95, lo=0, lo_open=True, hi=0.999,
+                           doc="SMC: conditional ESS kept per temperature (below 1: 1 would never move beta)"),
+             "temperatures": Field("int", 100, lo=1, hi=100000, doc="AIS: equally spaced temperatures"),
+             "mcmc_steps": Field("int", 3, lo=0, hi=1000, doc="MALA steps per temperature"),
              "step_size": positive(0.5, doc="initial MALA step size (then follows the acceptance)"),
              "base_scale": positive(1.0, doc="sd of the Gaussian base N(0, s^2 I)"),
              "base": Field("str", "gaussian", choices=("gaussian", "box"), doc="the path's base distribution"),
@@ -94,6 +95,7 @@ class Anneal(Move):
         betas = None if a["method"] == "smc" else np.linspace(0, 1, a["temperatures"] + 1)[1:]
         run = anneal(self.energy, a["particles"], seed=seed, repeat=step, base_scale=a["base_scale"], betas=betas,
                      cess=a["cess"], mcmc_steps=a["mcmc_steps"], step_size=a["step_size"],
+                     max_temperatures=max(1000, a["temperatures"] if betas is not None else 100000),
                      dtype=np.dtype(self.cfg["run"]["dtype"]), box=box_of(self.cfg))
         x = np.array(ens.x)
         x[step] = (run["log_z"], len(run["betas"]) - 1)
@@ -116,7 +118,8 @@ class LogZ(Experiment):
         resolve_energy_path(cfg["energy"], base_dir)
 
     def memory_bytes(self, cfg):
-        return 40 * cfg["annealing"]["particles"] * 8 * 8
+        a = cfg["annealing"]
+        return 40 * a["particles"] * 8 * 8 + 8 * 8 * a["temperatures"]
 
     def build(self, cfg, base_dir=".", restore=False):
         energy = build_energy(cfg["energy"])

@@ -47,7 +47,7 @@ ENERGY = {"kind": Field("str", None, choices=("gaussian", "gaussian_mixture"), d
           "mean": Field("list", None, doc="gaussian: mean vector"),
           "precision": Field("list", None, doc="gaussian: precision matrix (symmetric positive definite)"),
           "means": Field("list", None, doc="gaussian_mixture: component means [K][d]"),
-          "ring_components": Field("int", None, lo=1, doc="gaussian_mixture: K means on a circle (2-D)"),
+          "ring_components": Field("int", None, lo=1, hi=100000, doc="gaussian_mixture: K means on a circle (2-D)"),
           "ring_radius": positive(None, doc="radius of the ring of means"),
           "scale": Field("float", None, lo=0, lo_open=True, doc="isotropic component standard deviation"),
           "covariances": Field("list", None, doc="full component covariances [K][d][d]"),
