@@ -27,7 +27,7 @@ from .analysis import summary as analysis_summary
 from .analysis.metrics import RHAT_NESTED_MAX
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
-from .errors import DivergenceError
+from .errors import ConvergenceWarning, DivergenceError
 from .io.files import lock_holder, output_lock, temporary_beside
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
@@ -503,6 +503,15 @@ def main(argv=None):
     ``error:`` line naming the command's --help) exit 2; Ctrl-C before a run's signal handling is installed exits 130 with
     one line; anything unexpected is an internal error (exit 1) with a one-line
     summary (``PARTICLEFLOW_DEBUG=1`` shows the traceback)."""
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ConvergenceWarning):           # one line, like every other message
+            if not world().rank:
+                click.echo(f"warning: {message}", err=True)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
     try:
         cli.main(args=argv, prog_name="particleflow", standalone_mode=False)
     except click.exceptions.Exit as e:

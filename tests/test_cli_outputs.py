@@ -219,3 +219,39 @@ def test_ais_with_more_than_a_thousand_temperatures_runs(tmp_path, capsys):
     (tmp_path / "l.toml").write_text(LOGZ.format(method="ais", extra="temperatures = 1500\nmcmc_steps = 1"))
     code, _, err = call(["run", str(tmp_path / "l.toml"), "--out", str(tmp_path / "l.h5"), "--quiet"], capsys)
     assert code == 0, err
+
+
+def test_a_move_that_accepts_nothing_warns_once():
+    e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
+    for move in (pf.moves.MALA(e, 1e6), pf.moves.HMC(e, 1e3, 3)):
+        sim = pf.Simulation({"c": pf.Ensemble(np.zeros((50, 2)))}, seed=0).schedule(move, "c")
+        with pytest.warns(pf.ConvergenceWarning, match="accepted no proposal in 100 consecutive steps") as rec:
+            sim.run(250)
+        assert len([w for w in rec if issubclass(w.category, pf.ConvergenceWarning)]) == 1
+
+
+def test_the_command_line_prints_that_warning_in_one_line(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false").replace("steps = 20", "steps = 120")
+                                     .replace("step_size = 0.3", "step_size = 1000000.0"))
+    code, _, err = call(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r.h5"), "--quiet"], capsys)
+    assert code == 0
+    assert err.count("\n") == 1 and err.startswith("warning: MALA accepted no proposal"), err
+
+
+@pytest.mark.parametrize("schedule,msg", [
+    ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = ["1", "0.5"]\n', "betas"),
+    ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.5]\n[[schedule]]\n'
+     'move = "resample"\nensemble = "chains"\n', "owns ensemble 'chains'"),
+    ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.5]\n[[schedule]]\n'
+     'move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.2]\n', "owns ensemble"),
+])
+def test_parallel_tempering_configs_that_would_break_the_ladder_are_refused(tmp_path, capsys, schedule, msg):
+    text = TEXT.format(plot="false").split("[[schedule]]")[0] + "[[schedule]]\n" + schedule
+    (tmp_path / "c.toml").write_text(text)
+    code, _, err = call(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o.h5"), "--quiet"], capsys)
+    assert code == 2 and msg in err and err.count("\n") == 1, err
+
+
+def test_hmc_mass_of_the_wrong_size_is_refused_when_built():
+    with pytest.raises(ValueError, match="mass has 3 entries but the energy has dimension 2"):
+        pf.moves.HMC(pf.energies.Gaussian(np.zeros(2), np.eye(2)), 0.1, 3, mass=np.ones(3))

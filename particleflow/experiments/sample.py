@@ -442,6 +442,15 @@ class Sample(Experiment):
             if kind == "restart" and slot["source"] not in ens:
                 raise ConfigError(f"{where}.source = {slot['source']!r} is not defined; ensembles: {', '.join(ens)}")
             slots.append(slot)
+        for i, s in enumerate(slots):
+            if s["move"] == "parallel_tempering":
+                others = [j for j, t in enumerate(slots) if j != i and t["ensemble"] == s["ensemble"]]
+                if others:
+                    j = others[0]
+                    raise ConfigError(f"schedule[{i}] (parallel_tempering) owns ensemble {s['ensemble']!r}: its rows "
+                                      f"are groups of replicas at the ladder's temperatures, which "
+                                      f"schedule[{j}] ({slots[j]['move']}) would mix up; give that move "
+                                      "another ensemble")
         cfg["schedule"] = slots
 
     def resolve(self, cfg, base_dir):

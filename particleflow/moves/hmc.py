@@ -12,7 +12,7 @@ import numpy as np
 
 from ..random import GLOBAL_ID, Purpose
 from .base import Move, positive
-from .langevin import _flat, check_path, check_precond, fused_launcher, per_chain_steps
+from .langevin import _flat, check_path, check_precond, fused_launcher, note_acceptance, per_chain_steps
 from .precond import as_preconditioner
 from .leapfrog import leapfrog
 
@@ -45,6 +45,9 @@ class HMC(Move):
                 raise ValueError("mass must be a positive scalar or a positive vector [dim] (diagonal mass)")
             mass = m
         self.mass = mass
+        dim = getattr(energy, "dim", None)
+        if mass is not None and mass.ndim == 1 and dim is not None and mass.size != dim:
+            raise ValueError(f"mass has {mass.size} entries but the energy has dimension {dim}")
         self.path = check_path(path)
         self.precond = as_preconditioner(precond)
         # set by AdaptStepSize(trajectory="chees"): a trajectory length T replaces
@@ -147,4 +150,5 @@ class HMC(Move):
         if fused is None:
             ens.store_energy(self.energy, e_new, g_new)
         acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
+        note_acceptance(self, float(acc_rate))
         return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}

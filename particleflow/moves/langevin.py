@@ -11,10 +11,12 @@ energy's ``value_and_grad``.  Both paths draw the same Philox normals, so they a
 to rounding (tested).
 """
 import math
+import warnings
 
 import numpy as np
 
 from ..backend import on_host
+from ..errors import ConvergenceWarning
 from ..kernels.analytic import MAX_FUSED_DIM, kernel
 from ..kernels.elementwise import langevin_update
 from ..random import Purpose
@@ -63,6 +65,24 @@ def check_precond(move, ensemble):
 
 def _flat(a):
     return a.reshape(-1)
+
+
+ZERO_ACCEPTANCE_CALLS = 100
+
+
+def note_acceptance(move, rate):
+    """Warn once when a Metropolis move has accepted nothing for ``ZERO_ACCEPTANCE_CALLS``
+    calls in a row: its chains are frozen, which no statistic of the run would say."""
+    if rate > 0:
+        move.zero_acceptance_calls = 0
+        return
+    move.zero_acceptance_calls = getattr(move, "zero_acceptance_calls", 0) + 1
+    if move.zero_acceptance_calls == ZERO_ACCEPTANCE_CALLS:
+        h = move.step_size
+        h = f"{float(np.exp(np.mean(np.log(h)))):.3g} (geometric mean)" if isinstance(h, np.ndarray) else f"{h:.3g}"
+        warnings.warn(f"{type(move).__name__} accepted no proposal in {ZERO_ACCEPTANCE_CALLS} consecutive steps at "
+                      f"step size {h}: its chains do not move; lower step_size, or let it adapt (warmup, "
+                      "auto_warmup; AdaptStepSize, AutoWarmup)", ConvergenceWarning, stacklevel=4)
 
 
 class Langevin(Move):
@@ -229,4 +249,5 @@ class MALA(Move):
         if fused is None:
             ens.store_energy(self.energy, e_new, g_new)
         acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
+        note_acceptance(self, float(acc_rate))
         return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}

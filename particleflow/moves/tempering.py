@@ -47,6 +47,9 @@ class ParallelTempering(Move):
 
     def __init__(self, energy, betas, step_size):
         super().__init__()
+        if isinstance(betas, (str, bytes)) or any(isinstance(v, (str, bytes, bool, np.bool_))
+                                                  for v in np.ravel(np.asarray(betas, dtype=object))):
+            raise ValueError(f"betas must be numbers (inverse temperatures decreasing from 1.0); got {betas!r}")
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or b.size < 2 or b[0] != 1.0 or not (np.diff(b) < 0).all() or b[-1] <= 0:
             raise ValueError("betas must be a list of at least 2 inverse temperatures decreasing from 1.0 "
