@@ -23,6 +23,7 @@ We raise LLVM's full-unroll threshold: the bodies have short constant-trip loops
 loop to become the innermost loop and vectorise.  This only changes unrolling
 heuristics inside this process, never results.
 """
+import atexit
 import contextlib
 import hashlib
 import importlib.util
@@ -31,6 +32,7 @@ import math
 import os
 import sys
 import types
+import warnings
 
 import llvmlite.binding as _llvm
 import numpy as np
@@ -139,6 +141,10 @@ def compile_source(ns, src, target, filename="<particleflow-kernel>"):
 # code instead of compiling it.  A changed package gets a new directory, so a stale
 # kernel is never loaded.  PARTICLEFLOW_KERNEL_CACHE=<dir> moves the cache,
 # PARTICLEFLOW_KERNEL_CACHE=0 turns it off (and an unwritable directory does too).
+# The cache holds code that runs as its user: its folders are private (0700; a folder
+# of another user, or one others can write, is not used), a process records the
+# digest of every file in MANIFEST when it exits, and the next one deletes (and so
+# recompiles) any file whose digest differs -- a damaged, truncated or edited entry.
 
 def _package_digest():
     h = hashlib.sha256()
@@ -151,6 +157,92 @@ def _package_digest():
     return h.hexdigest()[:16]
 
 
+class KernelCacheWarning(UserWarning):
+    """Entries of the on-disk kernel cache were damaged or unverified and are recompiled."""
+
+
+MANIFEST = "MANIFEST"
+
+
+def _digest_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_files(path):
+    """Relative names of the cache's files (the kernels' sources and numba's index and
+    machine code in __pycache__), the manifest and temporaries excepted."""
+    out = []
+    for folder, _, files in os.walk(path):
+        for f in files:
+            rel = os.path.relpath(os.path.join(folder, f), path)
+            if rel != MANIFEST and ".tmp" not in f:
+                out.append(rel)
+    return sorted(out)
+
+
+def _read_manifest(path):
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            return dict(line.rstrip("\n").split("  ", 1)[::-1] for line in f if "  " in line)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+
+
+def _verify(path):
+    """Remove every cache file whose digest is not the one this package recorded when it
+    last left the cache (a damaged, truncated or edited file, or one written by
+    something else): numba would otherwise load it, or fail on it, in every later run.
+    One warning line says how many were dropped; they are compiled again."""
+    known = _read_manifest(path)
+    bad = []
+    for rel in _cache_files(path):
+        full = os.path.join(path, rel)
+        try:
+            ok = known.get(rel) == _digest_file(full)
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(full)
+    for full in bad:
+        with contextlib.suppress(OSError):
+            os.remove(full)
+    if bad:
+        warnings.warn(f"{len(bad)} kernel cache files in {path} were damaged or unverified and are compiled "
+                      "again", KernelCacheWarning, stacklevel=2)
+
+
+def _write_manifest(path):
+    """At exit: the digests of the cache's files as they are now (numba replaces its
+    files atomically, so each file is complete)."""
+    lines = []
+    for rel in _cache_files(path):
+        with contextlib.suppress(OSError):
+            lines.append(f"{_digest_file(os.path.join(path, rel))}  {rel}\n")
+    tmp = os.path.join(path, f"{MANIFEST}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        with open(tmp, "w") as f:
+            f.writelines(lines)
+        os.replace(tmp, os.path.join(path, MANIFEST))
+
+
+def _private(path):
+    """Make a cache folder of ours private (0700); False if it is someone else's or
+    stays writable by others (then it is not used: its code would run as ours)."""
+    try:
+        st = os.stat(path)
+        if st.st_uid != os.getuid():
+            return False
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+        return not (os.stat(path).st_mode & 0o022)
+    except OSError:
+        return False
+
+
 def _cache_dir():
     setting = os.environ.get("PARTICLEFLOW_KERNEL_CACHE", "")
     if setting.lower() in ("0", "off", "false", "no"):
@@ -159,10 +251,14 @@ def _cache_dir():
                                    "particleflow")
     path = os.path.join(root, f"kernels-{_package_digest()}")
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError:
         return None
-    return path if os.access(path, os.W_OK) else None
+    if not (_private(root) and _private(path)) or not os.access(path, os.W_OK):
+        return None
+    _verify(path)
+    atexit.register(_write_manifest, path)
+    return path
 
 
 _CACHE_DIR = []
@@ -217,7 +313,12 @@ def jit_source(ns, src, name, **options):
         exec(compile(src, f"<particleflow-{name}>", "exec"), g)
         return numba.njit(**options)(g[name])
     path = os.path.join(directory, f"{name.strip('_')}_{key}.py")
-    if not os.path.exists(path):
+    try:
+        with open(path) as f:
+            same = f.read() == src            # a source edited on disk is written again
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             f.write(src)

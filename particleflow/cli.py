@@ -506,7 +506,7 @@ def main(argv=None):
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, ConvergenceWarning):           # one line, like every other message
+        if issubclass(category, ConvergenceWarning) or category.__name__ == "KernelCacheWarning":   # one line
             if not world().rank:
                 click.echo(f"warning: {message}", err=True)
         else:

@@ -71,3 +71,44 @@ def test_globals_without_a_stable_name_are_not_cached():
     assert key32 and key64 and key32 != key64
     f = _jit.jit_source({"TABLE": np.arange(3.0)}, "def f(i):\n    return TABLE[i]\n", "f")
     assert f(2) == 2.0
+
+
+def _damage(sub, marker):
+    """An edited source (a line that would write ``marker``), machine code replaced by
+    random bytes, an emptied one and a random index: each once a run to break the next."""
+    py = sorted(sub.glob("*.py"))
+    with open(py[0], "a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    nbc = sorted((sub / "__pycache__").glob("*.nbc"))
+    nbi = sorted((sub / "__pycache__").glob("*.nbi"))
+    nbc[0].write_bytes(os.urandom(200))
+    nbc[1].write_bytes(b"")
+    nbi[0].write_bytes(os.urandom(64))
+    return 4
+
+
+def test_a_damaged_or_edited_cache_is_recompiled_with_one_warning_and_never_runs_foreign_code(tmp_path):
+    cache = tmp_path / "cache"
+    cold = _run(cache)
+    (sub,) = [p for p in cache.iterdir() if p.name.startswith("kernels-")]
+    assert oct(os.stat(sub).st_mode & 0o777) == oct(0o700) and oct(os.stat(cache).st_mode & 0o777) == oct(0o700)
+    assert (sub / "MANIFEST").exists()
+    marker = tmp_path / "marker"
+    n = _damage(sub, marker)
+    env = dict(os.environ, PARTICLEFLOW_KERNEL_CACHE=str(cache))
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["values"] == cold["values"] and out["equal_oracle"]
+    assert not marker.exists()                                   # the edited source never ran
+    assert f"{n} kernel cache files" in res.stderr and res.stderr.count("KernelCacheWarning") == 1
+    again = _run(cache)                                          # repaired: all hits, no warning
+    assert again["hits"] == 4 and again["misses"] == 0
+
+
+def test_a_cache_folder_others_can_write_is_made_private(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o777)
+    os.chmod(cache, 0o777)
+    _run(cache)
+    assert os.stat(cache).st_mode & 0o077 == 0
