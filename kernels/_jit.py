@@ -31,6 +31,7 @@ import inspect
 import math
 import os
 import sys
+import time
 import types
 import warnings
 
@@ -162,6 +163,7 @@ class KernelCacheWarning(UserWarning):
 
 
 MANIFEST = "MANIFEST"
+FRESH_SECONDS = 120
 
 
 def _digest_file(path):
@@ -196,12 +198,17 @@ def _verify(path):
     """Remove every cache file whose digest is not the one this package recorded when it
     last left the cache (a damaged, truncated or edited file, or one written by
     something else): numba would otherwise load it, or fail on it, in every later run.
-    One warning line says how many were dropped; they are compiled again."""
+    A file the manifest does not know yet and that is younger than ``FRESH_SECONDS`` is
+    left alone (a process running now is writing it).  One warning line says how many
+    were dropped; they are compiled again (numba treats a missing file as a miss)."""
     known = _read_manifest(path)
     bad = []
+    now = time.time()
     for rel in _cache_files(path):
         full = os.path.join(path, rel)
         try:
+            if rel not in known and now - os.stat(full).st_mtime < FRESH_SECONDS:
+                continue                  # probably being written by a process that is running now
             ok = known.get(rel) == _digest_file(full)
         except OSError:
             ok = False
@@ -318,16 +325,22 @@ def jit_source(ns, src, name, **options):
             same = f.read() == src            # a source edited on disk is written again
     except (OSError, UnicodeDecodeError):
         same = False
-    if not same:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(src)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(f"particleflow_kernel_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__.update((k, v) for k, v in ns.items() if not k.startswith("__"))
-    sys.modules[spec.name] = module      # numba's cached environments look modules up by name
-    spec.loader.exec_module(module)
+    for attempt in range(3):
+        if not same or attempt:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(src)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"particleflow_kernel_{key}", path)
+        module = importlib.util.module_from_spec(spec)
+        module.__dict__.update((k, v) for k, v in ns.items() if not k.startswith("__"))
+        sys.modules[spec.name] = module      # numba's cached environments look modules up by name
+        try:
+            spec.loader.exec_module(module)
+            break
+        except FileNotFoundError:            # another process's verification removed it: write it again
+            if attempt == 2:
+                raise
     fn = numba.njit(cache=True, **options)(getattr(module, name))
     fn._pf_token = f"kernel:{key}"
     return fn
