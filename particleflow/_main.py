@@ -6,7 +6,10 @@ Python's traceback.  That is why the import below is inside the function (the pa
 top level loads its subpackages lazily, so importing this module is cheap).
 """
 import os
+import signal
 import sys
+
+from .errors import Terminated          # a leaf module without imports: cheap
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -26,13 +29,23 @@ def share_cores():
         os.environ.setdefault(var, share)
 
 
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None):
     share_cores()
+    # SIGTERM becomes an exception from the first moment (its default would kill the
+    # process with no word); a run installs its own handling while it runs
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         from .cli import main as cli_main  # inside the guard on purpose: see the module docstring
     except KeyboardInterrupt:
         sys.stderr.write("interrupted before the run started; nothing was written\n")
         sys.exit(130)
+    except Terminated:
+        sys.stderr.write("terminated (SIGTERM) before the run started; nothing was written\n")
+        sys.exit(143)
     return cli_main(argv)
 
 

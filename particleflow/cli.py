@@ -27,7 +27,7 @@ from .analysis import summary as analysis_summary
 from .analysis.metrics import RHAT_NESTED_MAX
 from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
-from .errors import ConvergenceWarning, DivergenceError
+from .errors import ConvergenceWarning, DivergenceError, Terminated
 from .io.files import lock_holder, output_lock, temporary_beside
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
@@ -526,6 +526,10 @@ def main(argv=None):
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted before the run started; nothing was written", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated (SIGTERM); a run's file is written only once it has started, and a finished "
+                   "run's file is complete", err=True)
+        sys.exit(143)
     except Exception as e:  # internal error
         click.echo(f"internal error: {type(e).__name__}: {e} (please report it)", err=True)
         if os.environ.get("PARTICLEFLOW_DEBUG"):

@@ -18,6 +18,11 @@ class FitDivergenceError(RuntimeError):
     the message names the estimator, the iteration and the fix."""
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a run's own signal handling (start-up, reading the config,
+    after the run): the command line ends with exit code 143 and one line."""
+
+
 class ConvergenceWarning(UserWarning):
     """A sampler diagnostic failed (nested R-hat above its threshold, stuck chains,
     divergent transitions): the draws may not represent the target."""

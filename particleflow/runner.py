@@ -98,20 +98,50 @@ class Checkpointer(Observer):
 
 
 class _SignalGuard:
+    """SIGINT / SIGTERM handling of a run.  While ``immediate`` (building the experiment:
+    data, sigma selection, kernels; nothing written yet) a signal ends the run at once
+    with ``Interrupted(started=False)``; afterwards it only sets ``signum``, and the loop
+    stops after the step in progress, flushes and checkpoints."""
+
     def __init__(self):
         self.signum = None
+        self.immediate = False
         self._old = {}
 
     def __enter__(self):
         def handler(signum, frame):
             self.signum = signum
+            if not self.immediate:
+                return
+            if _in_compiler(frame):
+                # an exception raised inside numba's compiler or an llvmlite callback is
+                # swallowed or rewrapped: look again in 50 ms, until the build is in
+                # plain Python again
+                self._old.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM,
+                                                                   lambda s, f: handler(signum, f)))
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                return
+            self.immediate = False
+            raise Interrupted(signum, started=False)
         for s in (signal.SIGINT, signal.SIGTERM):
             self._old[s] = signal.signal(s, handler)
         return self
 
     def __exit__(self, *exc):
+        if signal.SIGALRM in self._old:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+def _in_compiler(frame):
+    """Whether numba or llvmlite code is on the stack of ``frame``."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name.startswith(("numba", "llvmlite")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def build(cfg, base_dir=".", restore=False):
@@ -158,6 +188,7 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
     # signals are caught from here on: building may compile kernels, and a Ctrl-C
     # inside numba's compiler callbacks would otherwise be swallowed
     with _SignalGuard() as guard:
+        guard.immediate = True
         sim = exp.build(cfg, base_dir, restore=start is not None)
         if comm.size > 1:
             sim.distribute(comm, reduction=reduction_mode(), shard=exp.shards)
@@ -166,6 +197,7 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                 raise ConfigError(f"{out} was checkpointed by a run over {start.get('ranks', 1)} processes; "
                                   f"resume it with the same number (mpiexec -n {start.get('ranks', 1)})")
             sim.load_state_dict(start["state"])
+        guard.immediate = False
         if guard.signum is not None:
             raise Interrupted(guard.signum, started=False)
         n_total = exp.steps(cfg)

@@ -1,0 +1,66 @@
+"""SIGTERM at any moment before a run has started (reading the config, running a
+user's energy file, building the experiment) ends the command within 2 s with one
+line, exit code 143, and no file written."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SLOW = """import time
+def make():
+    time.sleep(60)
+    return lambda x: (0.5 * (x * x).sum(1), x)
+"""
+CONFIG = """estimator = "sample"
+[run]
+steps = 10
+[output]
+plot = false
+[energy]
+python = "slow.py:make"
+dim = 2
+[ensembles.c]
+n = 10
+[[schedule]]
+move = "mala"
+ensemble = "c"
+step_size = 0.1
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 3.0])
+def test_sigterm_before_the_run_starts_exits_143_with_one_line(tmp_path, delay):
+    """0.05 s: during start-up (imports); 3 s: inside the user's energy function."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "c.toml").write_text(CONFIG)
+    p = subprocess.Popen([sys.executable, "-m", "particleflow._main", "run", str(tmp_path / "c.toml"), "--out",
+                          str(tmp_path / "o.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGTERM)
+    t = time.time()
+    _, err = p.communicate(timeout=30)
+    assert time.time() - t < 2.0
+    assert p.returncode == 143, err
+    assert err.count("\n") == 1 and "terminated" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["c.toml", "slow.py"] or \
+        sorted(os.listdir(tmp_path)) == ["__pycache__", "c.toml", "slow.py"]
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_deen_config_builds_exits_143_with_one_line(tmp_path):
+    """The DEEN ring config spends tens of seconds building (Parzen bandwidth selection,
+    kernels) before its first step: a SIGTERM there ends it at once (after the numba
+    compilation in progress, if any), not after the build."""
+    runs = os.path.join(os.path.dirname(__file__), "..", "runs")
+    p = subprocess.Popen([sys.executable, "-m", "particleflow._main", "run", os.path.join(runs, "deen_ring.toml"),
+                          "--out", str(tmp_path / "d.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGTERM)
+    t = time.time()
+    _, err = p.communicate(timeout=60)
+    assert time.time() - t < 10
+    assert p.returncode == 143 and err.count("\n") == 1 and "nothing was written" in err, err
+    assert os.listdir(tmp_path) == []
