@@ -26,7 +26,7 @@ from . import experiments
 from .config import ConfigError, loads
 from .errors import DivergenceError
 from .io.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
-from .io.files import output_lock
+from .io.files import output_lock, temporary_beside
 from .io.h5md import TrajectoryObserver, link_shards
 from .observers import Observer
 from .parallel import shard_range, world
@@ -236,38 +236,86 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
             if flag:
                 stopped.append(True)
             return flag
-        ok = False
+        # a fresh single-process run sets the old output aside until its first step is
+        # done (the writers create their files when the run starts): a run that fails
+        # before that restores it untouched and leaves no file of its own
+        guarded = start is None and comm.size == 1
+        aside = _set_aside(out) if guarded else []
+        step0 = sim.step
         try:
+            ok = False
             try:
-                if sim.step < n_total:
-                    sim.run(n_total - sim.step, progress=tick, stop=stop)
-                else:
-                    sim.start()
-                if stopped and sim.step < n_total:
-                    if ckpt is not None and sim.step % ckpt.every:
-                        ckpt.save(sim)
+                try:
+                    if sim.step < n_total:
+                        sim.run(n_total - sim.step, progress=tick, stop=stop)
+                    else:
+                        sim.start()
+                    if stopped and sim.step < n_total:
+                        if ckpt is not None and sim.step % ckpt.every:
+                            ckpt.save(sim)
+                        ok = True
+                        raise Interrupted(guard.signum or signal.SIGTERM)
+                    sim.finish(exp.results(sim, cfg))
                     ok = True
-                    raise Interrupted(guard.signum or signal.SIGTERM)
-                sim.finish(exp.results(sim, cfg))
-                ok = True
-            except (Interrupted, DivergenceError):
-                raise                  # every rank raises these together
-            except BaseException as e:
-                if comm.size > 1:      # possibly this rank alone: the others would wait forever
-                    sys.stderr.write(f"error on rank {comm.rank} of {comm.size}: {type(e).__name__}: {e}; "
-                                     "aborting every rank\n")
-                    sys.stderr.flush()
-                    comm.abort(2 if isinstance(e, (OSError, ValueError, MemoryError)) else 1)
-                raise
+                except (Interrupted, DivergenceError):
+                    raise                  # every rank raises these together
+                except BaseException as e:
+                    if comm.size > 1:      # possibly this rank alone: the others would wait forever
+                        sys.stderr.write(f"error on rank {comm.rank} of {comm.size}: {type(e).__name__}: {e}; "
+                                         "aborting every rank\n")
+                        sys.stderr.flush()
+                        comm.abort(2 if isinstance(e, (OSError, ValueError, MemoryError)) else 1)
+                    raise
+            finally:
+                sim.close()
+                if sharded and ok:
+                    comm.barrier()
+                    if comm.rank == 0:
+                        link_shards(out, {k: (s.n, [(shard_path(out, r), *shard_range(s.n, r, comm.size))
+                                                    for r in range(comm.size)]) for k, s in sharded.items()})
+                    comm.barrier()
+        except BaseException:
+            if guarded and sim.step == step0:            # failed before its first step was done
+                _remove_outputs(out)
+                _restore(aside)
+                aside = []
+            raise
         finally:
-            sim.close()
-            if sharded and ok:
-                comm.barrier()
-                if comm.rank == 0:
-                    link_shards(out, {k: (s.n, [(shard_path(out, r), *shard_range(s.n, r, comm.size))
-                                                for r in range(comm.size)]) for k, s in sharded.items()})
-                comm.barrier()
+            _discard(aside)
     return sim
+
+
+OUTPUT_FILES = ("", ".ckpt", ".ckpt.prev")
+
+
+def _set_aside(out):
+    """Move an existing output and its checkpoints to hidden names beside them; returns
+    [(path, hidden)]."""
+    moved = []
+    for suffix in OUTPUT_FILES:
+        p = out + suffix
+        if os.path.lexists(p):
+            hidden = temporary_beside(p, ".old")
+            os.replace(p, hidden)
+            moved.append((p, hidden))
+    return moved
+
+
+def _remove_outputs(out):
+    for suffix in OUTPUT_FILES:
+        if os.path.lexists(out + suffix):
+            os.remove(out + suffix)
+
+
+def _restore(moved):
+    for p, hidden in moved:
+        os.replace(hidden, p)
+
+
+def _discard(moved):
+    for _, hidden in moved:
+        if os.path.exists(hidden):
+            os.remove(hidden)
 
 
 def reduction_mode():

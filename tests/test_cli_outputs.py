@@ -255,3 +255,30 @@ def test_parallel_tempering_configs_that_would_break_the_ladder_are_refused(tmp_
 def test_hmc_mass_of_the_wrong_size_is_refused_when_built():
     with pytest.raises(ValueError, match="mass has 3 entries but the energy has dimension 2"):
         pf.moves.HMC(pf.energies.Gaussian(np.zeros(2), np.eye(2)), 0.1, 3, mass=np.ones(3))
+
+
+FAILS_AT_FIRST_STEP = """import numpy as np
+def make():
+    def vg(x):
+        raise RuntimeError("broken energy")
+    return vg
+"""
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_run_that_fails_at_its_first_step_leaves_the_old_output_untouched_and_no_partial_file(
+        tmp_path, capsys, force):
+    (tmp_path / "c.toml").write_text(TEXT.format(plot="false"))
+    out = str(tmp_path / "r.h5")
+    if force:
+        assert call(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"], capsys)[0] == 0
+    before = {p: digest(tmp_path / p) for p in os.listdir(tmp_path)}
+    (tmp_path / "bad.py").write_text(FAILS_AT_FIRST_STEP)
+    bad = TEXT.format(plot="false").replace('[energy]\nkind = "gaussian_mixture"\nring_components = 3\n'
+                                            'ring_radius = 2.0\n', '[energy]\npython = "bad.py:make"\ndim = 2\n')
+    (tmp_path / "bad.toml").write_text(bad)
+    code, _, err = call(["run", str(tmp_path / "bad.toml"), "--out", out, "--quiet"] + (["--force"] if force else []),
+                        capsys)
+    assert code == 1 and "broken energy" in err, err
+    after = {p: digest(tmp_path / p) for p in os.listdir(tmp_path) if p not in ("bad.py", "bad.toml", "__pycache__")}
+    assert after == before                       # old files byte-identical, nothing new, nothing hidden left
