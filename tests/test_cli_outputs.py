@@ -241,9 +241,9 @@ def test_the_command_line_prints_that_warning_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("schedule,msg", [
     ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = ["1", "0.5"]\n', "betas"),
     ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.5]\n[[schedule]]\n'
-     'move = "resample"\nensemble = "chains"\n', "owns ensemble 'chains'"),
+     'move = "resample"\nensemble = "chains"\n', "owns the rows of ensemble 'chains'"),
     ('move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.5]\n[[schedule]]\n'
-     'move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.2]\n', "owns ensemble"),
+     'move = "parallel_tempering"\nensemble = "chains"\nstep_size = 0.3\nbetas = [1.0, 0.2]\n', "owns the rows"),
 ])
 def test_parallel_tempering_configs_that_would_break_the_ladder_are_refused(tmp_path, capsys, schedule, msg):
     text = TEXT.format(plot="false").split("[[schedule]]")[0] + "[[schedule]]\n" + schedule

@@ -187,6 +187,8 @@ MOVES = {
          "std": positive(1.0, doc="gaussian: standard deviation")},
         lambda s, e, sim: moves.Reinitialize(_base(s), s["probability"])),
 }
+# moves that reorder or replace rows: they would scramble parallel tempering's replica groups
+ROW_MOVES = ("parallel_tempering", "resample", "reweight", "restart", "reinitialize")
 SLOT = {"move": Field("str", choices=tuple(MOVES), doc="the move"),
         "ensemble": Field("str", doc="the ensemble it moves"),
         "every": Field("int", 1, lo=1, doc="run every this many steps"),
@@ -444,13 +446,14 @@ class Sample(Experiment):
             slots.append(slot)
         for i, s in enumerate(slots):
             if s["move"] == "parallel_tempering":
-                others = [j for j, t in enumerate(slots) if j != i and t["ensemble"] == s["ensemble"]]
+                others = [j for j, t in enumerate(slots) if j != i and t["ensemble"] == s["ensemble"]
+                          and t["move"] in ROW_MOVES]
                 if others:
                     j = others[0]
-                    raise ConfigError(f"schedule[{i}] (parallel_tempering) owns ensemble {s['ensemble']!r}: its rows "
-                                      f"are groups of replicas at the ladder's temperatures, which "
-                                      f"schedule[{j}] ({slots[j]['move']}) would mix up; give that move "
-                                      "another ensemble")
+                    raise ConfigError(f"schedule[{i}] (parallel_tempering) owns the rows of ensemble "
+                                      f"{s['ensemble']!r}: they are groups of replicas at the ladder's temperatures, "
+                                      f"which schedule[{j}] ({slots[j]['move']}) would reorder or replace; give "
+                                      "that move another ensemble")
         cfg["schedule"] = slots
 
     def resolve(self, cfg, base_dir):
