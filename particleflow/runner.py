@@ -205,6 +205,10 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
         params = dict(config=config_text, seed=seed, backend=str(sim.device), estimator=cfg["estimator"],
                       ranks=comm.size)
         params |= exp.parameters(cfg)
+        # one id for the run file and its shards, so that a reader can tell that a
+        # shard belongs to this run (rank 0's, gathered by every rank)
+        rid = os.urandom(8).hex()
+        params["run_id"] = comm.allgather(rid)[0] if comm.size > 1 else rid
         sharded = sim.sharded()
         frames = None if start is None else start["frames"]
         run_writer = shard_writer = None

@@ -302,3 +302,29 @@ def test_resume_with_another_rank_count_is_refused(tmp_path):
     r = _launch(1, ["resume", "a.h5"], tmp_path)
     assert r.returncode == 2
     assert "mpiexec -n 2" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_mpi
+def test_missing_or_foreign_shards_are_refused_not_read_as_zeros(tmp_path):
+    """A run file whose .shards folder is missing, lacks one shard, or (in a copy made
+    elsewhere) belongs to another run: every reader refuses it in one line, exit 2."""
+    cfg = [os.path.join(RUNS, "demo.toml"), "--set", "output.plot=false", "--quiet", "--steps", "10",
+           "--set", "ensembles.chains.n=3000"]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        r = _launch(2, ["run", "--out", "r.h5"] + cfg + (["--seed", "7"] if d == "b" else []), tmp_path / d)
+        assert r.returncode == 0, r.stderr[-3000:]
+    # b's run file beside a's shards: a copy run from another folder
+    shutil.copy(tmp_path / "b" / "r.h5", tmp_path / "a" / "copy.h5")
+    os.rename(tmp_path / "a" / "r.h5.shards", tmp_path / "a" / "copy.h5.shards")
+    shutil.copytree(tmp_path / "a" / "copy.h5.shards", tmp_path / "a" / "r.h5.shards")
+    cases = {"foreign": (tmp_path / "a" / "copy.h5", "belongs to another run")}
+    shutil.rmtree(tmp_path / "b" / "r.h5.shards")
+    cases["missing folder"] = (tmp_path / "b" / "r.h5", "is missing")
+    os.remove(tmp_path / "a" / "r.h5.shards" / "rank-0001.h5")
+    cases["missing shard"] = (tmp_path / "a" / "r.h5", "is missing")
+    for what, (path, msg) in cases.items():
+        for cmd in (["inspect", str(path), "--stats"], ["eval", str(path)]):
+            r = _launch(1, cmd, tmp_path)
+            assert r.returncode == 2, (what, cmd, r.stdout, r.stderr)
+            assert r.stderr.count("\n") == 1 and msg in r.stderr, (what, cmd, r.stderr)

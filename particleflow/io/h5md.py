@@ -579,6 +579,40 @@ class Run:
             f["results"].visititems(lambda k, v: self.results.__setitem__(k, v[()])
                                     if isinstance(v, h5py.Dataset) else None)
         self.parameters = dict(f["parameters"].attrs)
+        try:
+            self._check_shards()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _check_shards(self):
+        """A run over several processes keeps its sharded particles in other files,
+        linked as virtual datasets: HDF5 reads a missing source as zeros, so every source
+        must exist, be complete and belong to this run (its ``run_id``)."""
+        base = os.path.dirname(os.path.abspath(self.path))
+        seen = set()
+        for g in self.file["particles"].values():
+            for el in g.values():
+                ds = el.get("value") if isinstance(el, h5py.Group) else None
+                if ds is None or not ds.is_virtual:
+                    continue
+                for src in ds.virtual_sources():
+                    name = src.file_name
+                    full = name if os.path.isabs(name) else os.path.join(base, name)
+                    if full in seen:
+                        continue
+                    seen.add(full)
+                    if not os.path.exists(full):
+                        raise ValueError(f"{self.path}: its shard file {name} is missing (a run over several "
+                                         "processes keeps its particles in the .shards folder beside the run file; "
+                                         "copy or move them together)")
+                    check_complete(full)
+                    with h5py.File(full, "r") as sf:
+                        rid = sf["parameters"].attrs.get("run_id") if "parameters" in sf else None
+                    mine = self.parameters.get("run_id")
+                    if mine is not None and rid != mine:
+                        raise ValueError(f"{self.path}: the shard file {name} belongs to another run (run ids "
+                                         f"{rid} and {mine}); keep each run's .shards folder with its run file")
 
     def refresh(self):
         """Take a new snapshot of the committed frame counts: an element's count is
