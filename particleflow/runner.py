@@ -18,6 +18,7 @@ writer leaves flagged as open), and continue.  The final state equals an
 uninterrupted run's bitwise (tested).
 """
 import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -206,9 +207,9 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                       ranks=comm.size)
         params |= exp.parameters(cfg)
         # one id for the run file and its shards, so that a reader can tell that a
-        # shard belongs to this run (rank 0's, gathered by every rank)
-        rid = os.urandom(8).hex()
-        params["run_id"] = comm.allgather(rid)[0] if comm.size > 1 else rid
+        # shard belongs to this run: a digest of what determines every bit of the run
+        # (two runs with the same id write the same shards), so files stay reproducible
+        params["run_id"] = hashlib.sha256(f"{config_text}\0{seed}\0{comm.size}".encode()).hexdigest()[:16]
         sharded = sim.sharded()
         frames = None if start is None else start["frames"]
         run_writer = shard_writer = None
