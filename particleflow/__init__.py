@@ -20,14 +20,15 @@ from ._version import __version__  # noqa: E402
 # Subpackages and names load on first use (PEP 562), so that importing the package is
 # cheap: the console entry point (``_main.py``) can then guard the heavy imports
 # (numba, the kernels) and answer Ctrl-C during them with one line.
-_SUBMODULES = ("analysis", "backend", "config", "energies", "estimators", "experiments", "inference", "io", "moves", "observers",
-               "random", "simulation")
+_SUBMODULES = ("analysis", "backend", "config", "energies", "estimators", "experiments", "inference", "io", "moves",
+               "observers", "random", "simulation")
 _NAMES = {"Device": "backend", "Ensemble": "ensemble", "DivergenceError": "errors",
           "ConvergenceWarning": "errors", "mcmc": "inference", "MCMCResult": "inference", "Observer": "observers",
           "Recorder": "observers", "Simulation": "simulation", "sample": "simulation"}
 
-__all__ = ["Ensemble", "Simulation", "sample", "mcmc", "MCMCResult", "ConvergenceWarning", "Device", "Observer", "Recorder", "DivergenceError", "analysis",
-           "energies", "estimators", "experiments", "io", "moves", "observers", "random", "__version__"]
+__all__ = ["Ensemble", "Simulation", "sample", "mcmc", "MCMCResult", "ConvergenceWarning", "Device", "Observer",
+           "Recorder", "DivergenceError", "analysis", "energies", "estimators", "experiments", "io", "moves", "observers",
+           "random", "__version__"]
 
 
 def __getattr__(name):

@@ -29,6 +29,7 @@ from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import ConvergenceWarning, DivergenceError, Terminated
 from .io.files import lock_holder, output_lock, temporary_beside
+from .kernels._jit import KernelCacheWarning
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
@@ -500,13 +501,14 @@ def demo(n_particles, steps, step_size, seed, dtype):
 
 def main(argv=None):
     """Entry point: user errors and click's own errors (bad options or arguments: one
-    ``error:`` line naming the command's --help) exit 2; Ctrl-C before a run's signal handling is installed exits 130 with
+    ``error:`` line naming the command's --help) exit 2; particleflow's warnings are one
+    ``warning:`` line; Ctrl-C before a run's signal handling is installed exits 130 with
     one line; anything unexpected is an internal error (exit 1) with a one-line
     summary (``PARTICLEFLOW_DEBUG=1`` shows the traceback)."""
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, ConvergenceWarning) or category.__name__ == "KernelCacheWarning":   # one line
+        if issubclass(category, (ConvergenceWarning, KernelCacheWarning)):     # one line, as every message
             if not world().rank:
                 click.echo(f"warning: {message}", err=True)
         else:

@@ -185,8 +185,8 @@ def mcmc(energy, x0, draws=1000, warmup="auto", sampler="mala", seed=0, thin=1, 
     if chains < 2 * superchains:
         raise ValueError(f"x0 holds {chains} chains; {superchains} superchains need at least {2 * superchains}")
     move = build_sampler(energy, dim, sampler, warmup, tune, superchains)
-    e0 = to_numpy(energy.value(x))
-    if warmup == "tune" and not np.isfinite(e0).any():
+    # (the annealing checks its own starts; "tune" starts at x0)
+    if warmup == "tune" and not np.isfinite(to_numpy(energy.value(x))).any():
         raise ValueError("the energy is not finite at any row of x0 (NaN or Inf everywhere); check the energy")
     ens = Ensemble(x, name="chains")
     sim = Simulation({"chains": ens}, seed=seed).schedule(move, "chains", name="sampler")

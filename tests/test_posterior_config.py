@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import particleflow as pf
 from conftest import interrupted_and_resumed
 from particleflow.cli import cli
+from particleflow.moves.warmup import PHASES
 
 RUNS = os.path.join(os.path.dirname(__file__), "..", "runs")
 
@@ -51,9 +52,14 @@ def test_eight_schools_config_samples_the_posterior_and_reports_diagnostics(tmp_
 @pytest.mark.parametrize("at", [5, 120])
 def test_a_config_run_interrupted_during_warmup_resumes_bitwise(tmp_path, at):
     """Interrupted in the annealing (step 5) and in the tuning phase (step 120)."""
-    _, text = small_eight_schools(tmp_path, steps=200, n=120, warmup=100)
+    _, text = small_eight_schools(tmp_path, steps=230, n=120, warmup=150)
     text = text.replace('python = "eight_schools.py', f'python = "{tmp_path}/eight_schools.py')
-    interrupted_and_resumed(text, tmp_path, at)
+    full, part, start = interrupted_and_resumed(text, tmp_path, at)      # asserts every dataset equal
+    # the checkpoint was taken in the phase the test means to interrupt
+    phase = PHASES[int(start["state"]["moves"]["mala_0"]["phase"])]
+    assert start["step"] == at and phase == ("anneal" if at == 5 else "tune"), phase
+    with pf.io.open_run(part) as r:
+        assert int(np.asarray(r.results["mala_0/warmup_done"])) == 1
 
 
 PY_HEAD = """estimator = "sample"

@@ -235,30 +235,13 @@ def diagnose(positions, superchains=4, divergences=0):
 
 
 def diagnose_run(path, ensemble=None, superchains=None):
-    """``diagnose`` of a run file's frames after its warm-up: the frames whose step
-    follows the last one at which a move reported ``adapting`` = 1 (all but the first
-    frame when no move adapts).  ``superchains`` defaults to the ``<slot>/superchains``
-    result an auto warm-up wrote (else 4).  Returns {ensemble: (first_step, diagnose(...))}."""
-    out = {}
+    """``diagnose`` of a run file's frames after its warm-up (see ``summary``), per
+    ensemble (or only ``ensemble``): {name: (first_step, diagnose(...))}."""
     with open_run(path) as r:
-        names = [ensemble] if ensemble else list(r.ensembles)
-        last_adapt = _warmup_end(r)
-        k = superchains
-        if k is None:
-            ks = [int(np.asarray(v)) for n, v in r.results.items() if n.endswith("/superchains")]
-            k = ks[0] if ks else 4
-        div = sum(int(np.asarray(v)) for n, v in r.results.items() if n.endswith("/divergences"))
-        for name in names:
-            if name not in r.ensembles:
-                raise ValueError(f"no ensemble {name!r} in {path}; ensembles: {', '.join(r.ensembles)}")
-            e = r.ensembles[name]
-            steps = np.asarray(e.steps)
-            keep = np.nonzero(steps > max(last_adapt, 0))[0]
-            if len(keep) < 4 or e.positions.shape[1] < 2 * k:
-                continue
-            pos = np.asarray(e.positions[int(keep[0]):])
-            out[name] = (int(steps[keep[0]]), diagnose(pos, k, div))
-    return out
+        if ensemble is not None and ensemble not in r.ensembles:
+            raise ValueError(f"no ensemble {ensemble!r} in {path}; ensembles: {', '.join(r.ensembles)}")
+        return {name: (first, diagnose(p, k)) for name, first, p, k in _post_warmup(r, superchains)
+                if ensemble is None or name == ensemble}
 
 
 def weighted_moments(positions, log_weights=None):
@@ -354,31 +337,36 @@ def _warmup_end(run):
     return last
 
 
-def summary(path, max_chains=None, superchains=None):
-    """(first_step, rows, warnings) per ensemble: rows (coordinate, mean, sd, ess_bulk,
-    ess_tail, split R-hat, nested R-hat) over the frames after the warm-up (the frames
-    after the last step at which a move reported ``adapting``; the second half of the
-    frames when no move adapts), at most the first 8 coordinates and ``max_chains``
-    chains.  Nested R-hat groups the chains into ``superchains`` contiguous groups
-    (default: the run's ``<slot>/superchains`` result, else 4)."""
-    out = {}
-    with open_run(path) as r:
-        names = list(r.ensembles)
-        end = _warmup_end(r)
-        if superchains is None:
-            ks = [int(np.asarray(v)) for n, v in r.results.items() if n.endswith("/superchains")]
-            superchains = ks[0] if ks else 4
-    for name in names:
-        pos, _ = from_run(path, name)
-        with open_run(path) as r:
-            steps = np.asarray(r.ensembles[name].steps)
+def _post_warmup(run, superchains=None, max_chains=None):
+    """(ensemble, first step, draws [T, chains, dim], superchains) of every ensemble of an
+    open run with at least 4 frames after its warm-up and 2 chains per superchain: the
+    frames after the last step at which a move reported ``adapting`` (the second half of
+    the frames when no move adapts).  ``superchains`` defaults to the run's
+    ``<slot>/superchains`` result, else 4."""
+    end = _warmup_end(run)
+    if superchains is None:
+        ks = [int(np.asarray(v)) for n, v in run.results.items() if n.endswith("/superchains")]
+        superchains = ks[0] if ks else 4
+    for name, e in run.ensembles.items():
+        steps = np.asarray(e.steps)
+        if not len(steps):
+            continue
         first = int(np.nonzero(steps > end)[0][0]) if end >= 0 and (steps > end).any() else len(steps) // 2
-        p = pos[first:, :max_chains]
+        p = np.asarray(e.positions[first:])[:, :max_chains]
         if p.shape[0] < 4 or p.shape[1] < 2 * superchains:
             continue
-        p = p.reshape(p.shape[0], p.shape[1], -1)
-        rhat, nested, bulk, tail, stuck, warns = diagnose(p, superchains)
-        rows = [(j, p[:, :, j].mean(), p[:, :, j].std(), bulk[j], tail[j], rhat[j], nested[j])
-                for j in range(min(8, p.shape[2]))]
-        out[name] = (int(steps[first]), rows, warns)
+        yield name, int(steps[first]), p.reshape(p.shape[0], p.shape[1], -1), superchains
+
+
+def summary(path, max_chains=None, superchains=None):
+    """(first_step, rows, warnings) per ensemble: rows (coordinate, mean, sd, ess_bulk,
+    ess_tail, split R-hat, nested R-hat) over the frames after the warm-up
+    (``_post_warmup``), at most the first 8 coordinates and ``max_chains`` chains."""
+    out = {}
+    with open_run(path) as r:
+        for name, first, p, k in _post_warmup(r, superchains, max_chains):
+            rhat, nested, bulk, tail, stuck, warns = diagnose(p, k)
+            rows = [(j, p[:, :, j].mean(), p[:, :, j].std(), bulk[j], tail[j], rhat[j], nested[j])
+                    for j in range(min(8, p.shape[2]))]
+            out[name] = (first, rows, warns)
     return out

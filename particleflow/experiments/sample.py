@@ -526,8 +526,8 @@ class Sample(Experiment):
         if not auto:
             return [], []
         lines, warns = [], []
-        for s in cfg["schedule"]:
-            name = s["name"] or f"{s['move']}_{cfg['schedule'].index(s)}"
+        for i, s in enumerate(cfg["schedule"]):
+            name = s["name"] or f"{s['move']}_{i}"
             done = run.results.get(f"{name}/warmup_done")
             if s.get("auto_warmup") and done is not None and not int(np.asarray(done)):
                 warns.append(f"{name}: the warm-up had not finished when the run stopped; raise run.steps")

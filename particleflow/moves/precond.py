@@ -97,6 +97,19 @@ def as_preconditioner(value, what="precond"):
         raise ValueError(f"{what}: {e}") from None
 
 
+def shrunk_to_diagonal(S, n):
+    """(1 - lam) S + lam diag(S), lam = max(0, 1 - n / (2 d)): a plug-in covariance of n
+    particles in dimension d, moved linearly to its diagonal below 2 d particles."""
+    d = S.shape[0]
+    lam = max(0.0, 1.0 - n / (2.0 * d))
+    return (1.0 - lam) * S + lam * np.diag(np.diag(S).copy())
+
+
+def regulariser(n, scale):
+    """Stan's small diagonal regulariser made scale-free: 1e-3 * 5 / (n + 5) * scale."""
+    return 1e-3 * 5.0 / (n + 5.0) * scale
+
+
 def ensemble_covariance(ensemble, kind):
     """The ensemble's covariance as a regularised preconditioner (cross-chain estimate).
 
@@ -118,9 +131,7 @@ def ensemble_covariance(ensemble, kind):
                          "(lower the initial step size)")
     n, d = ensemble.n_global, S.shape[0]
     diag = np.diag(S).copy()
-    eps = 1e-3 * 5.0 / (n + 5.0) * max(float(diag.mean()), np.finfo(np.float64).tiny)
+    eps = regulariser(n, max(float(diag.mean()), np.finfo(np.float64).tiny))
     if kind == "diag":
         return Preconditioner(diag + eps)
-    lam = max(0.0, 1.0 - n / (2.0 * d))
-    C = (1.0 - lam) * S + lam * np.diag(diag) + eps * np.eye(d)
-    return Preconditioner(C)
+    return Preconditioner(shrunk_to_diagonal(S, n) + eps * np.eye(d))

@@ -44,7 +44,7 @@ from .adapt import AdaptStepSize
 from .base import Move, positive, probability
 from .hmc import HMC
 from .langevin import MALA
-from .precond import Preconditioner, cholesky
+from .precond import Preconditioner, cholesky, regulariser, shrunk_to_diagonal
 from .resampling import _cdf, _select
 from ..random import Purpose
 
@@ -86,9 +86,8 @@ def _regularised_cov(S, n):
     diag = np.diag(S).copy()
     scale = float(np.mean(diag)) if np.isfinite(diag).all() and np.mean(diag) > 0 else 1.0
     floor = 1e-8 * scale
-    lam = max(0.0, 1.0 - n / (2.0 * d))
-    C = (1.0 - lam) * S + lam * np.diag(diag)
-    C[np.diag_indices(d)] = np.maximum(np.diag(C), floor) + 1e-3 * 5.0 / (n + 5.0) * scale
+    C = shrunk_to_diagonal(S, n)
+    C[np.diag_indices(d)] = np.maximum(np.diag(C), floor) + regulariser(n, scale)
     try:
         cholesky(C)
     except ValueError:                 # not positive definite in float64: the diagonal alone
