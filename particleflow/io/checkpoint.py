@@ -7,8 +7,8 @@ chains; registered states such as learnable energies' parameters), the committed
 frame counts of the trajectory and the run's config text.  Static ensembles (data)
 are not stored: the experiment rebuilds them from the seed.
 
-Nested dicts become HDF5 groups, arrays and numbers datasets, so any move's state
-round-trips.  Written to ``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH``
+Nested dicts become HDF5 groups, arrays and numbers datasets (each with the CRC-32
+of its value, checked on reading), so any move's state round-trips.  Written to ``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH``
 after the previous generation was moved to ``PATH.prev`` (LAMMPS keeps two restart
 files the same way), so a kill at any moment leaves at least one complete checkpoint.
 """
@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from .files import temporary_beside
-from .h5md import check_complete
+from .h5md import check_complete, read_checked, write_checked
 
 
 def _write_tree(group, tree):
@@ -28,13 +28,13 @@ def _write_tree(group, tree):
         if isinstance(v, dict):
             _write_tree(group.create_group(str(k)), v)
         else:
-            group.create_dataset(str(k), data=np.asarray(v))
+            write_checked(group, str(k), v)
 
 
 def _read_tree(group):
     out = {}
     for k, v in group.items():
-        out[k] = _read_tree(v) if isinstance(v, h5py.Group) else np.asarray(v[()])
+        out[k] = _read_tree(v) if isinstance(v, h5py.Group) else np.asarray(read_checked(v))
     return out
 
 
@@ -42,7 +42,7 @@ def write_checkpoint(path, state, frame_counts, config_text, seed, ranks=1):
     """``ranks``: the number of processes of the run (each writes its own checkpoint)."""
     tmp = temporary_beside(path)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs["step"] = int(state["step"])
             f.attrs["ranks"] = int(ranks)
             f.attrs["seed"] = int(seed)
@@ -75,7 +75,7 @@ def checkpoint_steps(path):
             check_complete(p)
             with h5py.File(p, "r") as f:
                 steps.append(int(f.attrs["step"]))
-        except (OSError, KeyError, ValueError):
+        except (OSError, RuntimeError, KeyError, ValueError):
             pass
     return steps
 
@@ -99,7 +99,7 @@ def read_checkpoint(path, step=None):
                     st["next_id"] = int(st["next_id"])
                 return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
                             state=state, ranks=int(f.attrs.get("ranks", 1)), frames={k: int(v) for k, v in f["frames"].attrs.items()})
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "
                      "the run cannot be resumed")

@@ -30,18 +30,20 @@ ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
 ``h5py.File(path)`` opens it.
 """
 import contextlib
+import ctypes
 import importlib
 import os
 import subprocess
 import time
 import tomllib
+import zlib
 
 import h5py
 import numpy as np
 from .._version import __version__
 from ..backend import to_numpy
 from ..observers import Observer, Spec
-from .files import temporary_beside
+from .files import lock_holder, temporary_beside
 
 H5MD_VERSION = (1, 1)
 MODULE_DESCRIPTION = (
@@ -63,6 +65,44 @@ def git_revision():
         return ""
 
 
+def _set_read_attempts(fapl, attempts):
+    """``H5Pset_metadata_read_attempts``, which h5py does not wrap: looked up in the
+    HDF5 library h5py loaded (a handle's symbols include its dependencies').  Returns
+    False where it cannot be found."""
+    global _SET_ATTEMPTS
+    if _SET_ATTEMPTS is None:
+        try:
+            fn = ctypes.CDLL(h5py.h5p.__file__).H5Pset_metadata_read_attempts
+            fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+            _SET_ATTEMPTS = fn
+        except (OSError, AttributeError):
+            _SET_ATTEMPTS = False
+    return bool(_SET_ATTEMPTS) and _SET_ATTEMPTS(fapl.id, attempts) >= 0
+
+
+_SET_ATTEMPTS = None
+
+
+def open_for_reading(path):
+    """Open a trajectory read-only, in SWMR mode (a file whose writer was killed is
+    still flagged as open for writing, and only SWMR readers accept it).
+
+    A SWMR reader retries a metadata block whose checksum fails 100 times, with
+    growing sleeps, because a live writer may be rewriting it; on a damaged file that
+    is a hang of minutes.  Unless another process holds the output's lock (a live
+    writer; not this process, which locks an output to repair or resume it), one
+    attempt is made, so damage is an error at once."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    if lock_holder(path) in (None, str(os.getpid())):
+        _set_read_attempts(fapl, 1)
+    try:
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    except OSError:
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+    return h5py.File(fid)
+
+
 class _Element:
     """One time-dependent H5MD element: step, time and value datasets plus a frame
     buffer of ``capacity`` frames."""
@@ -78,20 +118,25 @@ class _Element:
             # split very large frames along the particle axis
             rows = max(1, TARGET_CHUNK_BYTES * frame_shape[0] // frame_bytes)
             chunk = (1, min(frame_shape[0], rows)) + frame_shape[1:]
+        # Damage after writing must read as an error, not as numbers: every frame's value
+        # gets its CRC-32 in ``crc32`` (checked by the reader; HDF5's Fletcher-32 filter
+        # cannot see a chunk zero-filled together with its checksum, and it would rule
+        # out writing whole chunks directly), step and time chunks a Fletcher-32 checksum.
         opts = {} if compression in (None, "none") else {"compression": compression}
         if "value" not in group:
             group.create_dataset("value", shape=(0,) + frame_shape, maxshape=(None,) + frame_shape,
                                  dtype=dtype, chunks=chunk, **opts)
-            group.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                 chunks=(max(64, self.capacity),))
-            group.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64,
-                                 chunks=(max(64, self.capacity),))
+            for name, kind in (("step", np.int64), ("time", np.float64), ("crc32", np.uint32)):
+                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=kind,
+                                     chunks=(max(64, self.capacity),), fletcher32=True)
         self.value = group["value"]
         self.step = group["step"]
         self.time = group["time"]
+        self.crc = group["crc32"]
         self.committed = self.step.shape[0]     # frames whose step is on disk
         self.written = self.committed           # frames whose value is on disk
         self.pending = []                       # steps of written, uncommitted frames
+        self.pending_crc = []                   # and their values' CRC-32
         self.buffer = np.empty((self.capacity,) + frame_shape, dtype=dtype) if self.capacity > 1 else None
         self.direct = (self.buffer is None and self.value.chunks == (1,) + frame_shape
                        and self.value.compression is None)
@@ -103,14 +148,15 @@ class _Element:
             if self.value.shape[0] <= self.written:
                 # grow in blocks: frames beyond len(step) are uncommitted and ignored
                 self.value.resize(self.written + GROW_FRAMES, axis=0)
+            value = np.ascontiguousarray(value, dtype=self.value.dtype)
             if self.direct:
                 # one frame is exactly one uncompressed chunk: hand HDF5 the bytes
-                self.value.id.write_direct_chunk((self.written,) + (0,) * (self.value.ndim - 1),
-                                                 np.ascontiguousarray(value, dtype=self.value.dtype))
+                self.value.id.write_direct_chunk((self.written,) + (0,) * (self.value.ndim - 1), value)
             else:
                 self.value[self.written] = value
             self.written += 1
             self.pending.append(step)
+            self.pending_crc.append(zlib.crc32(value))
             return True
         self.buffer[len(self.steps)] = value
         self.steps.append(step)
@@ -130,16 +176,21 @@ class _Element:
         self.value[a:b] = self.buffer[:k]
         self.written = b
         self.pending.extend(self.steps)
+        self.pending_crc.extend(zlib.crc32(self.buffer[i]) for i in range(k))
         self.steps = []
 
     def commit(self):
-        """Write time, then step, for every written frame: this commits them."""
+        """Write the checksums, time, then step, for every written frame: the step
+        commits them."""
         self.write()
         k = len(self.pending)
         if k == 0:
             return
         a, b = self.committed, self.committed + k
         st = np.asarray(self.pending, dtype=np.int64)
+        self.crc.resize(b, axis=0)
+        self.crc[a:b] = np.asarray(self.pending_crc, dtype=np.uint32)
+        self.pending_crc = []
         self.time.resize(b, axis=0)
         self.time[a:b] = st.astype(np.float64)
         self.step.resize(b, axis=0)
@@ -346,6 +397,17 @@ def _rewrite_prefix(out, spec, params, compression, frames):
             old.close()
             raise ValueError(f"{out} holds {have} committed frames of {key} but its checkpoint needs {n}: the "
                              "trajectory and the checkpoint do not belong together")
+    try:
+        w = _copy_prefix(tmp, out, old, spec, params, compression, frames)
+    except (OSError, RuntimeError) as e:
+        if not _read_failure(e):
+            raise
+        raise damaged(out, e) from None
+    w.path = out
+    return w
+
+
+def _copy_prefix(tmp, out, old, spec, params, compression, frames):
     with _replace_on_success(tmp, out, old):
         w = TrajectoryWriter(tmp, spec.ensembles, spec.observables, params, compression=compression)
         elements = [(f"{name}/{what}", f"particles/{name}/{what}", el) for (name, what), el in w.elements.items()]
@@ -353,16 +415,16 @@ def _rewrite_prefix(out, spec, params, compression, frames):
         for key, group, el in elements:
             n = frames.get(key, 0)
             if n:
-                steps, values = old.file[group]["step"], old.file[group]["value"]
+                kept = _Frames(old.file[group], {old.file[group].name: n})
+                steps = kept.steps()
                 for i in range(n):
-                    el.append(int(steps[i]), values[i])
+                    el.append(int(steps[i]), kept[i])
         for (name, what), el in w.elements.items():
             n = frames.get(f"{name}/{what}", 0)
             if what == "id" and n:
                 # ids get a frame only when they change: compare with the last one kept
                 w._last_ids[name] = np.asarray(old.file[f"particles/{name}/id/value"][n - 1])
         w.flush()
-    w.path = out
     return w
 
 
@@ -381,16 +443,88 @@ def _replace_on_success(tmp, path, source):
     os.replace(tmp, path)
 
 
+def _digest(value):
+    """CRC-32 of a dataset's value as read back (strings by their text)."""
+    a = np.asarray(value)
+    data = repr(a.tolist()).encode() if a.dtype.kind in "OSUV" else np.ascontiguousarray(a).tobytes()
+    return zlib.crc32(data)
+
+
+def write_checked(group, name, value):
+    """A dataset written once, with the CRC-32 of its value as attribute ``crc32``
+    (small and scalar datasets cannot carry HDF5's chunk checksums)."""
+    ds = group.create_dataset(name, data=np.asarray(value))
+    ds.attrs["crc32"] = np.uint32(_digest(ds[()]))
+    return ds
+
+
+def read_checked(ds):
+    """The value of a ``write_checked`` dataset; ValueError if it no longer matches
+    its checksum (datasets without one, from older files, are read as they are)."""
+    v = ds[()]
+    want = ds.attrs.get("crc32")
+    if want is not None and int(want) != _digest(v):
+        raise damaged(ds.file.filename, f"checksum of {ds.name} does not match")
+    return v
+
+
 def write_results(f, results):
     g = f.require_group("results")
     for k, v in results.items():
         if k in g:
             del g[k]
-        g.create_dataset(k, data=np.asarray(v))
+        write_checked(g, k, v)
 
 
 # ---------------------------------------------------------------- reader
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _gf2_times(matrix, vector):
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _crc32_shift(nbytes):
+    """The GF(2)-linear map taking CRC-32(A) to its contribution to CRC-32(A + B) for
+    any B of ``nbytes`` bytes (zlib's crc32_combine: CRC-32(A + B) = shift(CRC-32(A))
+    ^ CRC-32(B)), as its 32 columns."""
+    def square(m):
+        return [_gf2_times(m, m[k]) for k in range(32)]
+
+    def shift(crc):
+        odd = [0xEDB88320] + [1 << (k - 1) for k in range(1, 32)]     # one zero bit
+        even = square(odd)                                             # two zero bits
+        odd = square(even)                                             # four
+        n = nbytes
+        while True:
+            even = square(odd)
+            if n & 1:
+                crc = _gf2_times(even, crc)
+            n >>= 1
+            if not n:
+                return crc
+            odd = square(even)
+            if n & 1:
+                crc = _gf2_times(odd, crc)
+            n >>= 1
+            if not n:
+                return crc
+    return [shift(1 << k) for k in range(32)]
+
+
+def crc32_append(crc_a, crc_b, nbytes_b):
+    """CRC-32 of A + B per frame from CRC-32(A), CRC-32(B) and B's length (arrays of
+    frames; A empty where ``crc_a`` is 0 and B its whole frame)."""
+    if nbytes_b == 0:
+        return np.asarray(crc_a, np.uint32)
+    m = _crc32_shift(nbytes_b)
+    return np.array([_gf2_times(m, int(a)) ^ int(b) for a, b in zip(crc_a, crc_b)], dtype=np.uint32)
 
 
 def link_shards(path, layout):
@@ -418,11 +552,19 @@ def link_shards(path, layout):
                                          "resume the run to complete them")
                     T = counts[0]
                     el = g.require_group(what)
-                    for k in ("step", "time", "value"):
+                    for k in ("step", "time", "value", "crc32"):
                         if k in el:
                             del el[k]
                     for k in ("step", "time"):
                         el.create_dataset(k, data=first[f"{what}/{k}"][:T], maxshape=(None,))
+                    if all("crc32" in s[f"particles/{name}/{what}"] for s in srcs):
+                        # each frame's CRC-32 over the whole frame, from the shards' CRCs
+                        crc = np.zeros(T, np.uint32)
+                        for s in srcs:
+                            v = s[f"particles/{name}/{what}/value"]
+                            crc = crc32_append(crc, s[f"particles/{name}/{what}/crc32"][:T],
+                                               int(np.prod(v.shape[1:], dtype=np.int64)) * v.dtype.itemsize)
+                        el.create_dataset("crc32", data=crc, maxshape=(None,))
                     v0 = first[f"{what}/value"]
                     lay = h5py.VirtualLayout(shape=(T, n) + v0.shape[2:], dtype=v0.dtype)
                     for s, (p, lo, hi) in zip(srcs, parts):
@@ -465,12 +607,83 @@ def check_complete(path):
     if size < end:
         raise ValueError(f"{path} is truncated ({size} of {end} bytes): the file was cut off (copy or disk "
                          "error); it cannot be read or repaired safely")
+    # the file consistency flags (superblock v2 / v3): bit 0 open for writing, bit 2
+    # open for SWMR writing; set while a writer has it open (or was killed)
+    return head[off + 11] if version >= 2 else 0
+
+
+LIVE_RETRY_SECONDS = 2.0
+
+
+def _with_retries(path, read):
+    """``read()``; a failed HDF5 read of a file flagged as open for writing (a writer
+    without an output lock, e.g. a Simulation run from Python, may be rewriting the
+    block) is tried again for up to ``LIVE_RETRY_SECONDS``; then, and at once for a
+    closed file, it is ``damaged``."""
+    deadline = None
+    while True:
+        try:
+            return read()
+        except (OSError, RuntimeError) as e:
+            if deadline is None:
+                try:
+                    flags = check_complete(path)
+                except ValueError:
+                    flags = 0
+                deadline = time.monotonic() + (LIVE_RETRY_SECONDS if flags & 0x05 else 0.0)
+            if time.monotonic() >= deadline:
+                raise damaged(path, e) from None
+            time.sleep(0.05)
 
 
 def _refresh(ds):
     if ds.file.swmr_mode:
         ds.refresh()
     return ds
+
+
+def damaged(path, error):
+    """The ValueError for a file HDF5 cannot read back (a metadata or data checksum
+    fails, an object header is garbage): zero-filled or overwritten blocks."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return ValueError(f"{path} is damaged ({reason}): part of it was overwritten or zero-filled after it was "
+                      "written (disk or copy error); it cannot be read or repaired, rerun its config")
+
+
+def _read_failure(error):
+    """Whether an HDF5 error while copying a file is a failed read (damage), not a
+    failed write (disk full, permissions), which the caller reports as such."""
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) or (getattr(error, "errno", None) is None
+                                               and "write" not in text and "no space" not in text)
+
+
+def _verify(name, obj):
+    """Read and check one object of a file: every committed frame of an element
+    (``_Frames``), every other dataset whole (HDF5 checks chunk checksums, and
+    ``read_checked`` the CRC of a dataset written once)."""
+    if isinstance(obj, h5py.Group) and "value" in obj and "step" in obj:
+        frames = _Frames(obj, {obj.name: min(obj[k].shape[0] for k in ("step", "time", "value"))})
+        frames.steps()
+        for i in range(len(frames)):
+            frames[i]
+    elif isinstance(obj, h5py.Dataset) and obj.size and not ("value" in obj.parent and "step" in obj.parent):
+        read_checked(obj)
+
+
+def _walk_metadata(f):
+    """Read every object header, attribute and chunk index of ``f`` once: with one
+    metadata read attempt (``open_for_reading``) a damaged block is an error here, at
+    open, instead of a hang or zeros later.  Reads no data chunks (their checksums are
+    checked when they are read)."""
+    def visit(name, obj):
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            obj.shape, obj.dtype
+            if obj.chunks is not None and not obj.is_virtual:
+                obj.id.get_num_chunks()
+    dict(f.attrs)
+    f.visititems(visit)
 
 
 class _Frames:
@@ -491,6 +704,9 @@ class _Frames:
         return (len(self),) + self._group["value"].shape[1:]
 
     def __getitem__(self, idx):
+        return _with_retries(self._group.file.filename, lambda: self._read(idx))
+
+    def _read(self, idx):
         n = len(self)
         v = self._group["value"]
         first, rest = (idx[0], idx[1:]) if isinstance(idx, tuple) else (idx, ())
@@ -498,17 +714,36 @@ class _Frames:
             i = int(first) + n if first < 0 else int(first)
             if not 0 <= i < n:
                 raise IndexError(f"frame {first} out of range for {n} committed frames")
-            return v[(i,) + rest]
+            return self._checked(v, i, i + 1, 1)[0][rest]
         if isinstance(first, slice):
             start, stop, step = first.indices(n)
             if stop <= start:
                 return np.empty((0,) + v.shape[1:], dtype=v.dtype)[(slice(None),) + rest]
-            return v[(slice(start, stop, step),) + rest]
+            return self._checked(v, start, stop, step)[(slice(None),) + rest]
         raise TypeError("index frames with an integer or a slice")
+
+    def _checked(self, v, start, stop, step):
+        """Frames start:stop:step, each checked against its stored CRC-32 (files
+        without checksums are read as they are)."""
+        data = v[start:stop:step]
+        g = self._group
+        if "crc32" in g:
+            want = _refresh(g["crc32"])[start:stop:step]
+            if len(want) != len(data):
+                raise damaged(g.file.filename, f"{g.name} has fewer checksums than committed frames")
+            for k, frame in enumerate(data):
+                if zlib.crc32(np.ascontiguousarray(frame)) != int(want[k]):
+                    raise damaged(g.file.filename, f"checksum of frame {start + k * step} of {g.name} does "
+                                  "not match its values")
+        return data
 
     def steps(self):
         n = len(self)
-        return self._group["step"][:n] if n else np.empty(0, np.int64)
+        steps = _with_retries(self._group.file.filename,
+                              lambda: self._group["step"][:n] if n else np.empty(0, np.int64))
+        if n > 1 and (np.diff(steps) <= 0).any():         # a writer's steps always increase
+            raise damaged(self._group.file.filename, f"the steps of {self._group.name} do not increase")
+        return steps
 
     def __array__(self, dtype=None, copy=None):
         a = self[:]
@@ -552,17 +787,30 @@ class Run:
     def __init__(self, path):
         self.path = path
         check_complete(path)
+        self.file = None
+
+        def attempt():
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+            self.file = open_for_reading(path)
+            self._open()
         try:
-            self.file = h5py.File(path, "r", libver="latest", swmr=True)
-        except OSError:
-            self.file = h5py.File(path, "r")
-        f = self.file
+            _with_retries(path, attempt)
+        except BaseException as e:
+            if self.file is not None:
+                self.file.close()
+            if isinstance(e, KeyError):
+                raise damaged(path, e) from None
+            raise
+
+    def _open(self):
+        path, f = self.path, self.file
+        _walk_metadata(f)
         if "h5md" not in f or "particles" not in f:
-            self.file.close()
             raise ValueError(f"{path} is an HDF5 file but not a particleflow trajectory (no /h5md or /particles)")
         if "h5md/modules/particleflow" not in f or "observables" not in f or "parameters" not in f or not all(
                 "position" in g and "id" in g for g in f["particles"].values()):
-            self.file.close()
             raise ValueError(f"{path} is an H5MD file not written by particleflow; particleflow reads, "
                              "resumes and repairs only its own trajectories")
         self._counts = {}
@@ -576,14 +824,10 @@ class Run:
         self.refresh()
         self.results = {}
         if "results" in f:
-            f["results"].visititems(lambda k, v: self.results.__setitem__(k, v[()])
+            f["results"].visititems(lambda k, v: self.results.__setitem__(k, read_checked(v))
                                     if isinstance(v, h5py.Dataset) else None)
         self.parameters = dict(f["parameters"].attrs)
-        try:
-            self._check_shards()
-        except BaseException:
-            self.file.close()
-            raise
+        self._check_shards()
 
     def _check_shards(self):
         """A run over several processes keeps its sharded particles in other files,
@@ -607,7 +851,7 @@ class Run:
                                          "processes keeps its particles in the .shards folder beside the run file; "
                                          "copy or move them together)")
                     check_complete(full)
-                    with h5py.File(full, "r") as sf:
+                    with open_for_reading(full) as sf:
                         rid = sf["parameters"].attrs.get("run_id") if "parameters" in sf else None
                     mine = self.parameters.get("run_id")
                     if mine is not None and rid != mine:
@@ -620,7 +864,7 @@ class Run:
         groups = [g[e] for g in self.file["particles"].values() for e in ELEMENTS if e in g]
         groups += [o._frames._group for o in self.observables.values()]
         for g in groups:
-            self._counts[g.name] = min(_refresh(g[k]).shape[0] for k in ("step", "time", "value"))
+            self._counts[g.name] = min(_refresh(g[k]).shape[0] for k in ("step", "time", "value", "crc32") if k in g)
         return self
 
     @property
@@ -665,11 +909,24 @@ def repair(path):
             raise ValueError(f"{path} has no committed frames: nothing to keep; rerun the config instead")
     tmp = temporary_beside(path, ".repair.tmp")
     try:
-        src = h5py.File(path, "r", libver="latest", swmr=True)
+        src = open_for_reading(path)
     except OSError as e:
         raise ValueError(f"{path} is not a readable HDF5 trajectory ({e})") from None
     counts = {}
+    try:
+        _copy_trimmed(src, tmp, path, counts)
+    except (OSError, RuntimeError) as e:
+        if not _read_failure(e):
+            raise
+        raise damaged(path, e) from None
+    return counts
+
+
+def _copy_trimmed(src, tmp, path, counts):
     with _replace_on_success(tmp, path, src):
+        # HDF5 copies chunks as they are: every committed frame and dataset is read and
+        # checked first, so that damage is reported instead of carried into the copy
+        src.visititems(_verify)
         if "h5md" not in src or "particles" not in src:
             raise ValueError(f"{path} is not a particleflow trajectory (no /h5md or /particles)")
         with h5py.File(tmp, "w", libver="latest") as dst:
@@ -681,10 +938,9 @@ def repair(path):
             def trim(name, obj):
                 if isinstance(obj, h5py.Group) and "step" in obj and "value" in obj:
                     n = min(obj[k].shape[0] for k in ("step", "time", "value"))
-                    for ds in ("step", "value", "time"):
-                        if obj[ds].shape[0] > n:
+                    for ds in ("step", "value", "time", "crc32"):
+                        if ds in obj and obj[ds].shape[0] > n:
                             obj[ds].resize(n, axis=0)
                     if name.startswith("particles/") and name.endswith("/position"):
                         counts[name.split("/")[1]] = n
             dst.visititems(trim)
-    return counts
