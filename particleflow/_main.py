@@ -46,7 +46,29 @@ def main(argv=None):
     except Terminated:
         sys.stderr.write("terminated (SIGTERM) before the run started; nothing was written\n")
         sys.exit(143)
-    return cli_main(argv)
+    try:
+        return cli_main(argv)
+    except SystemExit as e:
+        if e.code in (130, 143):
+            _exit_interrupted(e.code)
+        raise
+
+
+def _exit_interrupted(code):
+    """End an interrupted command at once: its line is printed and its files are
+    closed, but Python's shutdown would first wait for worker threads to finish the
+    network chunks they were given (seconds).  Exit handlers still run (the kernel
+    cache records what it holds)."""
+    import atexit
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ from .config import apply_overrides, dumps, loads, set_path
 from .ensemble import Ensemble
 from .errors import ConvergenceWarning, DivergenceError, Terminated
 from .io.files import lock_holder, output_lock, temporary_beside
-from .kernels._jit import KernelCacheWarning
+from .kernels._jit import KernelCacheWarning, kernel_cache_dir
 from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
 from .parallel import world
-from .runner import (Interrupted, check_memory, execute, load_config_file, parse_bytes,
+from .runner import (Interrupted, check_memory, execute, interrupted_line, load_config_file, parse_bytes,
                      read_start)
 from .simulation import Simulation
 
@@ -67,6 +67,10 @@ def _user_errors(fn):
             raise UserError(f"a value overflowed ({e}); reduce step sizes or scales in the config") from None
         except OSError as e:
             text = " ".join(str(e).split())
+            if e.errno in USER_ERRNOS and _in_kernel_cache(e):
+                raise UserError(f"cannot write the kernel cache in {kernel_cache_dir()}: "
+                                f"{e.strerror or text}; free space there, or set PARTICLEFLOW_KERNEL_CACHE to "
+                                "another folder (or to 0: no cache, every run compiles)") from None
             if e.errno in USER_ERRNOS or "No space left" in text or "Read-only" in text:
                 m = re.search(r"filename = '([^']*)'", text)
                 where = e.filename or (m.group(1) if m else None)
@@ -77,6 +81,16 @@ def _user_errors(fn):
                     from None
             raise
     return wrapper
+
+
+def _in_kernel_cache(error):
+    """Whether ``error`` was raised while numba saved a compiled kernel to its cache."""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("numba.core.caching"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR,
@@ -246,13 +260,9 @@ def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
     quiet = quiet or world().rank > 0
     prog = _Progress(0, not quiet)
     try:
-        execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory)
+        execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory, exit_on_signal=True)
     except Interrupted as e:
-        if not e.started:
-            click.echo("interrupted before the run started; nothing was written", err=True)
-        else:
-            click.echo(f"\ninterrupted: trajectory flushed and checkpointed at {out}; "
-                       f"continue with: particleflow resume {out}", err=True)
+        click.echo(("\n" if e.started else "") + interrupted_line(out, e.started, e.signum), err=True)
         sys.exit(e.exit_code)
     _finish(out, cfg, quiet)
 
@@ -263,25 +273,27 @@ def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
 @click.option("--max-memory", default=None, help="as for run")
 @_user_errors
 def resume(path, quiet, max_memory):
-    """Continue the run whose trajectory is PATH from its last checkpoint."""
+    """Continue the run whose trajectory is PATH from its last checkpoint (a run stopped
+    while computing its end-of-run values computes them)."""
     if not os.path.exists(path):
         raise UserError(f"no such trajectory: {path}")
     quiet = quiet or world().rank > 0
     start = read_start(path)
     cfg = experiments.validate(loads(start["config"], "the checkpoint's config"))
     n_total = experiments.get(cfg["estimator"]).steps(cfg)
-    if start["step"] >= n_total:
-        raise UserError(f"{path} is already complete ({start['step']} of {n_total} steps)")
     try:
-        open_run(path).close()
+        with open_run(path) as r:
+            has_results = bool(r.results)
     except ValueError as e:
         raise UserError(f"cannot resume: {e}") from None
+    if start["step"] >= n_total and has_results:     # a run stopped while computing them has none
+        raise UserError(f"{path} is already complete ({start['step']} of {n_total} steps)")
     prog = _Progress(start["step"], not quiet)
     try:
-        execute(cfg, start["config"], path, start=start, progress=prog,
+        execute(cfg, start["config"], path, start=start, progress=prog, exit_on_signal=True,
                 max_memory=None if max_memory is None else parse_bytes(max_memory, "--max-memory"))
     except Interrupted as e:
-        click.echo(f"\ninterrupted: checkpointed; continue with: particleflow resume {path}", err=True)
+        click.echo(("\n" if e.started else "") + interrupted_line(path, e.started, e.signum, resumed=True), err=True)
         sys.exit(e.exit_code)
     _finish(path, cfg, quiet)
 

@@ -17,11 +17,15 @@ checkpoint into a fresh file (atomically replacing the old one, which a killed
 writer leaves flagged as open), and continue.  The final state equals an
 uninterrupted run's bitwise (tested).
 """
+import atexit
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import threading
 
 from . import experiments
 from .config import ConfigError, loads
@@ -102,37 +106,147 @@ class _SignalGuard:
     """SIGINT / SIGTERM handling of a run.  While ``immediate`` (building the experiment:
     data, sigma selection, kernels; nothing written yet) a signal ends the run at once
     with ``Interrupted(started=False)``; afterwards it only sets ``signum``, and the loop
-    stops after the step in progress, flushes and checkpoints."""
+    stops after the step in progress, flushes and checkpoints.  While ``interruptible``
+    (computing the end-of-run values of a finished loop) a signal raises
+    ``Interrupted(started=True)`` at once.
 
-    def __init__(self):
+    ``exit_now(signum, stderr_fd, started)`` (the command line's ``_exit_now``) ends the
+    process instead, from a thread: during the build at once; while ``interruptible``
+    if the main thread is inside numba's compiler, after ``close_files()``.  Python
+    runs a signal handler only between bytecodes of the main thread, which one numpy
+    call or one LLVM optimisation may hold for a second or more, but its C-level
+    handler writes the signal number to the wake-up fd at once, and a thread reading
+    that fd runs while the main thread is in C code that released the GIL (numpy's
+    loops, llvmlite's calls)."""
+
+    def __init__(self, exit_now=None):
         self.signum = None
-        self.immediate = False
+        self._immediate = False
+        self._interruptible = False          # after the loop: a signal stops the end-of-run values
+        self.exit_now = exit_now
+        self.close_files = None
+        # the watcher's decision vs. the main thread's phase changes (re-entrant: the
+        # main thread's handler may run while the main thread holds it)
+        self._lock = threading.RLock()
         self._old = {}
+        self._watcher = None
+        self._stderr = None
+
+    @property
+    def immediate(self):
+        return self._immediate
+
+    @immediate.setter
+    def immediate(self, value):
+        with self._lock:                     # not while the watcher is ending the process
+            self._immediate = bool(value)
+
+    @property
+    def interruptible(self):
+        return self._interruptible
+
+    @interruptible.setter
+    def interruptible(self, value):
+        with self._lock:
+            self._interruptible = bool(value)
 
     def __enter__(self):
         def handler(signum, frame):
             self.signum = signum
-            if not self.immediate:
-                return
-            if _in_compiler(frame):
-                # an exception raised inside numba's compiler or an llvmlite callback is
-                # swallowed or rewrapped: look again in 50 ms, until the build is in
-                # plain Python again
-                self._old.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM,
-                                                                   lambda s, f: handler(signum, f)))
-                signal.setitimer(signal.ITIMER_REAL, 0.05)
-                return
-            self.immediate = False
-            raise Interrupted(signum, started=False)
+            with self._lock:
+                if self._immediate and self.exit_now is not None:
+                    self.exit_now(signum, self._stderr, False)
+                if not (self._immediate or self._interruptible):
+                    return
+                if _in_compiler(frame):
+                    # an exception raised inside numba's compiler or an llvmlite callback
+                    # is swallowed or rewrapped: look again in 50 ms, until the main
+                    # thread is in plain Python again
+                    self._old.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM,
+                                                                       lambda s, f: handler(signum, f)))
+                    signal.setitimer(signal.ITIMER_REAL, 0.05)
+                    return
+                started = not self._immediate
+                self._immediate = self._interruptible = False
+            raise Interrupted(signum, started=started)
         for s in (signal.SIGINT, signal.SIGTERM):
             self._old[s] = signal.signal(s, handler)
+        if self.exit_now is not None and threading.current_thread() is threading.main_thread():
+            # the terminal's stderr as it is now: compiling a kernel points fd 2 at /dev/null
+            self._stderr = os.dup(2)
+            self._start_watcher()
         return self
 
+    def _watched(self, signum):
+        main = sys._current_frames().get(threading.main_thread().ident)
+        with self._lock:
+            if self._immediate:
+                self.exit_now(signum, self._stderr, False)        # does not return
+            if self._interruptible and self.close_files is not None and _in_compiler(main):
+                self.close_files()
+                self.exit_now(signum, self._stderr, True)
+
+    def _start_watcher(self):
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._wakeup = (r, w, signal.set_wakeup_fd(w, warn_on_full_buffer=False))
+
+        def watch():
+            while True:
+                try:
+                    data = os.read(r, 64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for signum in data:
+                    if signum in (signal.SIGINT, signal.SIGTERM):
+                        self._watched(signum)
+        self._watcher = threading.Thread(target=watch, name="particleflow-signal-watch", daemon=True)
+        self._watcher.start()
+
     def __exit__(self, *exc):
+        if self._watcher is not None:
+            r, w, old = self._wakeup
+            signal.set_wakeup_fd(old)
+            os.close(w)                      # the watcher reads end-of-file and returns
+            self._watcher.join()
+            os.close(r)
+            os.close(self._stderr)
         if signal.SIGALRM in self._old:
             signal.setitimer(signal.ITIMER_REAL, 0)
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+def _exit_now(out, lock_path):
+    """``exit_now`` of a command-line run: the one line the command line prints for
+    ``Interrupted``, the output's lock file removed, exit handlers run (the kernel
+    cache records what it holds; numba writes its cache files atomically), then the
+    process ends with 128 + signal without unwinding the main thread's stack (an
+    exception raised inside numba's compiler or an llvmlite callback would be
+    swallowed or rewrapped)."""
+    def exit_now(signum, stderr, started):
+        line = interrupted_line(out, started, signum)
+        with contextlib.suppress(OSError):      # not sys.stderr: the signal may interrupt a write to it
+            os.write(stderr, (line + "\n").encode())
+        if lock_path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(lock_path)
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        os._exit(128 + signum)
+    return exit_now
+
+
+def interrupted_line(out, started, signum=signal.SIGINT, resumed=False):
+    """What the command line says when a run into ``out`` was interrupted."""
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    if not started:
+        return f"{what} before the run started; nothing was written"
+    if resumed:
+        return f"{what}: checkpointed; continue with: particleflow resume {out}"
+    return f"{what}: trajectory flushed and checkpointed at {out}; continue with: particleflow resume {out}"
 
 
 def _in_compiler(frame):
@@ -151,7 +265,8 @@ def build(cfg, base_dir=".", restore=False):
     return exp, exp.build(cfg, base_dir, restore)
 
 
-def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", max_memory=None, comm=None):
+def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", max_memory=None, comm=None,
+            exit_on_signal=False):
     """Run (or continue, with ``start`` = a checkpoint from ``read_start``) the
     config; write ``out`` and ``out + '.ckpt'``.  Returns the Simulation.  Raises
     ``Interrupted``.  ``progress(sim, n_total)`` is called after every step.  A config
@@ -165,7 +280,13 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", m
     it as virtual datasets.
 
     Rank 0 holds ``io.files.output_lock(out)`` for the whole run, taken before anything
-    is created or removed: a second run or resume into the same output is refused."""
+    is created or removed: a second run or resume into the same output is refused.
+
+    ``exit_on_signal`` (the command line): SIGINT / SIGTERM while the experiment is
+    built (before anything is written) ends the process at once with ``interrupted_line``
+    and exit code 128 + signal; otherwise ``Interrupted(started=False)`` is raised
+    when the main thread next runs Python code outside numba's compiler.
+    """
     comm = world() if comm is None else comm
     lock, busy = contextlib.ExitStack(), None
     if comm.rank == 0:
@@ -178,17 +299,18 @@ def execute(cfg, config_text, out, *, start=None, progress=None, base_dir=".", m
     if busy is not None:
         raise busy
     with lock:
-        return _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
+        hard = _exit_now(out, out + ".lock" if comm.rank == 0 else None) if exit_on_signal else None
+        return _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm, hard)
 
 
-def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm):
+def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm, exit_now=None):
     exp = experiments.get(cfg["estimator"])
     exp.resolve(cfg, base_dir)
     check_memory(exp.memory_bytes(cfg), max_memory)
     comm.barrier()            # every rank has checked its outputs before any is written
     # signals are caught from here on: building may compile kernels, and a Ctrl-C
     # inside numba's compiler callbacks would otherwise be swallowed
-    with _SignalGuard() as guard:
+    with _SignalGuard(exit_now) as guard:
         guard.immediate = True
         sim = exp.build(cfg, base_dir, restore=start is not None)
         if comm.size > 1:
@@ -220,7 +342,6 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                 resume_frames=None if frames is None else {k: v for k, v in frames.items()
                                                            if not k.startswith(SHARD_PREFIX)}))
         if sharded:
-            os.makedirs(out + ".shards", exist_ok=True)
             shard_writer = sim.attach(TrajectoryObserver(
                 shard_path(out, comm.rank), params | {"rank": comm.rank}, exp.compression(cfg),
                 ensembles=list(sharded), observables=False, agree=comm.any,
@@ -241,16 +362,19 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
             if flag:
                 stopped.append(True)
             return flag
-        # a fresh single-process run sets the old output aside until its first step is
-        # done (the writers create their files when the run starts): a run that fails
-        # before that restores it untouched and leaves no file of its own
-        guarded = start is None and comm.size == 1
-        aside = _set_aside(out) if guarded else []
+        # a fresh run sets the old output (run file, checkpoints, shards) aside until its
+        # first step is done (the writers create their files when the run starts): a run
+        # that fails before that restores it untouched and leaves no file of its own.
+        # Over several processes rank 0 moves them and every rank learns where to
+        guarded = start is None
+        aside = _set_aside_together(out, comm) if guarded else []
         step0 = sim.step
         try:
             ok = False
             try:
                 try:
+                    if sharded:
+                        os.makedirs(out + ".shards", exist_ok=True)
                     if sim.step < n_total:
                         sim.run(n_total - sim.step, progress=tick, stop=stop)
                     else:
@@ -260,7 +384,18 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                             ckpt.save(sim)
                         ok = True
                         raise Interrupted(guard.signum or signal.SIGTERM)
-                    sim.finish(exp.results(sim, cfg))
+                    # the end-of-run values may take seconds (held-out losses, sampling):
+                    # a signal stops them; the trajectory is complete and checkpointed,
+                    # and `particleflow resume` computes them (over several processes
+                    # every rank must stop at the same point, so they run to the end)
+                    guard.close_files = sim.close
+                    guard.interruptible = comm.size == 1
+                    results = exp.results(sim, cfg)
+                    guard.interruptible = False
+                    if guard.signum is not None and comm.size == 1:
+                        ok = True
+                        raise Interrupted(guard.signum)
+                    sim.finish(results)
                     ok = True
                 except (Interrupted, DivergenceError):
                     raise                  # every rank raises these together
@@ -269,6 +404,12 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                         sys.stderr.write(f"error on rank {comm.rank} of {comm.size}: {type(e).__name__}: {e}; "
                                          "aborting every rank\n")
                         sys.stderr.flush()
+                        if guarded and sim.step == step0:   # the abort ends every rank: put the old output back first
+                            with contextlib.suppress(OSError):
+                                _remove_outputs(out)
+                                _restore(aside)
+                        with contextlib.suppress(OSError):  # rank 0's lock file: it ends too
+                            os.remove(out + ".lock")
                         comm.abort(2 if isinstance(e, (OSError, ValueError, MemoryError)) else 1)
                     raise
             finally:
@@ -281,35 +422,63 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm)
                     comm.barrier()
         except BaseException:
             if guarded and sim.step == step0:            # failed before its first step was done
-                _remove_outputs(out)
-                _restore(aside)
+                comm.barrier()                           # (every rank together: an interruption)
+                if comm.rank == 0:
+                    _remove_outputs(out)
+                    _restore(aside)
                 aside = []
             raise
         finally:
-            _discard(aside)
+            if comm.rank == 0:
+                _discard(aside)
     return sim
 
 
-OUTPUT_FILES = ("", ".ckpt", ".ckpt.prev")
+OUTPUT_FILES = ("", ".ckpt", ".ckpt.prev", ".shards")       # .shards: a folder
 
 
 def _set_aside(out):
-    """Move an existing output and its checkpoints to hidden names beside them; returns
-    [(path, hidden)]."""
+    """Move an existing output, its checkpoints and its shards folder to hidden names
+    beside them; returns [(path, hidden)]."""
     moved = []
     for suffix in OUTPUT_FILES:
         p = out + suffix
         if os.path.lexists(p):
-            hidden = temporary_beside(p, ".old")
-            os.replace(p, hidden)
+            if os.path.isdir(p) and not os.path.islink(p):
+                hidden = tempfile.mkdtemp(prefix="." + os.path.basename(p) + ".", suffix=".old",
+                                          dir=os.path.dirname(os.path.abspath(p)))
+            else:
+                hidden = temporary_beside(p, ".old")
+            os.replace(p, hidden)            # over the empty placeholder of that name
             moved.append((p, hidden))
     return moved
 
 
+def _set_aside_together(out, comm):
+    """``_set_aside`` on rank 0; every rank gets its list (or its error)."""
+    moved, error = [], None
+    if comm.rank == 0:
+        try:
+            moved = _set_aside(out)
+        except OSError as e:
+            error = f"cannot move the old output {out} aside: {e.strerror or e}"
+    if comm.size > 1:
+        moved, error = comm.allgather((moved, error))[0]
+    if error:
+        raise ValueError(error)
+    return moved
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 def _remove_outputs(out):
     for suffix in OUTPUT_FILES:
-        if os.path.lexists(out + suffix):
-            os.remove(out + suffix)
+        _remove(out + suffix)
 
 
 def _restore(moved):
@@ -319,8 +488,7 @@ def _restore(moved):
 
 def _discard(moved):
     for _, hidden in moved:
-        if os.path.exists(hidden):
-            os.remove(hidden)
+        _remove(hidden)
 
 
 def reduction_mode():

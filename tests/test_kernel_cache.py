@@ -112,3 +112,39 @@ def test_a_cache_folder_others_can_write_is_made_private(tmp_path):
     os.chmod(cache, 0o777)
     _run(cache)
     assert os.stat(cache).st_mode & 0o077 == 0
+
+
+def test_a_kernel_cache_that_cannot_be_written_is_named_in_the_error(tmp_path):
+    """A full or read-only cache disk fails while numba saves a kernel: the one line names
+    the cache and PARTICLEFLOW_KERNEL_CACHE, not --out."""
+    import click
+    import numba.core.caching as caching
+    import pytest
+    from particleflow.cli import _user_errors
+
+    class Locator(caching._CacheLocator):          # a cache folder below a plain file: ENOTDIR
+        def __init__(self, path):
+            self._path = path
+
+        def get_cache_path(self):
+            return self._path
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return None
+
+        def get_source_stamp(self):
+            return None
+
+        def get_disambiguator(self):
+            return ""
+    (tmp_path / "file").write_text("")
+
+    @_user_errors
+    def compile_and_save():
+        Locator(str(tmp_path / "file" / "cache")).ensure_cache_path()
+    with pytest.raises(click.ClickException) as e:
+        compile_and_save()
+    msg = e.value.format_message()
+    assert msg.startswith("cannot write the kernel cache") and "PARTICLEFLOW_KERNEL_CACHE" in msg, msg
+    assert "--out" not in msg

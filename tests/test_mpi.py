@@ -282,13 +282,48 @@ def test_a_killed_rank_ends_the_job_and_resume_completes_to_the_same_bits(tmp_pa
     _same_bits(tmp_path / "whole.h5", out)
 
 
+FAILS_ON_RANK_1 = """from mpi4py import MPI
+def make():
+    def vg(x):
+        if MPI.COMM_WORLD.Get_rank() == 1:
+            raise RuntimeError("broken energy on rank 1")
+        return 0.5 * (x * x).sum(1), x
+    return vg
+"""
+
+
+def _tree(folder):
+    """relative path -> sha256 of every file below ``folder``."""
+    import hashlib
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
 @needs_mpi
-def test_an_error_on_one_rank_aborts_every_rank_with_one_message(tmp_path):
-    (tmp_path / "e.h5.shards" / "rank-0001.h5").mkdir(parents=True)     # rank 1 cannot write its shard
-    r = _launch(2, ["run", "--out", "e.h5", os.path.join(RUNS, "demo.toml"), "--steps", "20", "--quiet",
-                    "--set", "ensembles.chains.n=3000", "--set", "output.plot=false"], tmp_path)
-    assert r.returncode == 2
-    assert "error on rank 1 of 2: IsADirectoryError" in r.stderr and "aborting every rank" in r.stderr
+def test_an_error_on_one_rank_aborts_every_rank_and_leaves_the_old_output_untouched(tmp_path):
+    """An error on one rank at the first step ends every rank with one message; with
+    --force, the previous run's file, checkpoints and shards are byte-identical
+    afterwards and nothing of the failed run is left."""
+    common = ["--steps", "20", "--quiet", "--set", "ensembles.chains.n=3000", "--set", "output.plot=false"]
+    r = _launch(2, ["run", "--out", "e.h5", os.path.join(RUNS, "demo.toml")] + common, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = _tree(tmp_path)
+    assert "e.h5.shards/rank-0001.h5" in before
+    (tmp_path / "bad.py").write_text(FAILS_ON_RANK_1)
+    text = open(os.path.join(RUNS, "demo.toml")).read()
+    start, end = text.index("[energy]"), text.index("[ensembles.chains]")
+    (tmp_path / "bad.toml").write_text(text[:start] + '[energy]\npython = "bad.py:make"\ndim = 2\n\n' + text[end:])
+    r = _launch(2, ["run", "--out", "e.h5", "bad.toml", "--force"] + common, tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "error on rank 1 of 2: RuntimeError: broken energy on rank 1" in r.stderr
+    assert "aborting every rank" in r.stderr
+    after = {k: v for k, v in _tree(tmp_path).items() if k not in ("bad.py", "bad.toml")
+             and not k.startswith("__pycache__")}
+    assert after == before
 
 
 @needs_mpi

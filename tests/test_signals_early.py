@@ -64,3 +64,42 @@ def test_sigterm_while_a_deen_config_builds_exits_143_with_one_line(tmp_path):
     assert time.time() - t < 10
     assert p.returncode == 143 and err.count("\n") == 1 and "nothing was written" in err, err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_signal_while_the_end_of_run_values_are_computed_stops_them_and_resume_computes_them(
+        tmp_path, monkeypatch, capsys):
+    """After the loop, computing the results may take seconds: a SIGTERM there stops the
+    run at once (exit 143, one line, trajectory and final checkpoint complete, no
+    results); ``resume`` then computes them, and the file equals an uninterrupted run's."""
+    from conftest import assert_same_datasets
+    from particleflow import experiments
+    from particleflow.cli import main
+    from particleflow.io import open_run
+    text = CONFIG.replace('python = "slow.py:make"\ndim = 2', 'kind = "gaussian_mixture"\nring_components = 3\nring_radius = 2.0')
+    (tmp_path / "c.toml").write_text(text)
+    full, part = str(tmp_path / "full.h5"), str(tmp_path / "part.h5")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(tmp_path / "c.toml"), "--out", full, "--quiet"])
+    assert e.value.code == 0
+    exp = experiments.get("sample")
+    original = type(exp).results
+    calls = []
+
+    def results(self, sim, cfg):
+        calls.append(sim.step)
+        os.kill(os.getpid(), signal.SIGTERM)       # Python runs the handler at the next bytecode
+        return original(self, sim, cfg)
+    monkeypatch.setattr(type(exp), "results", results)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(tmp_path / "c.toml"), "--out", part, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 143 and calls == [10], err
+    assert err.count("\n") == 0 and err.startswith("terminated (SIGTERM)") and "resume" in err, err
+    with open_run(part) as r:
+        assert r.results == {} and r.ensembles["c"].steps[-1] == 10
+    monkeypatch.setattr(type(exp), "results", original)
+    with pytest.raises(SystemExit) as e:
+        main(["resume", part, "--quiet"])
+    assert e.value.code == 0
+    assert assert_same_datasets(full, part) > 5
