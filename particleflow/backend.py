@@ -9,6 +9,7 @@ A ``Device`` owns three things: the array module (numpy or CuPy), the kernel tar
 normalisation, ESS).  Every ensemble-wide reduction of the engine goes through a
 device, so that a device spanning several processes can replace them in one place.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -17,6 +18,7 @@ from .kernels._jit import CPU, CUDA
 from .kernels.reductions import block_sums
 from .parallel import BLOCK, SERIAL, Shard, n_blocks, shard_range
 
+DEVICES = ("cpu", "cpu-reference", "gpu", "cudasim")
 _cupy = None
 _cupy_checked = False
 
@@ -44,9 +46,26 @@ def is_gpu_array(x):
     return cp is not None and isinstance(x, cp.ndarray)
 
 
+_REFERENCE = [0]          # depth of reference_path() blocks (a global: chunk threads see it too)
+
+
+@contextlib.contextmanager
+def reference_path():
+    """Inside the block, numpy arrays take the array code path, the one CuPy arrays
+    take on a GPU, instead of the CPU fast paths (fused kernels, blocked network
+    passes): what ``Device("cpu-reference")`` runs, so that the GPU's code path is
+    executed, and compared with the fast paths, on every CPU test run."""
+    _REFERENCE[0] += 1
+    try:
+        yield
+    finally:
+        _REFERENCE[0] -= 1
+
+
 def on_host(x):
-    """True when ``x`` lives in host memory (numpy): the CPU fast paths apply."""
-    return not is_gpu_array(x)
+    """True when ``x`` lives in host memory (numpy) and the CPU fast paths apply (not
+    inside ``reference_path()``)."""
+    return not _REFERENCE[0] and not is_gpu_array(x)
 
 
 def array_module(x):
@@ -71,7 +90,7 @@ def to_device(x, device):
     if x is None:
         return None
     name = getattr(device, "name", device)
-    if name in ("cpu", "cudasim"):
+    if name in ("cpu", "cudasim", "cpu-reference"):
         return to_numpy(x)
     if name == "gpu":
         cp = cupy_or_none()
@@ -91,7 +110,9 @@ class Device:
     numba.cuda kernels (needs the 'gpu' extra and a CUDA device).  ``Device("cudasim")``:
     numpy arrays and the numba.cuda kernels run by numba's CUDA simulator (needs
     ``NUMBA_ENABLE_CUDASIM=1`` before numba is imported; slow, for testing the GPU
-    kernels on a machine without one).  A Device compares
+    kernels on a machine without one).  ``Device("cpu-reference")``: numpy arrays
+    through the array code path a GPU runs (``reference_path``), not the CPU fast
+    paths: the reference the fast paths are tested against.  A Device compares
     equal to its name, so ``ensemble.device == "cpu"`` reads naturally.
 
     ``comm``: the processes the run spans (``particleflow.parallel``; default one).
@@ -108,8 +129,8 @@ class Device:
     independent of R."""
 
     def __init__(self, name="cpu", comm=None, reduction="ordered"):
-        if name not in ("cpu", "gpu", "cudasim"):
-            raise ValueError(f"device must be 'cpu', 'gpu' or 'cudasim'; got {name!r}")
+        if name not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {name!r}")
         if name == "gpu" and cupy_or_none() is None:
             to_device(np.zeros(1), "gpu")             # raises the clear 'no GPU' error
         if name == "cudasim" and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
@@ -128,7 +149,12 @@ class Device:
 
     @property
     def target(self):
-        return CPU if self.name == "cpu" else CUDA
+        return CUDA if self.name in ("gpu", "cudasim") else CPU
+
+    def running(self):
+        """A context in which this device's moves and energies run (``reference_path``
+        for "cpu-reference", nothing otherwise)."""
+        return reference_path() if self.name == "cpu-reference" else contextlib.nullcontext()
 
     @classmethod
     def of(cls, x):
@@ -299,6 +325,7 @@ def get_device(device):
         return CPU_DEVICE
     if device == "gpu":
         return GPU_DEVICE()
-    if device == "cudasim":
-        return Device("cudasim")
-    raise ValueError(f"device must be 'cpu', 'gpu', 'cudasim' or a particleflow Device; got {device!r}")
+    if device in ("cudasim", "cpu-reference"):
+        return Device(device)
+    raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))} or a particleflow Device; "
+                     f"got {device!r}")

@@ -421,7 +421,8 @@ def export(path, out, fmt, ensemble, first_frame, no_lp, compress, force):
         raise UserError(f"no such trajectory: {path}")
     import_arviz()
     _check_writable(out, force, "OUT")
-    click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp, compress=compress))
+    click.echo(export_netcdf(path, out, ensemble, first_frame, lp=not no_lp, compress=compress,
+                             energy=experiments.load_energy))
 
 
 @cli.command(name="eval")
@@ -454,7 +455,7 @@ def eval_(path, ensemble, frame, reference, max_points, png, force):
     if png is not None:
         _check_writable(png, force, "--png")
     with open_run(path) as r:
-        ev = evaluate_run(r, ensemble, frame, ref, max_points=max_points)
+        ev = evaluate_run(r, experiments.load_energy, ensemble, frame, ref, max_points=max_points)
     click.echo(f"{path}: ensemble {ev['ensemble']}, frame {frame}")
     for key, value, note in ev["rows"]:
         click.echo(f"  {key:<24} {value:>12.6g}   {note}")

@@ -293,6 +293,11 @@ class Simulation:
         n_steps = _every(n_steps, "n_steps") if n_steps != 0 else 0
         if self.step + n_steps > MAX_STEP:
             raise ValueError(f"runs are limited to {MAX_STEP} steps (the Philox step counter)")
+        with get_device(self.device or "cpu").running():
+            self._run(n_steps, progress, stop)
+        return self
+
+    def _run(self, n_steps, progress, stop):
         self.start()
         for _ in range(n_steps):
             t = self.step
@@ -316,7 +321,6 @@ class Simulation:
                 progress(self)
             if stop is not None and stop():
                 break
-        return self
 
     @staticmethod
     def _check_finite(ens, slot, t):
@@ -367,7 +371,10 @@ class Simulation:
         for name, st in state.get("moves", {}).items():
             if name not in slots:
                 raise ValueError(f"the checkpoint has state for move {name!r}, which this simulation lacks")
-            slots[name].move.load_state_dict(st)
+            move = slots[name].move
+            if isinstance(move, Move):              # its state comes back on its ensemble's device
+                move.device = self.ensembles[slots[name].ensemble].device
+            move.load_state_dict(st)
         for name, st in state.get("states", {}).items():
             if name not in self._states:
                 raise ValueError(f"the checkpoint has state {name!r}, which this simulation lacks")

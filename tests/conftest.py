@@ -18,6 +18,13 @@ def ring_mixture(K=6, radius=3.0, scale=1.0):
     return pf.energies.GaussianMixture(means, scale=scale)
 
 
+@pytest.fixture(params=["cpu", "cpu-reference"])
+def device(request):
+    """The CPU with its fast paths, and the array code path a GPU runs
+    (``Device("cpu-reference")``): sampler tests run on both."""
+    return request.param
+
+
 @pytest.fixture
 def mixture():
     return ring_mixture()

@@ -41,6 +41,47 @@ def resolve(module, is_pkg, node, names):
     return out
 
 
+def string_imports(module, is_pkg, tree, names):
+    """Targets of ``importlib.import_module(...)`` and ``__import__(...)`` calls whose
+    module name is a constant or an f-string: ``{__name__}`` stands for the module's
+    own name; any other placeholder for every module whose name fits (so a discovery
+    loop over a package's children counts as importing each of them)."""
+    out = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+        if name not in ("import_module", "__import__"):
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            pattern = [arg.value]
+        elif isinstance(arg, ast.JoinedStr):
+            pattern = []
+            for part in arg.values:
+                if isinstance(part, ast.Constant):
+                    pattern.append(part.value)
+                elif isinstance(part.value, ast.Name) and part.value.id == "__name__":
+                    pattern.append(module)
+                else:
+                    pattern.append(None)           # any name part
+        else:
+            continue
+        if len(pattern) == 1 and pattern[0] is not None and pattern[0].startswith("."):
+            pattern = [(module if is_pkg else module.rsplit(".", 1)[0]) + pattern[0]]
+        for target in names:
+            if _fits(pattern, target):
+                out.add(target)
+    return out
+
+
+def _fits(pattern, name):
+    import re
+    rx = "".join("[A-Za-z0-9_]+" if p is None else re.escape(p) for p in pattern)
+    return re.fullmatch(rx, name) is not None
+
+
 def graph():
     mods = modules()
     edges, inner = {}, []
@@ -52,6 +93,7 @@ def graph():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 ts = [t for t in resolve(m, is_pkg, node, mods) if t.startswith("particleflow")]
                 targets.update(t for t in ts if t in mods and t != m)
+        targets.update(t for t in string_imports(m, is_pkg, tree, mods) if t != m)
         edges[m] = targets
         # imports of the package's own modules inside functions
         for fn in ast.walk(tree):
@@ -114,6 +156,8 @@ def test_no_function_level_imports_of_own_modules():
 @pytest.mark.parametrize("low,high", [
     ("particleflow.kernels", "particleflow.energies"), ("particleflow.energies", "particleflow.moves"),
     ("particleflow.moves", "particleflow.simulation"), ("particleflow.io", "particleflow.runner"),
+    ("particleflow.io", "particleflow.experiments"), ("particleflow.io", "particleflow.analysis"),
+    ("particleflow.analysis", "particleflow.experiments"),
     ("particleflow.simulation", "particleflow.experiments"), ("particleflow.estimators", "particleflow.experiments"),
     ("particleflow.experiments", "particleflow.runner"), ("particleflow.runner", "particleflow.cli"),
 ])
@@ -127,3 +171,14 @@ def test_layers_import_downward_only(low, high):
 def test_cycle_finder_catches_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_string_imports_are_edges_of_the_graph():
+    """``importlib.import_module`` and ``__import__`` of the package's own modules count
+    as imports (an upward import by string would otherwise pass unseen)."""
+    names = {"particleflow.io", "particleflow.experiments", "particleflow.experiments.deen"}
+    tree = ast.parse('import importlib\nimportlib.import_module("particleflow.experiments")\n'
+                     '__import__("particleflow.io")\nimportlib.import_module(f"{__name__}.deen")\n')
+    assert string_imports("particleflow.experiments", True, tree, names) == names
+    edges, _ = graph()
+    assert "particleflow.experiments.deen" in edges["particleflow.experiments"]     # the discovery loop

@@ -181,7 +181,7 @@ def test_image_training_resumes_bitwise_and_the_energy_reloads(tmp_path):
     assert int(start["state"]["moves"]["adam"]["t"]) == 23
     assert "data" not in start["state"]["ensembles"]             # rebuilt from the config, not saved
     with pf.io.open_run(full) as run:
-        net = run.load_energy()
+        net = pf.experiments.load_energy(run)
         assert isinstance(net, pf.energies.MLP) and net.sizes == [64, 64, 64, 1]
         x = np.random.default_rng(0).random((3, 64))
         np.testing.assert_array_equal(net.value(x.astype(np.float32)),

@@ -88,7 +88,7 @@ def test_eval_and_figure_of_parallel_tempering_use_the_cold_rows(tmp_path):
     assert res.exit_code == 0, res.output
     with pf.io.open_run(str(out)) as r:
         assert pf.analysis.replica_groups(r, "c") == 3
-        ev = pf.analysis.evaluate_run(r)
+        ev = pf.analysis.evaluate_run(r, pf.experiments.load_energy)
         (kind, title, last, _), = figures.ensemble_panels(r)
         every_row = np.asarray(r.ensembles["c"].positions[-1])
     rows = {k: v for k, v, _ in ev["rows"]}

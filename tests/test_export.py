@@ -57,7 +57,7 @@ def test_bulk_ess_and_rhat_equal_arviz_on_ar1_chains():
 
 
 def test_inferencedata_round_trip_matches_particleflow_analysis(run_file):
-    data = pf.io.to_inferencedata(run_file, first_frame=20)
+    data = pf.io.to_inferencedata(run_file, first_frame=20, energy=pf.experiments.load_energy)
     with pf.io.open_run(run_file) as r:
         pos = np.asarray(r.ensembles["c"].positions[20:])
         steps = r.ensembles["c"].positions.steps()[20:]

@@ -52,7 +52,7 @@ step_size = 0.01
     with pf.io.open_run(str(out)) as r:
         cli_last = np.asarray(r.ensembles["c"].positions[-1])
     with pf.io.open_run(str(deen_run / "deen.h5")) as r:
-        energy = r.load_energy()
+        energy = pf.experiments.load_energy(r)
     mv = pf.moves.MALA(energy, 0.01) if move == "mala" else pf.moves.HMC(energy, 0.01, 4)
     sim = pf.Simulation({"c": pf.Ensemble(x0)}, seed=11).schedule(mv, "c")
     sim.run(30)

@@ -200,7 +200,7 @@ def test_mixture_posterior_mean_of_one_component_is_the_gaussian_shrinkage():
 def test_training_keeps_weights_non_negative_and_resumes_bitwise(tmp_path):
     full, part, _ = interrupted_and_resumed(MIXTURE, tmp_path, 6)
     with pf.io.open_run(full) as run:
-        net = run.load_energy()
+        net = pf.experiments.load_energy(run)
         assert isinstance(net, M.HyperbolicNetwork)
         assert (net.params["wl"] >= 0).all() and (net.params["wl"] == 0).any()   # the projection acted
         r = run.results

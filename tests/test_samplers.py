@@ -11,10 +11,10 @@ import particleflow as pf
 from conftest import moment_z_scores
 
 
-def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.float64):
+def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.float64, device="cpu"):
     x0 = (np.random.default_rng(seed).standard_normal((n_chains, energy.dim)) * x0_scale).astype(dtype)
     ens = pf.Ensemble(x0)
-    sim = pf.Simulation({"chains": ens}, seed=seed).schedule(move, "chains", name="move").observe_moves(every=1)
+    sim = pf.Simulation({"chains": ens}, seed=seed, device=device).schedule(move, "chains", name="move").observe_moves(every=1)
     sim.run(n_steps)
     rec = sim.recorder.observables.get("move/acceptance")
     return ens.x.astype(np.float64), None if rec is None else rec.values
@@ -24,9 +24,9 @@ def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.f
     (lambda e: pf.moves.MALA(e, 1e-3), 3000),
     (lambda e: pf.moves.HMC(e, 0.04, 20), 300),
 ], ids=["MALA", "HMC"])
-def test_ill_conditioned_gaussian(ill_conditioned, make_move, n_steps):
+def test_ill_conditioned_gaussian(ill_conditioned, make_move, n_steps, device):
     x, acc = final_states(ill_conditioned, make_move(ill_conditioned), 20_000, n_steps, seed=1,
-                          x0_scale=0.05)
+                          x0_scale=0.05, device=device)
     z_mean, z_cov = moment_z_scores(x, np.zeros(2), ill_conditioned.covariance)
     assert np.all(np.abs(z_mean) < 4), z_mean
     assert np.all(np.abs(z_cov) < 4), z_cov
@@ -37,8 +37,8 @@ def test_ill_conditioned_gaussian(ill_conditioned, make_move, n_steps):
     (lambda e: pf.moves.MALA(e, 0.3), 1500),
     (lambda e: pf.moves.HMC(e, 0.3, 8), 300),
 ], ids=["MALA", "HMC"])
-def test_six_component_mixture(mixture, make_move, n_steps):
-    x, acc = final_states(mixture, make_move(mixture), 20_000, n_steps, seed=2)
+def test_six_component_mixture(mixture, make_move, n_steps, device):
+    x, acc = final_states(mixture, make_move(mixture), 20_000, n_steps, seed=2, device=device)
     z_mean, z_cov = moment_z_scores(x, mixture.mean(), mixture.cov())
     assert np.all(np.abs(z_mean) < 4), z_mean
     assert np.all(np.abs(z_cov) < 4), z_cov

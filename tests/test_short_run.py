@@ -176,7 +176,7 @@ def test_replay_buffer_training_resumes_bitwise(tmp_path):
     ages = start["state"]["moves"]["short_run_K5"]["age"]
     assert ages.shape == (100,) and ages.max() >= 1                   # the buffer's state is checkpointed
     with pf.io.open_run(full) as run:
-        net = run.load_energy()
+        net = pf.experiments.load_energy(run)
         assert isinstance(net, pf.energies.MLP)
         obs = run.observables
         assert {"f_data_K5", "f_model_K5", "gap_K5", "short_run_K5/grad_norm", "short_run_K5/buffer_age"} <= set(obs)
@@ -278,7 +278,7 @@ def test_digits_generator_uses(tmp_path):
         assert np.asarray(r["interpolation"]).shape == (4, 4, 1, 8, 8)
         err = np.asarray(r["reconstruction_error"])
         assert err.shape == (41,) and err[-1] < 0.5 * err[0], err[[0, -1]]
-        assert isinstance(run.load_energy(), pf.energies.ConvNet)
+        assert isinstance(pf.experiments.load_energy(run), pf.energies.ConvNet)
         lines = experiments.get("shortrun").summary(run, experiments.validate(run.config))
         assert any("reconstruction of 6 held-out images" in line for line in lines)
 

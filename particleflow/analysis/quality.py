@@ -114,11 +114,13 @@ def replica_groups(run, ensemble):
     return 1
 
 
-def evaluate_run(run, ensemble=None, frame=-1, reference=None, n_reference=4000, max_points=2000, seed=0):
+def evaluate_run(run, energy, ensemble=None, frame=-1, reference=None, n_reference=4000, max_points=2000, seed=0):
     """Sample quality of one frame of an ensemble of an open run: a dict with
     ``ensemble`` (its name), ``rows`` (of ``evaluate``), ``samples``, ``reference`` and
     ``energy``.  A parallel-tempering ensemble is evaluated on its beta = 1 rows.
 
+    ``energy``: the energy to compare with, or a function of the run returning it
+    (``particleflow.experiments.load_energy`` rebuilds the run's own).
     ``ensemble``: default the run's only ensemble with more than one frame.
     ``reference``: held-out draws [m, ...]; default exact draws of the run's energy when
     it has a sampler (Gaussian, Gaussian mixture), else none (then no MMD)."""
@@ -135,7 +137,7 @@ def evaluate_run(run, ensemble=None, frame=-1, reference=None, n_reference=4000,
         raise ValueError(f"frame {frame} is out of range for the {len(frames)} frames of {ensemble!r}")
     x = np.asarray(frames[frame])[::replica_groups(run, ensemble)]     # the beta = 1 replicas
     try:
-        energy = run.load_energy()
+        energy = energy if hasattr(energy, "value") else energy(run)
     except (ValueError, KeyError, OSError) as err:
         raise ValueError(f"{run.path}: its energy cannot be rebuilt ({err}), so there is nothing to compare "
                          "the samples with") from None

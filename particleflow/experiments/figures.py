@@ -20,6 +20,7 @@ Panels, chosen by ``what``:
 import numpy as np
 
 from ..analysis import replica_groups
+from .registry import load_energy
 
 WHAT = ("all", "ensembles", "traces")
 MAX_POINTS = 5000
@@ -51,7 +52,7 @@ def traces(run):
 
 def _energy(run):
     try:
-        return run.load_energy()
+        return load_energy(run)
     except (ValueError, KeyError, OSError):    # an energy that cannot be rebuilt: drawn without it
         return None
 

@@ -16,8 +16,8 @@ Algorithm 3.2 (``particleflow.estimators.mrmap``).
     [output]   every, checkpoint_every, compression, plot
 
 Observables every ``output.every`` steps: ``loss``, ``re``, ``rp``, ``rc`` of the latest
-minibatch (at step 0: the untrained network's, on step 0's minibatch).  Results: the trained parameters as ``network/<name>`` (``open_run(path).
-load_energy()`` rebuilds the network; ``.recover(d, mask)`` applies it);
+minibatch (at step 0: the untrained network's, on step 0's minibatch).  Results: the trained parameters as ``network/<name>`` (``pf.experiments.load_energy(run)``
+rebuilds the network; ``.recover(d, mask)`` applies it);
 
 * mixture: ``val_mse`` (mean ||xhat - x||^2 on the validation points with fresh noise,
   P = I), ``identity_mse`` (xhat = d), ``bayes_mse`` (the posterior mean under the true

@@ -30,6 +30,7 @@ from ..ensemble import Ensemble
 from ..analysis.metrics import diagnose_run
 from ..io.h5md import open_run
 from ..random import Purpose, Stream, StreamBlock
+from .registry import load_energy
 from ..simulation import ENSEMBLE_NAME, Simulation
 from .base import Experiment
 
@@ -269,7 +270,7 @@ def energy_from_run(path, run_dir=None):
         raise ConfigError(f"energy.from_run: no such file {path}")
     try:
         with open_run(path) as run:
-            energy = run.load_energy()
+            energy = load_energy(run)
     except (ValueError, KeyError, OSError) as err:
         raise ConfigError(f"energy.from_run: {path} has no energy to load ({err})") from None
     if getattr(energy, "dim", None) is None:

@@ -31,7 +31,6 @@ ends or is interrupted by SIGINT/SIGTERM closes the file normally, and plain
 """
 import contextlib
 import ctypes
-import importlib
 import os
 import subprocess
 import time
@@ -871,13 +870,6 @@ class Run:
     def config(self):
         text = self.parameters.get("config", "")
         return tomllib.loads(text) if text else {}
-
-    def load_energy(self):
-        """The run's energy (the trained one for learning runs), rebuilt by the experiment
-        that wrote it: ``particleflow.experiments.load_energy(self)``.  The experiments
-        package sits above ``io`` and is looked up by name here, so that reading files
-        never imports it until an energy is asked for."""
-        return importlib.import_module("particleflow.experiments").load_energy(self)
 
     def close(self):
         self.file.close()

@@ -51,16 +51,19 @@ def _stat_names(observables):
     return names
 
 
-def to_inferencedata(run, ensemble=None, first_frame=0, lp=True):
+def to_inferencedata(run, ensemble=None, first_frame=0, lp=True, energy=None):
     """``arviz.InferenceData`` of one ensemble of a run (a path or an open ``Run``).
 
     ``ensemble``: default the run's only ensemble with more than one frame (name it when
     there are several); ``first_frame``: drop the frames before it (warm-up);
-    ``lp``: evaluate -E at every draw when the run's energy can be rebuilt."""
+    ``energy``: an energy, or a function of the open run returning one (such as
+    ``particleflow.experiments.load_energy``, which rebuilds the run's own); with
+    ``lp``, -E is evaluated at every draw (none when ``energy`` is None or cannot
+    rebuild the run's energy)."""
     az = import_arviz()
     if isinstance(run, (str, os.PathLike)):
         with open_run(os.fspath(run)) as r:
-            return to_inferencedata(r, ensemble, first_frame, lp)
+            return to_inferencedata(r, ensemble, first_frame, lp, energy)
     moving = [k for k, e in run.ensembles.items() if len(e.positions) > 1]
     if ensemble is None:
         if len(moving) != 1:
@@ -97,11 +100,12 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True):
         ok = (at < len(ob.steps)) & (ob.steps[np.minimum(at, len(ob.steps) - 1)] == steps)
         if ok.all():
             stats[name] = np.broadcast_to(ob.values[at], (pos.shape[1], len(steps))).copy()
-    if lp:
-        try:
-            energy = run.load_energy()
-        except (ValueError, KeyError, OSError):
-            energy = None
+    if lp and energy is not None:
+        if not hasattr(energy, "value"):
+            try:
+                energy = energy(run)
+            except (ValueError, KeyError, OSError):
+                energy = None
         if energy is not None:
             flat = pos.reshape((-1,) + event)
             e = np.concatenate([np.asarray(energy.value(flat[i:i + CHUNK]), dtype=np.float64)
@@ -115,11 +119,11 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True):
                                    "ensemble": ensemble})
 
 
-def export_netcdf(run_path, out, ensemble=None, first_frame=0, lp=True, compress=False):
+def export_netcdf(run_path, out, ensemble=None, first_frame=0, lp=True, compress=False, energy=None):
     """Write ``to_inferencedata`` to a netCDF file ``out`` (through a temporary file that
     replaces ``out`` only when complete).  ``compress``: zlib-compress the variables
     (ArviZ's default; about 4x slower to write: 12.6 s for 1e5 chains x 200 draws)."""
-    data = to_inferencedata(run_path, ensemble, first_frame, lp)
+    data = to_inferencedata(run_path, ensemble, first_frame, lp, energy)
     tmp = temporary_beside(out, ".nc")
     try:
         data.to_netcdf(tmp, compress=compress)

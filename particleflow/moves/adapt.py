@@ -193,6 +193,7 @@ class AdaptStepSize(Move):
         if np.size(cov):
             self.move.precond = Preconditioner(cov)
         if state.get("inner"):
+            self.move.device = self.device
             self.move.load_state_dict(state["inner"])
 
     def __repr__(self):

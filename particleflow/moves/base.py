@@ -35,6 +35,10 @@ class Move:
 
     energy = None
     stats_keys = ()
+    # where the ensemble it moves lives (a ``backend.Device``): a Simulation sets it
+    # before loading a checkpoint, so restored state (optimiser moments, persistent
+    # chains) comes back on that device's array module; None means the CPU
+    device = None
 
     def __init__(self):
         self.n_calls = 0

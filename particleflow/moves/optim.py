@@ -84,10 +84,10 @@ class _Optimiser(Move):
     def state_dict(self):
         return {"t": self.t, **{k: to_numpy(v) for k, v in self.state.items()}}
 
-    def load_state_dict(self, d, device="cpu"):
+    def load_state_dict(self, d):
         d = dict(d)
         self.t = int(d.pop("t"))
-        self.state = {k: to_device(np.asarray(v), device) for k, v in d.items()}
+        self.state = {k: to_device(np.asarray(v), self.device or "cpu") for k, v in d.items()}
 
 
 class SGD(_Optimiser):

@@ -21,7 +21,7 @@ are bitwise reproducible whatever the thread count.
 """
 import numpy as np
 
-from ..backend import on_host, to_numpy
+from ..backend import on_host, to_device, to_numpy
 from ..kernels.elementwise import langevin_update
 from ..random import Purpose
 from .base import Move, positive, probability as _probability
@@ -215,10 +215,10 @@ class ShortRun(Move):
         return x, norms / self.n_steps
 
     def state_dict(self):
-        return {k: np.array(v) for k, v in self.state.items()}
+        return {k: np.array(to_numpy(v)) for k, v in self.state.items()}
 
     def load_state_dict(self, state):
-        self.state = {k: np.array(v) for k, v in state.items()}
+        self.state = {k: to_device(np.array(v), self.device or "cpu") for k, v in state.items()}
 
 
 __all__ = ["UniformBox", "Gaussian", "Reinitialize", "ShortRun"]

@@ -435,6 +435,7 @@ class AutoWarmup(Move):
         if "inner" in st:
             self._begin_tune()
             self.phase = PHASES[int(st["phase"])]
+            self.inner.device = self.device
             self.inner.load_state_dict(st["inner"])
 
     def __repr__(self):

@@ -1,0 +1,95 @@
+"""The array code path, the one CuPy arrays take on a GPU, runs on every CPU test run
+through ``Device("cpu-reference")`` / ``backend.reference_path()``: each CPU fast
+path (fused MLP and ConvNet passes, mixture kernels, fused Langevin / MALA / Adam
+updates, blocked network passes) is compared with it, in float32 and float64, and
+optimiser state restored on a device comes back on that device's array module."""
+import numpy as np
+import pytest
+
+import particleflow as pf
+from particleflow.backend import on_host, reference_path
+from particleflow.random import Stream
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def energies(dtype):
+    rng = np.random.default_rng(0)
+    yield "mixture", pf.energies.GaussianMixture(rng.normal(size=(6, 2)) * 3, scale=0.8), (2,)
+    yield "mlp tanh", pf.energies.MLP([2, 32, 32, 1], activation="tanh", seed=1, dtype=dtype), (2,)
+    yield "mlp softplus d=8", pf.energies.MLP([8, 64, 1], activation="softplus", seed=2, dtype=dtype), (8,)
+    yield "convnet", pf.energies.ConvNet((1, 8, 8), [4, 8], [3, 3], [1, 2], [1, 1], seed=3, dtype=dtype), (1, 8, 8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_energy_fast_path_agrees_with_the_array_path(dtype):
+    for name, energy, shape in energies(dtype):
+        x = np.random.default_rng(5).normal(size=(300,) + shape).astype(dtype)
+        v_fast, g_fast = energy.value_and_grad(x)
+        with reference_path():
+            assert not on_host(x)
+            v_ref, g_ref = energy.value_and_grad(x)
+            v_only = energy.value(x)
+        assert on_host(x)
+        assert v_ref.dtype == v_fast.dtype and g_ref.dtype == g_fast.dtype, name
+        np.testing.assert_allclose(v_ref, v_fast, **TOL[dtype], err_msg=name)
+        np.testing.assert_allclose(g_ref, g_fast, **TOL[dtype], err_msg=name)
+        np.testing.assert_allclose(v_only, v_fast, **TOL[dtype], err_msg=name)
+
+
+def run(device, make_move, dtype, steps=5, n=500, dim=2):
+    x0 = np.random.default_rng(7).normal(size=(n, dim)).astype(dtype)
+    sim = pf.Simulation(seed=11, device=device)
+    sim.add_ensemble("c", pf.Ensemble(x0.copy()))
+    move = make_move(dtype)
+    sim.schedule(move, "c")
+    sim.run(steps)
+    return sim, move
+
+
+MOVES = {
+    "langevin mixture": lambda dt: pf.moves.Langevin(
+        pf.energies.GaussianMixture(np.array([[-2.0, 0], [2, 0]]), scale=1.0), 0.05),
+    "langevin mlp": lambda dt: pf.moves.Langevin(pf.energies.MLP([2, 16, 16, 1], seed=4, dtype=dt), 0.05),
+    "mala mixture": lambda dt: pf.moves.MALA(
+        pf.energies.GaussianMixture(np.array([[-2.0, 0], [2, 0]]), scale=1.0), 0.3),
+    "hmc gaussian": lambda dt: pf.moves.HMC(pf.energies.Gaussian(np.zeros(2), np.eye(2)), 0.2, 5),
+    "adam": lambda dt: pf.moves.Adam(lambda ens: ens.x - 1.0, lr=0.05),
+    "sgd momentum": lambda dt: pf.moves.SGD(lambda ens: 2.0 * ens.x, lr=0.05, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(MOVES))
+def test_every_move_on_the_reference_device_agrees_with_the_cpu(name, dtype):
+    fast, _ = run("cpu", MOVES[name], dtype)
+    ref, _ = run("cpu-reference", MOVES[name], dtype)
+    assert str(ref.device) == "cpu-reference"
+    a, b = fast.ensembles["c"].x, ref.ensembles["c"].x
+    assert a.dtype == b.dtype == dtype
+    # float32 trajectories drift apart by rounding; a few steps stay close
+    np.testing.assert_allclose(b, a, **(dict(rtol=1e-3, atol=1e-4) if dtype == np.float32 else TOL[dtype]))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-reference"])
+def test_optimiser_state_is_restored_on_its_ensembles_device(device):
+    sim, move = run(device, MOVES["adam"], np.float64)
+    state = sim.state_dict()
+    again, move2 = run(device, MOVES["adam"], np.float64, steps=0)
+    again.load_state_dict(state)
+    assert move2.device is again.ensembles["c"].device and str(move2.device) == device
+    xp = again.ensembles["c"].xp
+    assert move2.t == move.t and all(type(v) is xp.ndarray for v in move2.state.values())
+    for k in move.state:
+        np.testing.assert_array_equal(move2.state[k], move.state[k])
+    sim.run(3)
+    again.run(3)
+    np.testing.assert_array_equal(again.ensembles["c"].x, sim.ensembles["c"].x)
+
+
+def test_a_stream_draw_is_the_same_on_both_paths():
+    s = Stream(3, 1)
+    a = s.normal(0, np.arange(100), 2, pf.random.Purpose.PROPOSAL, np.float32)
+    with reference_path():
+        b = s.normal(0, np.arange(100), 2, pf.random.Purpose.PROPOSAL, np.float32)
+    np.testing.assert_array_equal(a, b)
