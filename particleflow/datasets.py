@@ -66,8 +66,8 @@ def check_photographs(names):
 
 def hold_out(x, n_test, seed):
     """(training, test) rows of ``x``: a seeded permutation (Philox stream
-    ``StreamBlock.INIT + 16``) puts ``n_test`` rows in the test part."""
-    order = Stream(seed, StreamBlock.INIT + 16).uniform(0, np.arange(len(x)), 1, Purpose.INIT)[:, 0].argsort()
+    ``StreamBlock.DATASET_SPLIT``) puts ``n_test`` rows in the test part."""
+    order = Stream(seed, StreamBlock.DATASET_SPLIT).uniform(0, np.arange(len(x)), 1, Purpose.INIT)[:, 0].argsort()
     return x[order[n_test:]], x[order[:n_test]]
 
 
@@ -91,7 +91,7 @@ def patches(images, size, n, seed, split, test_fraction=0.25):
     chosen uniformly, top-left corner uniform within the split's rows.  ``split`` 0 takes
     rows from the top ``1 - test_fraction`` of every image, 1 from the bottom part, so
     training and test patches never overlap.  Positions come from the Philox stream
-    (seed, ``StreamBlock.INIT + 8 + split``)."""
+    (seed, ``StreamBlock.SUBSAMPLE + split``)."""
     if split not in (0, 1):
         raise ValueError(f"split must be 0 (training rows) or 1 (test rows); got {split!r}")
     imgs = list(images.values())
@@ -101,7 +101,7 @@ def patches(images, size, n, seed, split, test_fraction=0.25):
         if rows < size or img.shape[1] < size:
             raise ValueError(f"patch size {size} does not fit the {'training' if split == 0 else 'test'} part "
                              f"of photograph {name!r} ({rows}x{img.shape[1]} pixels)")
-    u = Stream(seed, StreamBlock.INIT + 8 + split).uniform(0, np.arange(n), 3, Purpose.INIT)
+    u = Stream(seed, StreamBlock.SUBSAMPLE + split).uniform(0, np.arange(n), 3, Purpose.INIT)
     which = np.minimum((u[:, 0] * len(imgs)).astype(np.int64), len(imgs) - 1)
     out = np.empty((n, size, size))
     for i in range(n):

@@ -58,6 +58,20 @@ class StreamBlock:
     INIT = 1 << 23
     DATA = 3 << 22
 
+    # ids inside the blocks with one user each (their values fix every run's bits)
+    ANNEALING = REPLICAS            # + 3 r, + 3 r + 1, + 3 r + 2: repeat r of annealed importance
+                                    # sampling (initial draws, resampling, MCMC)
+    STUDENT_INIT = TEACHER + 10     # dual F1-EBM: the student neurons' initial directions
+    EVAL_REFERENCE = TEACHER + 100  # analysis.evaluate_run: exact draws of the energy
+    SUBSAMPLE = INIT + 8            # + split: datasets.subsample's draws
+    DATASET_SPLIT = INIT + 16       # datasets.train_test_split's permutation
+    SHORTRUN_EVAL = INIT + 32       # short-run experiment: the evaluation chains' starts
+    RECONSTRUCTION = INIT + 40      # short-run reconstruction: the latent starts
+    TRAIN = DATA + 0                # minibatches (+ noise) for training
+    HELDOUT = DATA + 1              # held-out evaluation batches
+    CD_NOISE = DATA + 2             # DEEN's contrastive-divergence baseline: Langevin noise
+    MRMAP_MASKS = DATA + 3          # + split: MR-MAP observation masks and noise
+
 
 # id used for draws that belong to the whole ensemble (e.g. the single uniform of
 # systematic resampling), never given to a particle

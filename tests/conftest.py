@@ -18,11 +18,20 @@ def ring_mixture(K=6, radius=3.0, scale=1.0):
     return pf.energies.GaussianMixture(means, scale=scale)
 
 
-@pytest.fixture(params=["cpu", "cpu-reference"])
+DEVICES = ["cpu", "cpu-reference"] + (["gpu"] if pf.backend.has_gpu() else [])
+
+
+@pytest.fixture(params=DEVICES)
 def device(request):
-    """The CPU with its fast paths, and the array code path a GPU runs
-    (``Device("cpu-reference")``): sampler tests run on both."""
+    """The CPU with its fast paths, the array code path a GPU runs on numpy
+    (``Device("cpu-reference")``) and, where there is one, the GPU: sampler tests run
+    on each."""
     return request.param
+
+
+def on_device(ensemble, device):
+    """``ensemble`` moved to ``device``'s memory (the GPU's for "gpu")."""
+    return ensemble.to("gpu") if device == "gpu" else ensemble
 
 
 @pytest.fixture

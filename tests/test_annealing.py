@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import particleflow as pf
-from particleflow.estimators.annealing import Tempered, anneal, gaussian_base, log_z
+from particleflow.energies import Interpolated
+from particleflow.estimators.annealing import anneal, gaussian_base, log_z
 
 from conftest import ring_mixture
 
@@ -52,7 +53,7 @@ def test_the_adaptive_schedule_keeps_the_conditional_ess():
 def test_tempered_energy_and_bad_schedules():
     base, lz0 = gaussian_base(2, 2.0)
     assert abs(lz0 - math.log(2 * math.pi * 4)) < 1e-12
-    t = Tempered(base, ring_mixture(), 0.3)
+    t = Interpolated(base, ring_mixture(), 0.3)
     assert pf.energies.check_gradient(t, np.random.default_rng(0).standard_normal((5, 2))).ok
     with pytest.raises(ValueError, match="betas"):
         anneal(ring_mixture(), 100, betas=[0.5, 0.4, 1.0])

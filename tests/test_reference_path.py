@@ -9,6 +9,7 @@ import pytest
 import particleflow as pf
 from particleflow.backend import on_host, reference_path
 from particleflow.random import Stream
+from conftest import DEVICES, on_device
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
@@ -40,7 +41,7 @@ def test_every_energy_fast_path_agrees_with_the_array_path(dtype):
 def run(device, make_move, dtype, steps=5, n=500, dim=2):
     x0 = np.random.default_rng(7).normal(size=(n, dim)).astype(dtype)
     sim = pf.Simulation(seed=11, device=device)
-    sim.add_ensemble("c", pf.Ensemble(x0.copy()))
+    sim.add_ensemble("c", on_device(pf.Ensemble(x0.copy()), device))
     move = make_move(dtype)
     sim.schedule(move, "c")
     sim.run(steps)
@@ -59,19 +60,20 @@ MOVES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES[1:])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(MOVES))
-def test_every_move_on_the_reference_device_agrees_with_the_cpu(name, dtype):
+def test_every_move_on_the_reference_device_agrees_with_the_cpu(name, dtype, device):
     fast, _ = run("cpu", MOVES[name], dtype)
-    ref, _ = run("cpu-reference", MOVES[name], dtype)
-    assert str(ref.device) == "cpu-reference"
-    a, b = fast.ensembles["c"].x, ref.ensembles["c"].x
+    ref, _ = run(device, MOVES[name], dtype)
+    assert str(ref.device) == device
+    a, b = fast.ensembles["c"].x, pf.backend.to_numpy(ref.ensembles["c"].x)
     assert a.dtype == b.dtype == dtype
     # float32 trajectories drift apart by rounding; a few steps stay close
     np.testing.assert_allclose(b, a, **(dict(rtol=1e-3, atol=1e-4) if dtype == np.float32 else TOL[dtype]))
 
 
-@pytest.mark.parametrize("device", ["cpu", "cpu-reference"])
+@pytest.mark.parametrize("device", DEVICES)
 def test_optimiser_state_is_restored_on_its_ensembles_device(device):
     sim, move = run(device, MOVES["adam"], np.float64)
     state = sim.state_dict()
@@ -81,10 +83,10 @@ def test_optimiser_state_is_restored_on_its_ensembles_device(device):
     xp = again.ensembles["c"].xp
     assert move2.t == move.t and all(type(v) is xp.ndarray for v in move2.state.values())
     for k in move.state:
-        np.testing.assert_array_equal(move2.state[k], move.state[k])
+        np.testing.assert_array_equal(pf.backend.to_numpy(move2.state[k]), pf.backend.to_numpy(move.state[k]))
     sim.run(3)
     again.run(3)
-    np.testing.assert_array_equal(again.ensembles["c"].x, sim.ensembles["c"].x)
+    np.testing.assert_array_equal(pf.backend.to_numpy(again.ensembles["c"].x), pf.backend.to_numpy(sim.ensembles["c"].x))
 
 
 def test_a_stream_draw_is_the_same_on_both_paths():

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 import particleflow as pf
-from conftest import moment_z_scores
+from conftest import moment_z_scores, on_device
 
 
 def final_states(energy, move, n_chains, n_steps, seed, x0_scale=1.0, dtype=np.float64, device="cpu"):
     x0 = (np.random.default_rng(seed).standard_normal((n_chains, energy.dim)) * x0_scale).astype(dtype)
-    ens = pf.Ensemble(x0)
+    ens = on_device(pf.Ensemble(x0), device)
     sim = pf.Simulation({"chains": ens}, seed=seed, device=device).schedule(move, "chains", name="move").observe_moves(every=1)
     sim.run(n_steps)
     rec = sim.recorder.observables.get("move/acceptance")
-    return ens.x.astype(np.float64), None if rec is None else rec.values
+    return pf.backend.to_numpy(ens.x).astype(np.float64), None if rec is None else rec.values
 
 
 @pytest.mark.parametrize("make_move,n_steps", [

@@ -96,7 +96,7 @@ def test_base_distributions_and_reinitialisation():
     # mean 0, variance 1/3: tolerances of 5 standard errors
     assert np.abs(u.mean(0)).max() < 5 * np.sqrt(1 / 3 / n) and np.abs(u.var(0) - 1 / 3).max() < 5 * 0.0015
     assert u.min() >= -1 and u.max() <= 1
-    g = pf.moves.Gaussian(2.0, 0.5).sample(stream, 1, np.arange(n), (1,), np.dtype(np.float64))
+    g = pf.moves.GaussianBase(2.0, 0.5).sample(stream, 1, np.arange(n), (1,), np.dtype(np.float64))
     assert abs(g.mean() - 2) < 5 * 0.5 / np.sqrt(n) and abs(g.std() - 0.5) < 5 * 0.5 / np.sqrt(2 * n)
     ens = pf.Ensemble(np.full((n, 1), 7.0))
     stats = pf.moves.Reinitialize(pf.moves.UniformBox(), 0.3)(ens, stream, 0)

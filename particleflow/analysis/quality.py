@@ -143,7 +143,7 @@ def evaluate_run(run, energy, ensemble=None, frame=-1, reference=None, n_referen
                          "the samples with") from None
     if reference is None and hasattr(energy, "sample"):
         ids = np.arange(n_reference)
-        reference = np.asarray(energy.sample(Stream(seed, StreamBlock.TEACHER + 100), 0, ids, np.float64,
+        reference = np.asarray(energy.sample(Stream(seed, StreamBlock.EVAL_REFERENCE), 0, ids, np.float64,
                                              Purpose.PROPOSAL))
     if reference is not None:
         reference = np.asarray(reference)

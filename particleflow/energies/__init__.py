@@ -17,6 +17,6 @@ __all__ += ["ScoreMLP"]
 from .check import GradientCheck, check_gradient  # noqa: E402
 
 __all__ += ["check_gradient", "GradientCheck"]
-from .combine import Sum, Tempered  # noqa: E402
+from .combine import BoxRestricted, Interpolated, Sum, Tempered, Zero  # noqa: E402
 
-__all__ += ["Sum", "Tempered"]
+__all__ += ["Sum", "Tempered", "Interpolated", "BoxRestricted", "Zero"]

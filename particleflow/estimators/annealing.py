@@ -21,68 +21,11 @@ import math
 
 import numpy as np
 
-from ..energies.analytic import Energy, Gaussian
-from ..backend import array_module
+from ..energies.analytic import Gaussian
+from ..energies.combine import BoxRestricted, Interpolated, Zero
 from ..ensemble import Ensemble
 from ..moves import MALA, Resample
 from ..random import Purpose, Stream, StreamBlock
-
-
-class Tempered(Energy):
-    """E_beta = (1 - beta) E_0 + beta E_1; ``beta`` may be changed (the cache token follows)."""
-
-    def __init__(self, base, target, beta=0.0):
-        self.base, self.target, self.beta = base, target, float(beta)
-        self.dim = target.dim
-
-    def cache_token(self):
-        return (self.beta, self.target.cache_token())
-
-    def value_and_grad(self, x):
-        e0, g0 = self.base.value_and_grad(x)
-        e1, g1 = self.target.value_and_grad(x)
-        b = x.dtype.type(self.beta)
-        return (1 - b) * e0 + b * e1, (1 - b) * g0 + b * g1
-
-    def value(self, x):
-        b = self.beta
-        return (1 - b) * self.base.value(x) + b * self.target.value(x)
-
-
-class BoxRestricted(Energy):
-    """``energy`` inside the box [lo, hi]^d and +inf outside, so that MALA rejects every
-    proposal that leaves it (the gradient is the energy's, finite everywhere)."""
-
-    def __init__(self, energy, lo, hi):
-        self.energy, self.lo, self.hi = energy, float(lo), float(hi)
-        self.dim = energy.dim
-
-    def cache_token(self):
-        return ("box", self.lo, self.hi, self.energy.cache_token())
-
-    def _outside(self, x):
-        xf = x.reshape(x.shape[0], -1)
-        return ((xf < self.lo) | (xf > self.hi)).any(1)
-
-    def value_and_grad(self, x):
-        e, g = self.energy.value_and_grad(x)
-        return array_module(x).where(self._outside(x), x.dtype.type(np.inf), e), g
-
-    def value(self, x):
-        return array_module(x).where(self._outside(x), x.dtype.type(np.inf), self.energy.value(x))
-
-
-class Zero(Energy):
-    """E = 0: with a box, the uniform base of the path (log Z_0 = d log(hi - lo))."""
-
-    def __init__(self, dim):
-        self.dim = dim
-
-    def value_and_grad(self, x):
-        return array_module(x).zeros(x.shape[0], x.dtype), array_module(x).zeros_like(x)
-
-    def value(self, x):
-        return array_module(x).zeros(x.shape[0], x.dtype)
 
 
 def gaussian_base(dim, scale=1.0, mean=None):
@@ -122,7 +65,7 @@ def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, r
         raise ValueError("the target energy must declare its dimension (dim)")
     d = target.dim
     # three streams per repeat (initial draws, resampling, MCMC), none shared between repeats
-    first = StreamBlock.REPLICAS + 3 * repeat
+    first = StreamBlock.ANNEALING + 3 * repeat
     stream, resample_stream, mcmc_stream = Stream(seed, first), Stream(seed, first + 1), Stream(seed, first + 2)
     if box is None:
         base, log_z0 = gaussian_base(d, base_scale)
@@ -134,7 +77,7 @@ def anneal(target, n, seed=0, repeat=0, base_scale=1.0, betas=None, cess=0.95, r
         base, log_z0 = Zero(d), d * math.log(hi - lo)
         x0 = lo + (hi - lo) * stream.uniform(0, np.arange(n), d, Purpose.INIT, dtype)
     ens = Ensemble(x0, log_weights=np.zeros(n, dtype))
-    path = Tempered(base, target, 0.0)
+    path = Interpolated(base, target, 0.0)
     mala = MALA(path if box is None else BoxRestricted(path, *box), step_size)
     if resample_ess is None and betas is None:
         resample_ess = 0.5

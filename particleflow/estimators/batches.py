@@ -5,7 +5,8 @@ import numpy as np
 
 from ..random import Purpose, Stream, StreamBlock
 
-TRAIN, HELDOUT = 0, 1                    # StreamBlock.DATA + split
+# the split of a batch: its stream is StreamBlock.DATA + split
+TRAIN, HELDOUT = StreamBlock.TRAIN - StreamBlock.DATA, StreamBlock.HELDOUT - StreamBlock.DATA
 
 
 def noisy_batch(data, sigma, seed, step, batch_size, split=TRAIN):

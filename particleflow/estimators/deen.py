@@ -30,7 +30,6 @@ from ..simulation import Simulation
 from .batches import HELDOUT, check_batch_size, check_data, noisy_batch
 from .contrastive import add_parameter_trainer, contrastive_gradient
 
-CD_NOISE = 2                             # StreamBlock.DATA + this: the CD baseline's Langevin noise
 
 
 def _check_sigma(sigma):
@@ -159,7 +158,7 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
     c = sim.context
     data = check_data(c["data"], energy)
     sigma = c["sigma"]
-    noise = Stream(c["seed"], StreamBlock.DATA + CD_NOISE)
+    noise = Stream(c["seed"], StreamBlock.CD_NOISE)
 
     def gradient(step):
         x, _ = noisy_batch(data, sigma, c["seed"], step, c["batch_size"])

@@ -31,7 +31,6 @@ from ..moves import EulerMaruyama, Restart, WassersteinFisherRao
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 
-STUDENT_INIT = StreamBlock.TEACHER + 10      # stream id of the neurons' initial directions
 
 
 def unit_rows(z):
@@ -74,7 +73,7 @@ class DualEBM:
             theta = unit_rows(np.ones((n_neurons, d))).astype(dtype)
         else:
             particles = data[np.arange(n_particles) % n]               # copies of the training set
-            theta = unit_rows(Stream(seed, STUDENT_INIT).normal(0, np.arange(n_neurons), d,
+            theta = unit_rows(Stream(seed, StreamBlock.STUDENT_INIT).normal(0, np.arange(n_neurons), d,
                                                                 Purpose.INIT)).astype(dtype)
         signs = np.where(np.arange(n_neurons) < n_neurons // 2, -1.0, 1.0).astype(dtype)
         ens = {"data": Ensemble(data, name="data"),

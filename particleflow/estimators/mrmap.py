@@ -31,7 +31,6 @@ from ..simulation import Simulation
 from .batches import check_batch_size
 from .contrastive import add_parameter_trainer
 
-MASKS = 3                                # StreamBlock.DATA + this + split: observation masks and noise
 
 
 def check_fraction(fraction, name="known_fraction"):
@@ -51,7 +50,7 @@ def observe(x, fraction, sigma, seed, step, split=0, first_row=0):
     fraction = check_fraction(fraction)
     x = np.asarray(x)
     n, p = x.shape
-    stream = Stream(seed, StreamBlock.DATA + MASKS + split)
+    stream = Stream(seed, StreamBlock.MRMAP_MASKS + split)
     ids = np.arange(first_row, first_row + n)
     mask = np.ones((n, p), dtype=x.dtype)
     if fraction < 1:

@@ -138,7 +138,7 @@ def reconstruct(energy, x, n_steps, step_size=1.0, n_iter=200, lr=0.05, base=Non
     learning rate decayed from ``lr`` to 0 along a cosine.
     Returns (z, M_theta(z), [loss per iteration])."""
     base = UniformBox() if base is None else base
-    z = base.sample(Stream(seed, StreamBlock.INIT + 40), 0, np.arange(x.shape[0]), x.shape[1:], x.dtype)
+    z = base.sample(Stream(seed, StreamBlock.RECONSTRUCTION), 0, np.arange(x.shape[0]), x.shape[1:], x.dtype)
     m, v = np.zeros_like(z), np.zeros_like(z)
     fl = x.dtype.type
     losses = []

@@ -166,7 +166,7 @@ class DEEN(Experiment):
         energy, sigma = c["energy"], c["sigma_used"]
         x_h, xi_h = c["held"]
         out = {"heldout_loss": np.asarray(dsm_loss(energy, x_h, xi_h, sigma)), "sigma": np.asarray(sigma)}
-        stream = Stream(cfg["run"]["seed"], StreamBlock.DATA + HELDOUT)
+        stream = Stream(cfg["run"]["seed"], StreamBlock.HELDOUT)
         for i, (tag, s) in enumerate((("", sigma), ("_sigma_test", cfg["deen"]["sigma_test"]))):
             z = stream.normal(1 + i, np.arange(len(x_h)), 2, Purpose.DATA_NOISE, x_h.dtype)
             noisy = x_h + x_h.dtype.type(s) * z                 # fresh noise at each level

@@ -153,7 +153,7 @@ class DEENImages(Experiment):
         train, test = c["train_images"], c["test_images"]
         dt = x_h.dtype
         out = {"heldout_loss": np.asarray(dsm_loss(energy, x_h, xi_h, sigma)), "sigma": np.asarray(sigma)}
-        stream = Stream(cfg["run"]["seed"], StreamBlock.DATA + HELDOUT)
+        stream = Stream(cfg["run"]["seed"], StreamBlock.HELDOUT)
         tune = train[:min(500, len(train))]
         side = test.shape[1]
         for i, (tag, s) in enumerate(self.noise_levels(cfg, sigma, test)):

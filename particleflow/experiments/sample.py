@@ -115,7 +115,7 @@ def _base(s):
         if not s["hi"] > s["lo"]:
             raise ConfigError(f"reinitialize: hi must be above lo; got lo = {s['lo']}, hi = {s['hi']}")
         return moves.UniformBox(s["lo"], s["hi"])
-    return moves.Gaussian(s["mean"], s["std"])
+    return moves.GaussianBase(s["mean"], s["std"])
 
 
 class MoveSpec:

@@ -42,7 +42,7 @@ from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP, ConvNet, QuadraticExponentialFamily
 from ..ensemble import Ensemble
 from ..estimators.short_run import MODES, add_short_run, interpolate, reconstruct
-from ..moves import Gaussian, ShortRun, UniformBox
+from ..moves import GaussianBase, ShortRun, UniformBox
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
@@ -106,7 +106,7 @@ def data_set(cfg):
 
 
 def base_of(cfg):
-    return UniformBox(-1.0, 1.0) if cfg["short_run"]["init"] == "uniform" else Gaussian(0.0, 1.0)
+    return UniformBox(-1.0, 1.0) if cfg["short_run"]["init"] == "uniform" else GaussianBase(0.0, 1.0)
 
 
 class ShortRunExperiment(Experiment):
@@ -186,7 +186,7 @@ class ShortRunExperiment(Experiment):
         out = {"K_values": np.asarray(sr["K_values"], np.int64)}
         rows = {k: [] for k in ("q_mean", "q_std", "grad_norm", "p_mean", "p_std", "theta", "mode_fractions",
                                 "off_mode")}
-        stream = Stream(cfg["run"]["seed"], StreamBlock.INIT + 32)
+        stream = Stream(cfg["run"]["seed"], StreamBlock.SHORTRUN_EVAL)
         ids = np.arange(N_EVAL)
         for K in sr["K_values"]:
             move = sim.context[f"short_run_K{K}"]

@@ -1,7 +1,7 @@
 """Short-run MCMC (paper 004): base distributions, re-initialisation, and K Langevin
 steps from a fresh (or replayed) start within one Simulation step.
 
-* ``UniformBox(lo, hi)`` and ``Gaussian(mean, std)``: base distributions p_0 drawn from
+* ``UniformBox(lo, hi)`` and ``GaussianBase(mean, std)``: base distributions p_0 drawn from
   the Philox streams (``sample(stream, step, ids, shape, dtype)``, one row per id).
 * ``Reinitialize(base, probability)``: each particle is redrawn from the base with
   probability p (p = 1: every step starts from p_0).
@@ -44,7 +44,7 @@ class UniformBox:
         return f"UniformBox({self.lo:g}, {self.hi:g})"
 
 
-class Gaussian:
+class GaussianBase:
     """N(mean, std^2 I)."""
 
     def __init__(self, mean=0.0, std=1.0):
@@ -57,13 +57,13 @@ class Gaussian:
         return (dtype.type(self.mean) + dtype.type(self.std) * z).reshape((len(ids),) + tuple(shape))
 
     def __repr__(self):
-        return f"Gaussian({self.mean:g}, {self.std:g})"
+        return f"GaussianBase({self.mean:g}, {self.std:g})"
 
 
 def _check_base(base):
     if not callable(getattr(base, "sample", None)):
         raise ValueError(f"base must be a distribution with sample(stream, step, ids, shape, dtype) such as "
-                         f"UniformBox or Gaussian; got {base!r}")
+                         f"UniformBox or GaussianBase; got {base!r}")
     return base
 
 
@@ -113,7 +113,7 @@ class ShortRun(Move):
         "persistent" (a replay buffer: the ensemble holds the buffer, each step runs
         ``batch`` of its chains chosen at random, each first redrawn from ``base``
         with probability ``reinit``)
-    base : UniformBox / Gaussian (default UniformBox(-1, 1))
+    base : UniformBox / GaussianBase (default UniformBox(-1, 1))
     data_batch : callable step -> array of the chains' shape (start = "data")
     batch, reinit : replay buffer only
     """
@@ -221,4 +221,4 @@ class ShortRun(Move):
         self.state = {k: to_device(np.array(v), self.device or "cpu") for k, v in state.items()}
 
 
-__all__ = ["UniformBox", "Gaussian", "Reinitialize", "ShortRun"]
+__all__ = ["UniformBox", "GaussianBase", "Reinitialize", "ShortRun"]
