@@ -185,6 +185,7 @@ def test_per_chain_step_sizes_rescue_chains_started_in_high_curvature():
     assert abs(x2.mean() - exact) < 4 * x2.std() / np.sqrt(x2.size / 2), (x2.mean(), exact)
 
 
+@pytest.mark.slow
 def test_per_chain_adaptation_resumes_bitwise_with_hmc():
     a, c = straight_and_resumed(lambda: quartic_sim(True, "hmc")[0], 230, 97)
     assert c.ensembles["c"].x.tobytes() == a.ensembles["c"].x.tobytes()
@@ -195,6 +196,7 @@ def test_per_chain_adaptation_resumes_bitwise_with_hmc():
         mala(pf.Ensemble(np.zeros((5, 2))), pf.random.Stream(0), 0)
 
 
+@pytest.mark.slow
 def test_chees_trajectory_length_on_the_preconditioned_ill_conditioned_gaussian():
     """HMC with the dense mass and the trajectory length adapted by ChEES: target
     acceptance within 0.05, exact moments, and at least 10x the effective samples per

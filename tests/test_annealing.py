@@ -20,7 +20,7 @@ def gaussian(d, seed=0):
     return e, 0.5 * d * math.log(2 * math.pi) - 0.5 * np.linalg.slogdet(P)[1]
 
 
-@pytest.mark.parametrize("d", [2, 20])
+@pytest.mark.parametrize("d", [2, pytest.param(20, marks=pytest.mark.slow)])
 def test_smc_log_z_of_gaussians(d):
     e, exact = gaussian(d)
     m, se, est = log_z(e, 4000, repeats=8, mcmc_steps=5)
@@ -106,6 +106,7 @@ def trained_ring(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["smc", "ais"])
 def test_log_z_of_a_learned_energy_matches_grid_quadrature(trained_ring, method):
     """A tanh network's exp(-E) need not be integrable over the plane, so the learned

@@ -366,7 +366,7 @@ def test_sweep_values_become_safe_file_names(tmp_path):
                      "s_ring_radius=3.0_name=a_b.h5", "s_ring_radius=3.0_name=c_d.h5"], names
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 3.0])
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, delay):
     """SIGINT while Python imports numba, while the config is built, or while the run
     goes: exit 130, one line on stderr, no traceback."""

@@ -110,6 +110,7 @@ def test_temporary_files_get_the_mode_of_a_new_file(tmp_path):
         os.umask(mask)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_output_is_refused_and_the_first_completes(tmp_path):
     """Two runs into one --out (also with --force): the second is refused with one line
     naming the first's pid, touches nothing, and the first's file is complete."""
@@ -215,12 +216,14 @@ def test_a_term_with_a_billion_components_is_refused(tmp_path, capsys):
     assert code == 2 and "ring_components" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_ais_with_more_than_a_thousand_temperatures_runs(tmp_path, capsys):
     (tmp_path / "l.toml").write_text(LOGZ.format(method="ais", extra="temperatures = 1500\nmcmc_steps = 1"))
     code, _, err = call(["run", str(tmp_path / "l.toml"), "--out", str(tmp_path / "l.h5"), "--quiet"], capsys)
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_a_move_that_accepts_nothing_warns_once():
     e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
     for move in (pf.moves.MALA(e, 1e6), pf.moves.HMC(e, 1e3, 3)):

@@ -111,6 +111,7 @@ plot = false
 """
 
 
+@pytest.mark.slow
 def test_ring_reaches_the_bayes_denoiser_and_its_score_is_curl_free():
     """1500 Adam steps (the shipped config runs 4000): the held-out loss within 15% of
     the Bayes denoiser's MSE on the same pairs (measured 1.02-1.05), denoising well
@@ -182,6 +183,7 @@ def test_score_network_gradient_and_jacobian_by_finite_differences():
         np.testing.assert_allclose(J[:, :, j], (net(xi + e) - net(xi - e)) / (2 * eps), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_baselines_show_the_papers_failures():
     """The direct score network's field has a clearly non-zero curl, DEEN's none; CD
     concentrates the mass of exp(-E) unevenly (paper 002, Figure 1 g-j)."""
@@ -196,6 +198,7 @@ def test_baselines_show_the_papers_failures():
     assert fr.max() > 3 / 8 or fr.min() < 1 / 80, fr             # far from 1/8 each
 
 
+@pytest.mark.slow
 def test_ring_at_sigma_03_recovers_log_p_sigma_and_equal_modes():
     """runs/deen_ring_sigma03.toml as shipped: where the noisy modes overlap enough for
     training samples to land between them, -E matches log p_sigma (Pearson >= 0.98 on

@@ -140,6 +140,7 @@ def test_static_ensembles_are_left_out_of_checkpoints():
         sim.static("x")
 
 
+@pytest.mark.slow
 @needs_data
 def test_digits_denoise_at_the_training_sigma_and_another():
     """1500 Adam steps on 1597 digits (the shipped config trains longer and larger):
@@ -158,6 +159,7 @@ def test_digits_denoise_at_the_training_sigma_and_another():
     assert loss[-1] < 0.6 * loss[0]
 
 
+@pytest.mark.slow
 @needs_data
 def test_patches_beat_the_median_and_gaussian_filter():
     """8x8 patches of three photographs, 2000 steps: with the paper's patch-dependent

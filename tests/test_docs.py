@@ -17,7 +17,11 @@ def python_blocks(path):
     return re.findall(r"```python\n(.*?)```", open(path).read(), flags=re.S)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=os.path.basename)
+SLOW_PAGES = ("paper-002-deen.md", "paper-004-short-run.md")     # trained networks: the full suite only
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW_PAGES else p
+                                  for p in PAGES if python_blocks(p)], ids=os.path.basename)
 def test_python_examples_run(page):
     code = "\n".join(python_blocks(page))
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)

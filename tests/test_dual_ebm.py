@@ -111,6 +111,7 @@ def test_schedule_equals_algorithm_1_in_numpy(mono):
     assert np.exp(lw).mean() == pytest.approx(1.0002, rel=1e-12)   # the cap was hit and enforced
 
 
+@pytest.mark.slow
 def test_dual_beats_primal_and_restarts_give_score_matching(mono):
     teacher, data, test = mono
     hist = {}

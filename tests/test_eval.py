@@ -5,6 +5,7 @@ match the weights; the command reports them and refuses bad input in one line.""
 import math
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import particleflow as pf
@@ -54,6 +55,7 @@ def test_mode_mass_of_exact_mixture_draws():
     assert p_eq < 1e-12 and abs(fr_eq[0] - 0.25) < 4 * math.sqrt(0.25 * 0.75 / n)
 
 
+@pytest.mark.slow
 def test_eval_command(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('estimator = "sample"\n[run]\nsteps = 200\nseed = 3\n[output]\nevery = 50\nplot = false\n'
@@ -77,6 +79,7 @@ def test_eval_command(tmp_path):
         assert res.exit_code == 2 and msg in res.output and res.output.count("\n") == 1, res.output
 
 
+@pytest.mark.slow
 def test_eval_and_figure_of_parallel_tempering_use_the_cold_rows(tmp_path):
     cfg = tmp_path / "pt.toml"
     cfg.write_text('estimator = "sample"\n[run]\nsteps = 150\nseed = 4\n[output]\nevery = 50\nplot = false\n'

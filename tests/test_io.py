@@ -102,6 +102,7 @@ def test_layout_with_plain_h5py(tmp_path):
         assert isinstance(e, pf.energies.GaussianMixture) and e.n_components == 6
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_readable_file_and_resume_is_bitwise(tmp_path):
     cfg = write_config(tmp_path, steps=3000, n=4000, ckpt=100)
     ref = str(tmp_path / "ref.h5")
@@ -166,6 +167,7 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
         assert st["frames"]["chains/position"] == len(steps)
 
 
+@pytest.mark.slow
 def test_reader_in_another_process_while_writing(tmp_path):
     """1000+ reads with open_run from a second process while the writer runs: every
     read sees a consistent prefix (steps and values of equal length, positions and
@@ -205,6 +207,7 @@ print("READ-OK", reads, seen[0], seen[-1])
     assert int(r.stdout.split()[1]) >= 1000
 
 
+@pytest.mark.slow
 def test_damaged_files_answer_within_two_seconds(tmp_path):
     cfg = write_config(tmp_path, steps=50, n=200, ckpt=50)
     good = str(tmp_path / "good.h5")

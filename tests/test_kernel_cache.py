@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from particleflow.kernels import _jit
 
@@ -87,6 +88,7 @@ def _damage(sub, marker):
     return 4
 
 
+@pytest.mark.slow
 def test_a_damaged_or_edited_cache_is_recompiled_with_one_warning_and_never_runs_foreign_code(tmp_path):
     cache = tmp_path / "cache"
     cold = _run(cache)
@@ -119,7 +121,6 @@ def test_a_kernel_cache_that_cannot_be_written_is_named_in_the_error(tmp_path):
     the cache and PARTICLEFLOW_KERNEL_CACHE, not --out."""
     import click
     import numba.core.caching as caching
-    import pytest
     from particleflow.cli import _user_errors
 
     class Locator(caching._CacheLocator):          # a cache folder below a plain file: ENOTDIR

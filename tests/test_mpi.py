@@ -158,8 +158,13 @@ RUNS_BITWISE = [
 ]
 
 
+FAST_BITWISE = ("demo.toml",)          # the others run in the full suite only (pytest -m slow)
+
+
 @needs_mpi
-@pytest.mark.parametrize("config,args,ranks", RUNS_BITWISE, ids=[r[0] for r in RUNS_BITWISE])
+@pytest.mark.parametrize("config,args,ranks", [
+    pytest.param(*r, marks=() if r[0] in FAST_BITWISE else pytest.mark.slow) for r in RUNS_BITWISE],
+    ids=[r[0] for r in RUNS_BITWISE])
 def test_runs_over_ranks_are_bitwise_one_process(tmp_path, config, args, ranks):
     common = [os.path.join(RUNS, config), "--set", "output.plot=false", "--quiet"] + args
     r = _launch(1, ["run", "--out", "r1.h5"] + common, tmp_path)
@@ -213,6 +218,7 @@ step_size = 0.3
 """
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_restarts_from_a_sharded_ensemble_are_bitwise_one_process(tmp_path):
     """Restart draws rows of another sharded ensemble by global index (an all-to-all
@@ -249,6 +255,7 @@ def _rank_pid(out, rank, timeout=300):
     raise AssertionError(f"no rank {rank} process found")
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_killed_rank_ends_the_job_and_resume_completes_to_the_same_bits(tmp_path):
     cfg = [os.path.join(RUNS, "demo.toml"), "--set", "output.plot=false", "--quiet", "--steps", "3000",
@@ -339,6 +346,7 @@ def test_resume_with_another_rank_count_is_refused(tmp_path):
     assert "mpiexec -n 2" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_missing_or_foreign_shards_are_refused_not_read_as_zeros(tmp_path):
     """A run file whose .shards folder is missing, lacks one shard, or (in a copy made

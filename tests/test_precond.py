@@ -97,7 +97,7 @@ def slowest_tau(energy, cov, kind, mass, n, warmup, frames, n_leapfrog=10):
     return tau * grads, np.mean(acc), np.array(frames_x[-1])
 
 
-@pytest.mark.parametrize("kind", ["mala", "hmc"])
+@pytest.mark.parametrize("kind", ["mala", pytest.param("hmc", marks=pytest.mark.slow)])
 def test_dense_mass_adaptation_on_a_50d_condition_1e4_gaussian(kind):
     """Adapted dense preconditioning reaches the target acceptance within 0.05, samples
     the right moments, and needs at least 10x fewer gradient evaluations per effective

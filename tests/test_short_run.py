@@ -192,6 +192,7 @@ def test_the_other_modes_run_from_the_same_config(mode):
     assert r["mode_fractions"].shape == (1, 8) and np.isfinite(r["grad_norm"]).all()
 
 
+@pytest.mark.slow
 def test_ring_short_run_puts_one_eighth_of_its_mass_near_each_mode():
     """Paper 004 on the 8-Gaussian ring: the shipped config (LeakyReLU toy network,
     cosine-decayed Adam) with K = 20 and 1500 iterations.  Measured: 0.115-0.131 per

@@ -31,7 +31,7 @@ step_size = 0.1
 """
 
 
-@pytest.mark.parametrize("delay", [0.05, 3.0])
+@pytest.mark.parametrize("delay", [0.05, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_sigterm_before_the_run_starts_exits_143_with_one_line(tmp_path, delay):
     """0.05 s: during start-up (imports); 3 s: inside the user's energy function."""
     (tmp_path / "slow.py").write_text(SLOW)
