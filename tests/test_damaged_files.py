@@ -180,3 +180,18 @@ os._exit(0)                                            # no close: as if killed
     with open_run(str(tmp_path / "k.h5")) as run:
         assert len(run.ensembles["e"].positions) == 3
         np.testing.assert_array_equal(run.ensembles["e"].positions[2], ens.x)
+
+
+def test_crc32_of_a_concatenation_from_the_parts():
+    """The run file of a sharded run combines its shards' frame CRCs (crc32_combine)."""
+    import zlib
+    from particleflow.io.h5md import crc32_append
+    rng = np.random.default_rng(1)
+    for la, lb in [(1000, 777), (1, 1), (5, 0), (0, 9), (4096, 123457)]:
+        a, b = rng.bytes(la), rng.bytes(lb)
+        assert crc32_append([zlib.crc32(a)], [zlib.crc32(b)], lb)[0] == zlib.crc32(a + b)
+    parts = [rng.bytes(300) for _ in range(3)]                  # three shards of one frame
+    crc = np.zeros(1, np.uint32)
+    for p in parts:
+        crc = crc32_append(crc, [zlib.crc32(p)], len(p))
+    assert crc[0] == zlib.crc32(b"".join(parts))

@@ -496,25 +496,18 @@ def _crc32_shift(nbytes):
     def square(m):
         return [_gf2_times(m, m[k]) for k in range(32)]
 
-    def shift(crc):
-        odd = [0xEDB88320] + [1 << (k - 1) for k in range(1, 32)]     # one zero bit
-        even = square(odd)                                             # two zero bits
-        odd = square(even)                                             # four
-        n = nbytes
-        while True:
-            even = square(odd)
-            if n & 1:
-                crc = _gf2_times(even, crc)
-            n >>= 1
-            if not n:
-                return crc
-            odd = square(even)
-            if n & 1:
-                crc = _gf2_times(odd, crc)
-            n >>= 1
-            if not n:
-                return crc
-    return [shift(1 << k) for k in range(32)]
+    m = [0xEDB88320] + [1 << (k - 1) for k in range(1, 32)]     # append one zero bit
+    for _ in range(3):
+        m = square(m)                                            # ... 2, 4, 8: one zero byte
+    cols = [1 << k for k in range(32)]                           # the identity
+    n = nbytes
+    while n:                                                     # m^nbytes by squaring
+        if n & 1:
+            cols = [_gf2_times(m, c) for c in cols]
+        n >>= 1
+        if n:
+            m = square(m)
+    return cols
 
 
 def crc32_append(crc_a, crc_b, nbytes_b):

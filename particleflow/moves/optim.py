@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from ..backend import on_host, to_device, to_numpy
-from ..kernels.elementwise import adam_update
+from ..backend import to_device, to_numpy
+from . import fastpaths
 from .base import Move, positive
 
 
@@ -138,10 +138,10 @@ class Adam(_Optimiser):
         v = self.state.get("v", xp.zeros_like(x))
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        if on_host(x) and all(a.shape == x.shape and a.dtype == x.dtype and a.flags.c_contiguous
-                              for a in (x, g, m, v)):
-            # one fused pass, bitwise the numpy expressions below (kernels/elementwise.py)
-            ens.x, m, v = adam_update(x, g, m, v, self.b1, self.b2, c1, c2, lr, self.eps)
+        fast = fastpaths.lookup("adam", x)
+        done = fast is not None and fast(x, g, m, v, self.b1, self.b2, c1, c2, lr, self.eps)
+        if done:                   # one fused pass, bitwise the array expressions below
+            ens.x, m, v = done
         else:
             m = fl(self.b1) * m + fl(1 - self.b1) * g
             v = fl(self.b2) * v + fl(1 - self.b2) * g * g

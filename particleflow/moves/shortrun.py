@@ -21,9 +21,9 @@ are bitwise reproducible whatever the thread count.
 """
 import numpy as np
 
-from ..backend import on_host, to_device, to_numpy
-from ..kernels.elementwise import langevin_update
+from ..backend import to_device, to_numpy
 from ..random import Purpose
+from . import fastpaths
 from .base import Move, positive, probability as _probability
 
 
@@ -199,17 +199,15 @@ class ShortRun(Move):
         fl = x.dtype.type
         h, c = fl(_at(self.step_size, step)), fl(_at(self.noise_scale, step))
         n, d = x.shape[0], int(np.prod(x.shape[1:]))
-        host = on_host(x)
+        fast = fastpaths.lookup("langevin_update_into", x)
         norms = 0.0
-        buffers = (np.empty_like(x), np.empty_like(x)) if host else None     # the input is only read
+        buffers = (np.empty_like(x), np.empty_like(x)) if fast else None     # the input is only read
         for k in range(self.n_steps):
             g = self.energy.grad(x)
             norms += float(to_numpy((g.reshape(n, -1).astype(np.float64) ** 2).sum(1) ** 0.5).mean())
             z = stream.normal(step * self.n_steps + k, ids, d, Purpose.LANGEVIN_NOISE, x.dtype).reshape(x.shape)
-            if host and x.flags.c_contiguous and g.flags.c_contiguous:
-                out = buffers[k % 2]
-                langevin_update(x, g, z, h, c, out)
-                x = out
+            if fast is not None and fast(x, g, z, h, c, buffers[k % 2]):
+                x = buffers[k % 2]
             else:
                 x = x - h * g + c * z
         return x, norms / self.n_steps
