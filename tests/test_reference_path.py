@@ -1,7 +1,8 @@
 """The array code path, the one CuPy arrays take on a GPU, runs on every CPU test run
 through ``Device("cpu-reference")`` / ``backend.reference_path()``: each CPU fast
-path (fused MLP and ConvNet passes, mixture kernels, fused Langevin / MALA / Adam
-updates, blocked network passes) is compared with it, in float32 and float64, and
+path (fused MLP and ConvNet passes, mixture kernels, the fast paths of
+``moves/fastpaths.py``: Langevin's host step, Adam's fused pass, ShortRun's chain
+update; blocked network passes) is compared with it, in float32 and float64, and
 optimiser state restored on a device comes back on that device's array module."""
 import numpy as np
 import pytest
@@ -56,6 +57,8 @@ MOVES = {
         pf.energies.GaussianMixture(np.array([[-2.0, 0], [2, 0]]), scale=1.0), 0.3),
     "hmc gaussian": lambda dt: pf.moves.HMC(pf.energies.Gaussian(np.zeros(2), np.eye(2)), 0.2, 5),
     "adam": lambda dt: pf.moves.Adam(lambda ens: ens.x - 1.0, lr=0.05),
+    "short-run chains": lambda dt: pf.moves.ShortRun(pf.energies.MLP([2, 16, 1], activation="softplus", seed=5,
+                                                                     dtype=dt), 4, step_size=0.1, noise_scale=0.05),
     "sgd momentum": lambda dt: pf.moves.SGD(lambda ens: 2.0 * ens.x, lr=0.05, momentum=0.9),
 }
 
