@@ -20,9 +20,7 @@ import contextlib
 import numpy as np
 
 from ..backend import array_module, on_host, to_device
-from ..kernels import mlp as kernels
-from ..kernels.activations import bias_activation
-from . import convnet_cpu
+from . import convnet_cpu, dsm, mlp_cpu
 from .analytic import Energy, cotangent_vector
 from .chunks import map_chunks, single_threaded_blas
 from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
@@ -252,179 +250,38 @@ class MLP(Network):
         self.sizes = sizes
         self.activation = activation
 
-    def _dense(self):
-        return self.layers[0::2]
-
-    fused = True      # numpy arrays: fused bias + activation kernel (kernels/activations.py)
+    fused = True      # numpy arrays: the fast paths of mlp_cpu.py
 
     def value_and_grad(self, x):
-        """E and grad_x E.  On numpy arrays: tanh networks run one whole-pass kernel
-        (``kernels/mlp.py``); otherwise each hidden layer is one GEMM plus one fused
-        bias + activation pass that also stores sigma'.  Chunks of ``batch_size`` rows
-        run in parallel (``chunks.py``).  Same numbers as the layer path to rounding
-        (tested); CuPy arrays and ``fused = False`` take the layer path."""
-        if not self.fused or not on_host(x):
-            return super().value_and_grad(x)
-        self._check(x)
-        if self._whole_pass_kernel(x):
-            with single_threaded_blas():
-                return kernels.value_and_grad(x, *self._weights_and_biases())
-        dense = self._dense()
-        act = self.layers[1] if len(self.layers) > 1 else None
-        e = np.empty(x.shape[0], dtype=x.dtype)
-        g = np.empty_like(x)
-
-        def chunk(s):
-            a = x[s]
-            d1s = []
-            for layer in dense[:-1]:
-                z = a @ layer.params["weight"].T
-                d1 = np.empty_like(z)
-                # a separate output: in place, LLVM's run-time alias check fails and the
-                # loop falls back to scalar code (measured 8x slower)
-                a = np.empty_like(z)
-                bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
-                d1s.append(d1)
-            wL = dense[-1].params["weight"]
-            e[s] = a @ wL[0] + dense[-1].params["bias"][0]
-            if not d1s:
-                g[s] = wL[0]
-                return
-            ab = d1s[-1]
-            ab *= wL[0]                                   # delta of the last hidden layer
-            for i in range(len(dense) - 2, 0, -1):
-                ab = ab @ dense[i].params["weight"]
-                ab *= d1s[i - 1]
-            g[s] = ab @ dense[0].params["weight"]
-        self._map(x, chunk)
-        return e, g
+        """E and grad_x E.  On numpy arrays the fast passes of ``mlp_cpu.py`` (tanh
+        networks: one whole-pass kernel; others: one GEMM plus one fused bias +
+        activation pass per layer), same numbers as the layer path to rounding
+        (tested); CuPy arrays, ``reference_path()`` and ``fused = False`` take the
+        layer path."""
+        out = mlp_cpu.value_and_grad(self, x) if self.fused else None
+        return super().value_and_grad(x) if out is None else out
 
     def grad_into(self, x, out):
         """grad_x E written into ``out`` (like x): moves that keep a gradient buffer
         across steps use it and skip a fresh array's page faults (~3 ms per step for
         25.6 MB at n = 1e5, d = 64).  Same numbers as ``grad``."""
-        if (self._whole_pass_kernel(x) and out.shape == x.shape and out.dtype == x.dtype
-                and out.flags.c_contiguous):
-            self._check(x)
-            with single_threaded_blas():
-                kernels.value_and_grad(x, *self._weights_and_biases(), gx=out)
-            return out
-        out[...] = self.grad(x)
+        if not (self.fused and mlp_cpu.grad_into(self, x, out)):
+            out[...] = self.grad(x)
         return out
 
     def ula_update_into(self, x, z, h, c, out):
         """out <- x - h grad E(x) + c z in one pass (the Langevin move's hook; the
         gradient of each 512-row chunk is used while in cache and never stored).
         Returns False, doing nothing, where the whole-pass kernel does not apply."""
-        arrays = (x, z, out)
-        if not (self._whole_pass_kernel(x) and all(a.shape == x.shape and a.dtype == x.dtype
-                                                   and a.flags.c_contiguous for a in arrays)):
-            return False
-        self._check(x)
-        with single_threaded_blas():
-            kernels.ula_update(x, *self._weights_and_biases(), z, h, c, out)
-        return True
+        return self.fused and mlp_cpu.ula_update_into(self, x, z, h, c, out)
 
-    def _weights_and_biases(self):
-        dense = self._dense()
-        return [d.params["weight"] for d in dense], [d.params["bias"] for d in dense]
-
-    def _whole_pass_kernel(self, x):
-        """tanh networks with a hidden layer on numpy arrays run each pass as one numba
-        kernel (``kernels/mlp.py``: BLAS GEMMs and fused elementwise loops over chunks
-        of 512 rows on numba's threads)."""
-        return (self.fused and self.activation == "tanh" and len(self.sizes) > 2
-                and on_host(x)
-                and all(d.params["weight"].flags.c_contiguous for d in self._dense()))
+    def dense_layers(self):
+        return self.layers[0::2]
 
     def dsm_loss_and_grad(self, x, x_noisy, sigma):
-        """DEEN's denoising score-matching loss (paper 002) and its parameter gradient:
-
-            L(theta) = (1/B) sum_b || x_b - xi_b + sigma^2 grad_xi E(xi_b) ||^2
-
-        in three passes (forward, input-gradient backward, then the reverse of both)
-        instead of the generic ``grad`` + ``grad_params_directional`` (which repeats
-        the forward pass).  Derivation, with z_l = a_{l-1} W_l^T + b_l, a_l = sigma(z_l),
-        delta_{L} = 1, ga_{l-1} = delta_l W_l, delta_l = ga_l * sigma'(z_l):
-        reverse of the backward, l = 1..L, from  gab_0 = dL/dgrad = 2 sigma^2 r / B:
-            deltab_l = gab_{l-1} W_l^T,  Wb_l += delta_l^T gab_{l-1},
-            gab_l = deltab_l * sigma'(z_l),  zb_l += deltab_l * ga_l * sigma''(z_l);
-        reverse of the forward, l = L-1..1:
-            Wb_l += zb_l^T a_{l-1},  bb_l = sum zb_l,  zb_{l-1} += (zb_l W_l) * sigma'(z_{l-1}).
-        Returns (L, grads dict like ``params``); batches are processed in chunks of
-        ``batch_size``, summed in a fixed order."""
-        self._check(x)
-        self._check(x_noisy, "x_noisy")
-        if x.shape != x_noisy.shape:
-            raise ValueError(f"x and x_noisy must have the same shape; got {x.shape} and {x_noisy.shape}")
-        if not (float(sigma) > 0):
-            raise ValueError(f"sigma must be > 0; got {sigma}")
-        if x.shape[0] == 0:
-            raise ValueError("x must hold at least one sample (the loss is a mean over the batch)")
-        if self._whole_pass_kernel(x):
-            with single_threaded_blas():
-                loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, *self._weights_and_biases(),
-                                                        float(sigma) ** 2)
-            out = {}
-            for l, (gw, gb) in enumerate(grads):
-                out[f"{2 * l}.weight"] = gw
-                out[f"{2 * l}.bias"] = gb
-            return loss, out
-        parts = self._map(x, lambda s: self._dsm_chunk(x[s], x_noisy[s], float(sigma) ** 2, x.shape[0]))
-        loss = 0.0
-        for part, _ in parts:
-            loss += float(part)
-        return loss, self._sum_in_order([g for _, g in parts])
-
-    def _dsm_chunk(self, x, x_noisy, sigma2, B):
-        xp = array_module(x)
-        dense = self._dense()
-        act = self.layers[1] if len(self.layers) > 1 else None
-        n_layers = len(dense)
-        s2 = x.dtype.type(sigma2)
-        # forward, keeping a_l, sigma'(z_l), sigma''(z_l)
-        a = [x_noisy]
-        d1 = [None]
-        d2 = [None]
-        for l, layer in enumerate(dense[:-1], start=1):
-            z = a[-1] @ layer.params["weight"].T + layer.params["bias"]
-            s, p1, p2 = activation_derivatives(act.name, z, act.alpha, second=True)
-            a.append(s)
-            d1.append(p1)
-            d2.append(p2)
-        # backward for grad_x E: ga[l] = dE/da_l, delta[l] = dE/dz_l
-        delta = [None] * (n_layers + 1)
-        ga = [None] * n_layers
-        delta[n_layers] = xp.ones((x.shape[0], 1), dtype=x.dtype)
-        for l in range(n_layers, 0, -1):
-            ga[l - 1] = delta[l] @ dense[l - 1].params["weight"]
-            if l - 1 >= 1:
-                delta[l - 1] = ga[l - 1] * d1[l - 1]
-        r = x - x_noisy + s2 * ga[0]
-        loss = (r * r).sum() / B
-        grads = {}
-        Wb = [None] * (n_layers + 1)
-        zb = [None] * n_layers
-        gab = (2 * s2 / B) * r
-        for l in range(1, n_layers + 1):                     # reverse of the backward
-            W = dense[l - 1].params["weight"]
-            Wb[l] = delta[l].T @ gab
-            if l == n_layers:
-                break
-            deltab = gab @ W.T
-            gab = deltab * d1[l]
-            zb[l] = deltab * ga[l] * d2[l]
-        bb = [None] * (n_layers + 1)
-        bb[n_layers] = xp.zeros_like(dense[-1].params["bias"])
-        for l in range(n_layers - 1, 0, -1):                 # reverse of the forward
-            Wb[l] = Wb[l] + zb[l].T @ a[l - 1]
-            bb[l] = zb[l].sum(0)
-            if l - 1 >= 1:
-                zb[l - 1] = zb[l - 1] + (zb[l] @ dense[l - 1].params["weight"]) * d1[l - 1]
-        for l in range(1, n_layers + 1):
-            grads[f"{2 * (l - 1)}.weight"] = Wb[l]
-            grads[f"{2 * (l - 1)}.bias"] = bb[l]
-        return loss, grads
+        """DEEN's denoising score-matching loss and its parameter gradient
+        (``dsm.dsm_loss_and_grad``)."""
+        return dsm.dsm_loss_and_grad(self, x, x_noisy, sigma)
 
 
 class ConvNet(Network):

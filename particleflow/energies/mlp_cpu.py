@@ -1,0 +1,103 @@
+"""The CPU fast paths of ``networks.MLP`` (as ``convnet_cpu.py`` is ConvNet's): each
+takes the network and numpy arrays and returns None / False where it does not apply
+(CuPy arrays, ``backend.reference_path()``, layouts it does not handle); the MLP then
+runs its layer path, the reference.  Same numbers as the layer path to rounding
+(``tests/test_networks.py``, ``tests/test_reference_path.py``).
+
+* tanh networks with a hidden layer: each pass is one numba kernel (``kernels/mlp.py``:
+  BLAS GEMMs and fused elementwise loops over chunks of 512 rows on numba's threads);
+* other activations: each hidden layer is one GEMM plus one fused bias + activation
+  pass that also stores sigma' (``kernels/activations.py``); chunks of ``batch_size``
+  rows run in parallel (``chunks.py``).
+"""
+import numpy as np
+
+from ..backend import on_host
+from ..kernels import mlp as kernels
+from ..kernels.activations import bias_activation
+from .chunks import single_threaded_blas
+
+
+def weights_and_biases(net):
+    dense = net.dense_layers()
+    return [d.params["weight"] for d in dense], [d.params["bias"] for d in dense]
+
+
+def whole_pass(net, x):
+    """Whether the whole-pass kernel of ``kernels/mlp.py`` applies to ``net`` and ``x``."""
+    return (net.activation == "tanh" and len(net.sizes) > 2 and on_host(x)
+            and all(d.params["weight"].flags.c_contiguous for d in net.dense_layers()))
+
+
+def value_and_grad(net, x):
+    """(E, grad_x E), or None off the host."""
+    if not on_host(x):
+        return None
+    net._check(x)
+    if whole_pass(net, x):
+        with single_threaded_blas():
+            return kernels.value_and_grad(x, *weights_and_biases(net))
+    dense = net.dense_layers()
+    act = net.layers[1] if len(net.layers) > 1 else None
+    e = np.empty(x.shape[0], dtype=x.dtype)
+    g = np.empty_like(x)
+
+    def chunk(s):
+        a = x[s]
+        d1s = []
+        for layer in dense[:-1]:
+            z = a @ layer.params["weight"].T
+            d1 = np.empty_like(z)
+            # a separate output: in place, LLVM's run-time alias check fails and the
+            # loop falls back to scalar code (measured 8x slower)
+            a = np.empty_like(z)
+            bias_activation(z, layer.params["bias"], act.name, act.alpha, d1, out=a)
+            d1s.append(d1)
+        wL = dense[-1].params["weight"]
+        e[s] = a @ wL[0] + dense[-1].params["bias"][0]
+        if not d1s:
+            g[s] = wL[0]
+            return
+        ab = d1s[-1]
+        ab *= wL[0]                                   # delta of the last hidden layer
+        for i in range(len(dense) - 2, 0, -1):
+            ab = ab @ dense[i].params["weight"]
+            ab *= d1s[i - 1]
+        g[s] = ab @ dense[0].params["weight"]
+    net._map(x, chunk)
+    return e, g
+
+
+def grad_into(net, x, out):
+    """grad_x E into ``out`` by the whole-pass kernel; False where it does not apply."""
+    if not (whole_pass(net, x) and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous):
+        return False
+    net._check(x)
+    with single_threaded_blas():
+        kernels.value_and_grad(x, *weights_and_biases(net), gx=out)
+    return True
+
+
+def ula_update_into(net, x, z, h, c, out):
+    """out <- x - h grad E(x) + c z in one pass; False where it does not apply."""
+    if not (whole_pass(net, x) and all(a.shape == x.shape and a.dtype == x.dtype and a.flags.c_contiguous
+                                       for a in (x, z, out))):
+        return False
+    net._check(x)
+    with single_threaded_blas():
+        kernels.ula_update(x, *weights_and_biases(net), z, h, c, out)
+    return True
+
+
+def dsm_loss_and_grad(net, x, x_noisy, sigma2):
+    """DEEN's loss and parameter gradients (``dsm.py``) by the whole-pass kernel, or
+    None where it does not apply."""
+    if not whole_pass(net, x):
+        return None
+    with single_threaded_blas():
+        loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, *weights_and_biases(net), sigma2)
+    out = {}
+    for l, (gw, gb) in enumerate(grads):
+        out[f"{2 * l}.weight"] = gw
+        out[f"{2 * l}.bias"] = gb
+    return loss, out
