@@ -21,6 +21,9 @@ def energies(dtype):
     yield "mlp tanh", pf.energies.MLP([2, 32, 32, 1], activation="tanh", seed=1, dtype=dtype), (2,)
     yield "mlp softplus d=8", pf.energies.MLP([8, 64, 1], activation="softplus", seed=2, dtype=dtype), (8,)
     yield "convnet", pf.energies.ConvNet((1, 8, 8), [4, 8], [3, 3], [1, 2], [1, 1], seed=3, dtype=dtype), (1, 8, 8)
+    neurons = pf.Ensemble(rng.standard_normal((50, 3)).astype(dtype), log_weights=0.1 * rng.standard_normal(50),
+                          signs=np.where(rng.random(50) < 0.5, -1, 1).astype(dtype))
+    yield "f1 relu network", pf.energies.F1Network(neurons), (3,)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -37,6 +40,14 @@ def test_every_energy_fast_path_agrees_with_the_array_path(dtype):
         np.testing.assert_allclose(v_ref, v_fast, **TOL[dtype], err_msg=name)
         np.testing.assert_allclose(g_ref, g_fast, **TOL[dtype], err_msg=name)
         np.testing.assert_allclose(v_only, v_fast, **TOL[dtype], err_msg=name)
+        if hasattr(energy, "grad_params"):              # parameter gradients too
+            c = np.linspace(-1, 1, len(x)).astype(dtype)
+            fast = energy.grad_params(x, c)
+            with reference_path():
+                ref = energy.grad_params(x, c)
+            for k in fast:
+                scale = float(np.abs(fast[k]).max()) or 1.0
+                np.testing.assert_allclose(ref[k] / scale, fast[k] / scale, **TOL[dtype], err_msg=f"{name} {k}")
 
 
 def run(device, make_move, dtype, steps=5, n=500, dim=2):

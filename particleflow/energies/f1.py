@@ -14,7 +14,7 @@ generated particles X and data x, with its gradient in theta; pass it to
 """
 import numpy as np
 
-from ..backend import array_module, kernel_target, on_host
+from ..backend import array_module, kernel_target, on_host, to_numpy
 from ..ensemble import Ensemble
 from ..kernels.pairwise import kernel as _pairwise_kernel
 from ..kernels.pairwise import BLOCK as PAIR_BLOCK
@@ -106,8 +106,8 @@ def _feature_means(theta, points):
                 ordered_sum(dev.gather_blocks(G_part, shard, PAIR_BLOCK)))
     S, G = relu_feature_means(theta, x, coef=c)
     xp = array_module(theta)
-    return (xp.asarray(dev.comm.allreduce_sum(S.get())).astype(S.dtype),
-            xp.asarray(dev.comm.allreduce_sum(G.get())).astype(G.dtype))
+    return (xp.asarray(dev.comm.allreduce_sum(to_numpy(S))).astype(S.dtype),
+            xp.asarray(dev.comm.allreduce_sum(to_numpy(G))).astype(G.dtype))
 
 
 def _signed_sums(theta, x, c):
