@@ -50,25 +50,11 @@ def main(argv=None):
         return cli_main(argv)
     except SystemExit as e:
         if e.code in (130, 143):
-            _exit_interrupted(e.code)
+            # an interrupted command has printed its line and closed its files; Python's
+            # shutdown would first wait for worker threads to finish their chunks
+            from .runner import end_process
+            end_process(e.code)
         raise
-
-
-def _exit_interrupted(code):
-    """End an interrupted command at once: its line is printed and its files are
-    closed, but Python's shutdown would first wait for worker threads to finish the
-    network chunks they were given (seconds).  Exit handlers still run (the kernel
-    cache records what it holds)."""
-    import atexit
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -233,10 +233,20 @@ def _exit_now(out, lock_path):
         if lock_path is not None:
             with contextlib.suppress(OSError):
                 os.remove(lock_path)
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-        os._exit(128 + signum)
+        end_process(128 + signum)
     return exit_now
+
+
+def end_process(code):
+    """End the process now with ``code``: standard streams flushed and exit handlers
+    run (the kernel cache records what it holds), but no wait for worker threads (a
+    network chunk in progress takes seconds) and no unwinding of the main thread."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def interrupted_line(out, started, signum=signal.SIGINT, resumed=False):

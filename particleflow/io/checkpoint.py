@@ -8,9 +8,10 @@ frame counts of the trajectory and the run's config text.  Static ensembles (dat
 are not stored: the experiment rebuilds them from the seed.
 
 Nested dicts become HDF5 groups, arrays and numbers datasets (each with the CRC-32
-of its value, checked on reading), so any move's state round-trips.  Written to ``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH``
-after the previous generation was moved to ``PATH.prev`` (LAMMPS keeps two restart
-files the same way), so a kill at any moment leaves at least one complete checkpoint.
+of its value, checked on reading), so any move's state round-trips.  Written to
+``PATH.tmp``, fsync'd, then ``os.replace``d over ``PATH`` after the previous
+generation was moved to ``PATH.prev`` (LAMMPS keeps two restart files the same way),
+so a kill at any moment leaves at least one complete checkpoint.
 """
 import os
 

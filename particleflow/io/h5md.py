@@ -452,8 +452,10 @@ def _digest(value):
 def write_checked(group, name, value):
     """A dataset written once, with the CRC-32 of its value as attribute ``crc32``
     (small and scalar datasets cannot carry HDF5's chunk checksums)."""
-    ds = group.create_dataset(name, data=np.asarray(value))
-    ds.attrs["crc32"] = np.uint32(_digest(ds[()]))
+    a = np.asarray(value)
+    ds = group.create_dataset(name, data=a)
+    # numbers read back as written; text may come back as bytes: digest what is read
+    ds.attrs["crc32"] = np.uint32(_digest(a if a.dtype.kind in "biufc" else ds[()]))
     return ds
 
 

@@ -127,14 +127,13 @@ class Langevin(Move):
             launch, (mu, prec, logc) = fused
             k0, k1 = stream.key(Purpose.LANGEVIN_NOISE)
             launch(ens.n, _flat(ens.x), _flat(out), ens.ids, mu, prec, logc, h, c, step, k0, k1)
-        elif (fast := fastpaths.lookup("langevin_step", ens.x)) is not None and \
-                fast(self, ens, stream, step, h, c, out):
-            pass
         else:
-            cached = ens.cached_energy(self.energy)
-            g = cached[1] if cached is not None else self.energy.grad(ens.x)
-            z = stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype)
-            out[...] = ens.x - h * g + c * z.reshape(ens.x.shape)
+            fast = fastpaths.lookup("langevin_step", ens.x)
+            if fast is None or not fast(self, ens, stream, step, h, c, out):
+                cached = ens.cached_energy(self.energy)
+                g = cached[1] if cached is not None else self.energy.grad(ens.x)
+                z = stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype)
+                out[...] = ens.x - h * g + c * z.reshape(ens.x.shape)
         self.swap_positions(ens, out)
         return {}
 
