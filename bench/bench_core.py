@@ -10,12 +10,14 @@ and PyTorch (if importable; never a dependency) with ``torch.randn_like``.
     python bench/bench_core.py [--n 1000000] [--quick]
 """
 import argparse
+import contextlib
 import sys
 
 import numpy as np
 
 import particleflow as pf
 from _timing import time_per_call
+from particleflow.backend import reference_path
 from particleflow.random import Stream
 
 H = 0.01
@@ -86,17 +88,18 @@ def main(argv=None):
         med, lo, hi = bench(np_run, samples=samples)
         ref = med
         rows.append(("numpy reference ULA", dt, med, lo, hi))
-        for label, move in [
-            ("particleflow ULA (fused kernel)", pf.moves.Langevin(mix, H)),
-            ("particleflow ULA (array path)", pf.moves.Langevin(mix, H, path="array")),
-            ("particleflow MALA (fused kernel)", pf.moves.MALA(mix, 0.1)),
-            ("particleflow HMC L=5 (fused kernel)", pf.moves.HMC(mix, 0.1, 5)),
+        for label, move, path in [
+            ("particleflow ULA (fused kernel)", pf.moves.Langevin(mix, H), contextlib.nullcontext),
+            ("particleflow ULA (array path)", pf.moves.Langevin(mix, H), reference_path),
+            ("particleflow MALA (fused kernel)", pf.moves.MALA(mix, 0.1), contextlib.nullcontext),
+            ("particleflow HMC L=5 (fused kernel)", pf.moves.HMC(mix, 0.1, 5), contextlib.nullcontext),
         ]:
             ens = pf.Ensemble(x0)
             counter = {"t": 0}
 
-            def run(move=move, ens=ens, counter=counter):
-                move(ens, stream, counter["t"])
+            def run(move=move, ens=ens, counter=counter, path=path):
+                with path():
+                    move(ens, stream, counter["t"])
                 counter["t"] += 1
             med, lo, hi = bench(run, samples=samples)
             rows.append((label, dt, med, lo, hi))

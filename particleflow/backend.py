@@ -62,6 +62,11 @@ def reference_path():
         _REFERENCE[0] -= 1
 
 
+def fast_paths_on():
+    """False inside ``reference_path()``: every move and energy runs its array code."""
+    return not _REFERENCE[0]
+
+
 def on_host(x):
     """True when ``x`` lives in host memory (numpy) and the CPU fast paths apply (not
     inside ``reference_path()``)."""

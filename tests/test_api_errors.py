@@ -91,7 +91,6 @@ CASES = {
     "langevin step bool": (lambda: pf.moves.Langevin(E2, True), "step_size must be a positive"),
     "langevin temperature": (lambda: pf.moves.Langevin(E2, 0.1, temperature=0), "temperature"),
     "langevin noise": (lambda: pf.moves.Langevin(E2, 0.1, noise_scale=-1.0), "noise_scale"),
-    "langevin path": (lambda: pf.moves.Langevin(E2, 0.1, path="gpu"), "path must be"),
     "mala negative": (lambda: pf.moves.MALA(E2, -0.1), "step_size"),
     "hmc leapfrog zero": (lambda: pf.moves.HMC(E2, 0.1, 0), "n_leapfrog"),
     "hmc leapfrog float": (lambda: pf.moves.HMC(E2, 0.1, 2.5), "n_leapfrog"),

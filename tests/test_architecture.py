@@ -182,3 +182,27 @@ def test_string_imports_are_edges_of_the_graph():
     assert string_imports("particleflow.experiments", True, tree, names) == names
     edges, _ = graph()
     assert "particleflow.experiments.deen" in edges["particleflow.experiments"]     # the discovery loop
+
+
+# the modules that hold the CPU fast paths of moves and energies: the only ones that
+# may ask where an array lives
+FAST_PATH_MODULES = {"moves/fastpaths.py", "energies/mlp_cpu.py", "energies/convnet_cpu.py",
+                     "energies/layers_cpu.py", "energies/f1_cpu.py", "energies/chunks.py"}
+
+
+def test_only_fast_path_modules_choose_an_implementation():
+    """No move or energy outside the fast-path modules branches on the array type
+    (``on_host``) or carries an implementation switch (``fused = ...``, ``path=``)."""
+    offenders = []
+    for sub in ("moves", "energies"):
+        for f in sorted(os.listdir(os.path.join(PKG, sub))):
+            rel = f"{sub}/{f}"
+            if not f.endswith(".py") or rel in FAST_PATH_MODULES:
+                continue
+            with open(os.path.join(PKG, sub, f)) as fh:
+                for i, line in enumerate(fh, 1):
+                    if "on_host" in line or "fused = " in line or "path=" in line:
+                        offenders.append(f"{rel}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    for rel in FAST_PATH_MODULES:
+        assert os.path.exists(os.path.join(PKG, rel)), rel

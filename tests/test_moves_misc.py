@@ -3,6 +3,7 @@ import pytest
 
 import particleflow as pf
 from conftest import ring_mixture
+from particleflow.backend import reference_path
 from particleflow.random import Stream
 
 
@@ -11,10 +12,11 @@ def test_euler_maruyama_equals_langevin_and_sphere():
     x0 = np.random.default_rng(0).standard_normal((500, 2))
     a, b = pf.Ensemble(x0), pf.Ensemble(x0)
     em = pf.moves.EulerMaruyama(mix, 0.05, diffusion=1.0)
-    ula = pf.moves.Langevin(mix, 0.05, path="array")
+    ula = pf.moves.Langevin(mix, 0.05)
     for t in range(5):
         em(a, Stream(1), t)
-        ula(b, Stream(1), t)
+        with reference_path():                   # the array path, as EulerMaruyama's
+            ula(b, Stream(1), t)
     np.testing.assert_allclose(a.x, b.x, rtol=1e-13, atol=1e-13)
     th = np.random.default_rng(1).standard_normal((300, 15))
     s = pf.Ensemble(th / np.linalg.norm(th, axis=1, keepdims=True))
@@ -64,7 +66,6 @@ def test_restart_probability_and_sources():
     (lambda e: pf.moves.HMC(e, 0.1, 0), "n_leapfrog"),
     (lambda e: pf.moves.HMC(e, 0.1, 3, mass=[-1.0, 1.0]), "mass"),
     (lambda e: pf.moves.Langevin(e, 0.1, temperature=0), "temperature"),
-    (lambda e: pf.moves.Langevin(e, 0.1, path="gpu"), "path"),
     (lambda e: pf.moves.EulerMaruyama(e, 0.1, diffusion=-1), "diffusion"),
     (lambda e: pf.moves.EulerMaruyama(e, 0.1, 1.0, manifold="torus"), "manifold"),
     (lambda e: pf.moves.Restart(np.zeros((3, 2)), 1.5), "probability"),

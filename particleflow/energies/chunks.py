@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
+from ..backend import on_host
+
 _lock = threading.Lock()
 _pool = None
 _pool_size = 0
@@ -101,3 +103,9 @@ def map_chunks(fn, slices):
             finally:
                 _local.inside = False
         return list(_executor(n).map(run, slices))
+
+
+def map_chunks_for(x, fn, slices):
+    """``map_chunks`` for numpy input ``x``; [fn(s) for s in slices] in order for
+    CuPy arrays and inside ``backend.reference_path()``."""
+    return map_chunks(fn, slices) if on_host(x) else [fn(s) for s in slices]

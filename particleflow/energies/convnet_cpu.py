@@ -25,6 +25,7 @@ layers are ChannelsLast, (Conv2d, Activation)*, Conv2d to a single output, Flatt
 """
 import numpy as np
 
+from ..backend import on_host
 from ..kernels import conv as K
 from .layers import Activation, ChannelsLast, Conv2d, Flatten
 
@@ -45,6 +46,11 @@ def plan(layers):
         return None
     alpha = 0.0 if not acts or acts[0].name == "relu" else acts[0].alpha
     return convs, [np.ascontiguousarray(c._wmat()) for c in convs], alpha
+
+
+def plan_for(layers, x):
+    """``plan(layers)`` for input ``x`` on the host, else None (the layer path)."""
+    return plan(layers) if on_host(x) else None
 
 
 GROUP_ROWS = 512   # output pixels per streamed im2col + GEMM (and GEMM + col2im) group:

@@ -34,10 +34,9 @@ def dsm_loss_and_grad(net, x, x_noisy, sigma):
         raise ValueError(f"sigma must be > 0; got {sigma}")
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample (the loss is a mean over the batch)")
-    if net.fused:
-        out = mlp_cpu.dsm_loss_and_grad(net, x, x_noisy, float(sigma) ** 2)
-        if out is not None:
-            return out
+    out = mlp_cpu.dsm_loss_and_grad(net, x, x_noisy, float(sigma) ** 2)
+    if out is not None:
+        return out
     parts = net._map(x, lambda s: _chunk(net, x[s], x_noisy[s], float(sigma) ** 2, x.shape[0]))
     loss = 0.0
     for part, _ in parts:

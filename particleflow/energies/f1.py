@@ -12,13 +12,12 @@ Algorithm 1, F(theta) = mean_i relu(<theta, X_i>) - mean_a relu(<theta, x_a>) ov
 generated particles X and data x, with its gradient in theta; pass it to
 ``pf.moves.WassersteinFisherRao`` as ``lambda neurons: f1.potential(X, data)``.
 """
-import numpy as np
-
-from ..backend import array_module, kernel_target, on_host, to_numpy
+from ..backend import array_module, kernel_target, to_numpy
 from ..ensemble import Ensemble
 from ..kernels.pairwise import kernel as _pairwise_kernel
 from ..kernels.pairwise import BLOCK as PAIR_BLOCK
-from ..kernels.pairwise import network_cpu, neuron_partials_cpu, neuron_sums_cpu, ordered_sum
+from ..kernels.pairwise import ordered_sum
+from . import f1_cpu
 from .analytic import Energy
 
 
@@ -97,8 +96,9 @@ def _feature_means(theta, points):
         x = x[shard.lo:shard.hi]
     _check_pair(theta, x)
     c = 1.0 / shard.n
-    if on_host(theta):
-        S_part, G_part = neuron_partials_cpu(theta, np.ascontiguousarray(x), c)
+    parts = f1_cpu.neuron_partials(theta, x, c)
+    if parts is not None:
+        S_part, G_part = parts
         if dev.reduction == "allreduce":       # the ranks' sums added by MPI (not bitwise in R)
             return (dev.comm.allreduce_sum(ordered_sum(S_part)).astype(S_part.dtype),
                     dev.comm.allreduce_sum(ordered_sum(G_part)).astype(G_part.dtype))
@@ -141,8 +141,9 @@ def relu_feature_means(theta, x, coef=None):
     x = xp.ascontiguousarray(x)
     m, d = theta.shape
     c = theta.dtype.type(1.0 / x.shape[0] if coef is None else coef)
-    if on_host(theta):
-        return neuron_sums_cpu(theta, x, c)
+    fast = f1_cpu.neuron_sums(theta, x, c)
+    if fast is not None:
+        return fast
     S = xp.zeros(m, dtype=theta.dtype)
     G = xp.zeros(m * d, dtype=theta.dtype)
     _pairwise_kernel("neuron_sums", kernel_target(theta))(m, theta.reshape(-1), x.reshape(-1), x.shape[0], d, c, S, G)
@@ -156,8 +157,9 @@ def relu_network(x, theta, a):
     n, d = x.shape
     if a.shape != (theta.shape[0],):
         raise ValueError(f"a must have shape ({theta.shape[0]},); got {a.shape}")
-    if on_host(x):
-        return network_cpu(xp.ascontiguousarray(x), xp.ascontiguousarray(theta), xp.asarray(a, dtype=x.dtype))
+    fast = f1_cpu.network(x, theta, a)
+    if fast is not None:
+        return fast
     f = xp.empty(n, dtype=x.dtype)
     g = xp.empty(n * d, dtype=x.dtype)
     _pairwise_kernel("network", kernel_target(x))(n, xp.ascontiguousarray(x).reshape(-1),

@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from ..backend import array_module, on_host
-from ..kernels import conv
-from ..kernels.activations import bias_activation
+from ..backend import array_module
+from . import layers_cpu
+from .layers_cpu import conv_out as _conv_out
 
 
 # ---------------------------------------------------------------- activations
@@ -68,12 +68,9 @@ class Activation:
         self.name, self.alpha = name, float(alpha)
 
     def forward(self, a, at=None):
-        if at is None and on_host(a) and a.ndim >= 2 and a.flags.c_contiguous:
-            # one fused pass for sigma and sigma' (kernels/activations.py)
-            z = a.reshape(-1, a.shape[-1])
-            out, d1 = np.empty_like(z), np.empty_like(z)
-            bias_activation(z, np.zeros(z.shape[1], a.dtype), self.name, self.alpha, d1, out=out)
-            return out.reshape(a.shape), None, (d1.reshape(a.shape), None, None)
+        fast = layers_cpu.activation_forward(self.name, self.alpha, a) if at is None else None
+        if fast is not None:
+            return fast[0], None, (fast[1], None, None)
         if at is None and self.name in ("relu", "leaky_relu"):
             xp = array_module(a)
             slope = xp.where(a > 0, a.dtype.type(1), a.dtype.type(0 if self.name == "relu" else self.alpha))
@@ -140,29 +137,17 @@ class Dense:
         return f"Dense({self.n_in}, {self.n_out})"
 
 
-def _conv_out(size, k, stride, pad):
-    return (size + 2 * pad - k) // stride + 1
-
-
 def im2col(x, kh, kw, stride, pad):
     """x [B, H, W, C] (channels last) -> columns [B*Ho*Wo, kh*kw*C].  numba kernel on
-    the CPU (``kernels/conv.py``), strided view + copy otherwise (``im2col_xp``)."""
-    B, H, W, C = x.shape
-    Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
-    if on_host(x):
-        out = np.empty((B * Ho * Wo, kh * kw * C), dtype=x.dtype)
-        return conv.im2col(np.ascontiguousarray(x), kh, kw, stride, pad, Ho, Wo, out), (Ho, Wo)
-    return im2col_xp(x, kh, kw, stride, pad)
+    the CPU (``layers_cpu.im2col``), strided view + copy otherwise (``im2col_xp``)."""
+    fast = layers_cpu.im2col(x, kh, kw, stride, pad)
+    return im2col_xp(x, kh, kw, stride, pad) if fast is None else fast
 
 
 def col2im(cols, shape, kh, kw, stride, pad):
     """Adjoint of im2col: columns [B*Ho*Wo, kh*kw*C] -> [B, H, W, C] (sums overlaps)."""
-    B, H, W, C = shape
-    if on_host(cols):
-        Ho, Wo = _conv_out(H, kh, stride, pad), _conv_out(W, kw, stride, pad)
-        out = np.empty(shape, dtype=cols.dtype)
-        return conv.col2im(np.ascontiguousarray(cols), kh, kw, stride, pad, Ho, Wo, out)
-    return col2im_xp(cols, shape, kh, kw, stride, pad)
+    fast = layers_cpu.col2im(cols, shape, kh, kw, stride, pad)
+    return col2im_xp(cols, shape, kh, kw, stride, pad) if fast is None else fast
 
 
 def im2col_xp(x, kh, kw, stride, pad):
@@ -214,22 +199,10 @@ class Conv2d:
     def forward(self, a, at=None):
         B = a.shape[0]
         Wm = self._wmat()
-        if at is None and self.stream and not self.keep_columns and on_host(a):
-            # im2col + GEMM over groups of batch elements: the columns never exist for
-            # the whole batch (they are only needed for parameter gradients)
-            Ho, Wo = _conv_out(a.shape[1], self.k, self.stride, self.pad), \
-                _conv_out(a.shape[2], self.k, self.stride, self.pad)
-            a = np.ascontiguousarray(a)
-            z = np.empty((B, Ho, Wo, self.out_c), dtype=a.dtype)
-            group = max(1, self.group_rows // (Ho * Wo))
-            cols = np.empty((min(B, group) * Ho * Wo, self.k * self.k * self.in_c), dtype=a.dtype)
-            for b0 in range(0, B, group):
-                b1 = min(B, b0 + group)
-                c = conv.im2col(a[b0:b1], self.k, self.k, self.stride, self.pad, Ho, Wo,
-                                cols[:(b1 - b0) * Ho * Wo])
-                np.matmul(c, Wm.T, out=z[b0:b1].reshape(-1, self.out_c))
-            z += self.params["bias"]
-            return z, None, (a.shape, None, None)
+        if at is None and self.stream and not self.keep_columns:
+            z = layers_cpu.conv_forward_streamed(self, a, Wm)
+            if z is not None:
+                return z, None, (a.shape, None, None)
         cols, (Ho, Wo) = im2col(a, self.k, self.k, self.stride, self.pad)
         z = (cols @ Wm.T).reshape(B, Ho, Wo, self.out_c) + self.params["bias"]
         colst = zt = None
@@ -242,26 +215,14 @@ class Conv2d:
         zb_m = zb.reshape(-1, self.out_c)                  # [B*Ho*Wo, out_c], no copy
         Wm = self._wmat()
         ab = None
-        if need_input and on_host(zb):
-            ab = self._input_adjoint_chunked(zb, Wm, shape)
-        elif need_input:
-            ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad)
+        if need_input:
+            ab = layers_cpu.conv_input_adjoint(self, zb, Wm, shape)
+            if ab is None:
+                ab = col2im(zb_m @ Wm, shape, self.k, self.k, self.stride, self.pad)
         if not need_params:
             return ab, None, None
         gw = (zb_m.T @ cols).reshape(self.out_c, self.k, self.k, self.in_c).transpose(0, 3, 1, 2)
         return ab, gw, zb_m.sum(0)
-
-    def _input_adjoint_chunked(self, zb, Wm, shape):
-        """col2im(zb W) over groups of batch elements, so that the [rows, kh*kw*in_c]
-        intermediate stays cache-sized instead of a full-batch array."""
-        B, Ho, Wo, _ = zb.shape
-        out = np.empty(shape, dtype=zb.dtype)
-        group = max(1, self.group_rows // (Ho * Wo))
-        for b0 in range(0, B, group):
-            b1 = min(B, b0 + group)
-            part = zb[b0:b1].reshape(-1, self.out_c) @ Wm
-            conv.col2im(part, self.k, self.k, self.stride, self.pad, Ho, Wo, out[b0:b1])
-        return out
 
     def backward(self, cache, zb, ztb=None, need_params=True, need_input=True):
         shape, cols, colst = cache

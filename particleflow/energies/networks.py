@@ -19,11 +19,11 @@ import contextlib
 
 import numpy as np
 
-from ..backend import array_module, on_host, to_device
+from ..backend import array_module, to_device
 from . import convnet_cpu, dsm, mlp_cpu
 from .analytic import Energy, cotangent_vector
-from .chunks import map_chunks, single_threaded_blas
-from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten, activation_derivatives
+from .chunks import map_chunks_for
+from .layers import ACTIVATIONS, Activation, ChannelsLast, Conv2d, Dense, Flatten
 
 
 class Network(Energy):
@@ -101,10 +101,8 @@ class Network(Energy):
 
     def _map(self, x, fn):
         """[fn(s) for s over the chunks of x]; on numpy the chunks run in parallel
-        (``chunks.map_chunks``: bitwise the same for any thread count)."""
-        if on_host(x):
-            return map_chunks(fn, self._chunks(x.shape[0]))
-        return [fn(s) for s in self._chunks(x.shape[0])]
+        (``chunks.map_chunks_for``: bitwise the same for any thread count)."""
+        return map_chunks_for(x, fn, self._chunks(x.shape[0]))
 
     def _sum_in_order(self, parts):
         """Per-chunk parameter gradients summed in chunk order (zeros for an empty batch)."""
@@ -250,22 +248,19 @@ class MLP(Network):
         self.sizes = sizes
         self.activation = activation
 
-    fused = True      # numpy arrays: the fast paths of mlp_cpu.py
-
     def value_and_grad(self, x):
         """E and grad_x E.  On numpy arrays the fast passes of ``mlp_cpu.py`` (tanh
         networks: one whole-pass kernel; others: one GEMM plus one fused bias +
         activation pass per layer), same numbers as the layer path to rounding
-        (tested); CuPy arrays, ``reference_path()`` and ``fused = False`` take the
-        layer path."""
-        out = mlp_cpu.value_and_grad(self, x) if self.fused else None
+        (tested); CuPy arrays and ``reference_path()`` take the layer path."""
+        out = mlp_cpu.value_and_grad(self, x)
         return super().value_and_grad(x) if out is None else out
 
     def grad_into(self, x, out):
         """grad_x E written into ``out`` (like x): moves that keep a gradient buffer
         across steps use it and skip a fresh array's page faults (~3 ms per step for
         25.6 MB at n = 1e5, d = 64).  Same numbers as ``grad``."""
-        if not (self.fused and mlp_cpu.grad_into(self, x, out)):
+        if not mlp_cpu.grad_into(self, x, out):
             out[...] = self.grad(x)
         return out
 
@@ -273,7 +268,7 @@ class MLP(Network):
         """out <- x - h grad E(x) + c z in one pass (the Langevin move's hook; the
         gradient of each 512-row chunk is used while in cache and never stored).
         Returns False, doing nothing, where the whole-pass kernel does not apply."""
-        return self.fused and mlp_cpu.ula_update_into(self, x, z, h, c, out)
+        return mlp_cpu.ula_update_into(self, x, z, h, c, out)
 
     def dense_layers(self):
         return self.layers[0::2]
@@ -318,10 +313,8 @@ class ConvNet(Network):
             layers.append(Dense(c_in * H * W, 1, rng, dt))
         super().__init__(layers, tuple(input_shape), batch_size)
 
-    fused = True      # numpy arrays, ReLU / LeakyReLU: the fused passes of convnet_cpu.py
-
     def _fused_plan(self, x):
-        return convnet_cpu.plan(self.layers) if self.fused and on_host(x) else None
+        return convnet_cpu.plan_for(self.layers, x)
 
     def value(self, x):
         plan = self._fused_plan(x)
@@ -338,7 +331,7 @@ class ConvNet(Network):
     def value_and_grad(self, x):
         """E and grad_x E.  ReLU / LeakyReLU nets on numpy arrays run the fused passes
         of ``convnet_cpu.py`` (the activations are applied inside im2col / col2im);
-        other nets, CuPy arrays and ``fused = False`` take the layer path."""
+        other nets, CuPy arrays and ``reference_path()`` take the layer path."""
         plan = self._fused_plan(x)
         if plan is None:
             return super().value_and_grad(x)

@@ -1,7 +1,8 @@
 """The CPU fast paths of the moves, in one place.
 
 A move's ``_step`` is written once, as array expressions: that is the reference, and
-what runs on a GPU and on ``Device("cpu-reference")``.  On host arrays (outside
+what runs on ``Device("cpu-reference")`` (and on a GPU, except for the mixture kernel
+below, which is compiled for both targets).  On host arrays (outside
 ``backend.reference_path()``) some steps have a faster equivalent: fused passes over
 the particles (``kernels/elementwise.py``, bitwise the numpy expressions they replace)
 and energies' own one-pass updates.  A move asks ``lookup(name, x)`` once per step for
@@ -11,7 +12,8 @@ arrays.  ``tests/test_reference_path.py`` compares every one with the reference.
 """
 import numpy as np
 
-from ..backend import on_host
+from ..backend import fast_paths_on, on_host
+from ..kernels.analytic import MAX_FUSED_DIM, kernel
 from ..kernels.elementwise import adam_update, langevin_update
 from ..random import Purpose
 
@@ -65,6 +67,18 @@ def langevin_step(move, ens, stream, step, h, c, out):
 
 
 FAST = {"adam": adam, "langevin_step": langevin_step, "langevin_update_into": langevin_update_into}
+
+
+def mixture_kernel(energy, kind, ensemble):
+    """(launch, (mu, prec, logc)): the one-kernel ULA / MALA / HMC step
+    (``kernels/analytic.py``, numba on the CPU, numba.cuda on a GPU) for a Gaussian or
+    Gaussian-mixture energy of dimension <= ``MAX_FUSED_DIM``; None for other energies
+    and inside ``reference_path()`` (the move's array code)."""
+    if not (fast_paths_on() and hasattr(energy, "fused_params") and 1 <= ensemble.dim <= MAX_FUSED_DIM):
+        return None
+    mu, prec, logc, iso = energy.fused_params(ensemble.dtype, ensemble.xp)
+    launch = kernel(kind, ensemble.dim, logc.shape[0], iso, ensemble.dtype, ensemble.device.target)
+    return launch, (mu, prec, logc)
 
 
 def lookup(name, x):

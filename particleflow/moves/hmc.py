@@ -12,7 +12,8 @@ import numpy as np
 
 from ..random import GLOBAL_ID, Purpose
 from .base import Move, positive
-from .langevin import _flat, check_path, check_precond, fused_launcher, note_acceptance, per_chain_steps
+from . import fastpaths
+from .langevin import _flat, check_precond, note_acceptance, per_chain_steps
 from .precond import as_preconditioner
 from .leapfrog import leapfrog
 
@@ -29,7 +30,7 @@ class HMC(Move):
 
     stats_keys = ("acceptance", "mean_energy")
 
-    def __init__(self, energy, step_size, n_leapfrog, mass=None, path="auto", jitter=0.0, precond=None):
+    def __init__(self, energy, step_size, n_leapfrog, mass=None, jitter=0.0, precond=None):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
@@ -48,7 +49,6 @@ class HMC(Move):
         dim = getattr(energy, "dim", None)
         if mass is not None and mass.ndim == 1 and dim is not None and mass.size != dim:
             raise ValueError(f"mass has {mass.size} entries but the energy has dimension {dim}")
-        self.path = check_path(path)
         self.precond = as_preconditioner(precond)
         # set by AdaptStepSize(trajectory="chees"): a trajectory length T replaces
         # n_leapfrog (each step runs ceil(u T / h) leapfrog steps, u uniform on (0, 1), one
@@ -97,10 +97,10 @@ class HMC(Move):
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
         k0, kp = stream.key(Purpose.HMC_MOMENTUM)
         _, ka = stream.key(Purpose.MH_ACCEPT)
-        fused = None if (self.precond is not None or per_chain or self.record_proposal) else \
-            fused_launcher(self.energy, "hmc", ens, self.path)
-        if fused is not None:
-            launch, (mu, prec, logc) = fused
+        mixture = None if (self.precond is not None or per_chain or self.record_proposal) else \
+            fastpaths.mixture_kernel(self.energy, "hmc", ens)
+        if mixture is not None:
+            launch, (mu, prec, logc) = mixture
             scratch = [self.buffer(name, (ens.n * ens.dim,), ens.dtype, xp) for name in ("a", "p", "g")]
             scratch += [self.buffer(name, (ens.n,), ens.dtype, xp) for name in ("e0", "h0")]
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
@@ -147,7 +147,7 @@ class HMC(Move):
             energy[...] = e_new
             accepted[...] = acc
         self.swap_positions(ens, out)
-        if fused is None:
+        if mixture is None:
             ens.store_energy(self.energy, e_new, g_new)
         acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
         note_acceptance(self, float(acc_rate))

@@ -6,8 +6,9 @@ MALA:  y = x - h grad E(x) + sqrt(2 h) xi, accepted with probability
 (Roberts & Tweedie 1996).  ULA is biased by O(h); MALA is exact in law.
 
 On Gaussian and Gaussian-mixture energies with dim <= 8 the step runs in one fused
-kernel (``particleflow.kernels.analytic``); otherwise it runs on arrays with the
-energy's ``value_and_grad``.  Both paths draw the same Philox normals, so they agree
+kernel (``particleflow.kernels.analytic``, chosen by ``fastpaths.mixture_kernel``);
+otherwise, and on ``Device("cpu-reference")``, it runs on arrays with the energy's
+``value_and_grad``.  Both paths draw the same Philox normals, so they agree
 to rounding (tested).
 """
 import math
@@ -16,33 +17,10 @@ import warnings
 import numpy as np
 
 from ..errors import ConvergenceWarning
-from ..kernels.analytic import MAX_FUSED_DIM, kernel
 from ..random import Purpose
 from . import fastpaths
 from .base import Move, positive
 from .precond import as_preconditioner
-
-_PATHS = ("auto", "fused", "array")
-
-
-def check_path(path):
-    if path not in _PATHS:
-        raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
-    return path
-
-
-def fused_launcher(energy, kind, ensemble, path):
-    """The fused kernel launcher for this energy/ensemble, or None for the array path."""
-    ok = hasattr(energy, "fused_params") and 1 <= ensemble.dim <= MAX_FUSED_DIM
-    if path == "array" or (path == "auto" and not ok):
-        return None
-    if not ok:
-        raise ValueError(f"path='fused' needs a Gaussian or GaussianMixture energy and "
-                         f"dimension <= {MAX_FUSED_DIM}; got {type(energy).__name__}, dim {ensemble.dim}")
-    mu, prec, logc, iso = energy.fused_params(ensemble.dtype, ensemble.xp)
-    launch = kernel(kind, ensemble.dim, logc.shape[0], iso, ensemble.dtype, ensemble.device.target)
-    return launch, (mu, prec, logc)
-
 
 def per_chain_steps(h, ens):
     """A per-particle step size array [n] on the ensemble's device and dtype."""
@@ -58,8 +36,6 @@ def check_precond(move, ensemble):
         if P.dim != ensemble.dim:
             raise ValueError(f"the preconditioner of {type(move).__name__} has dimension {P.dim} but "
                              f"ensemble {ensemble.name!r} has dimension {ensemble.dim}")
-        if move.path == "fused":
-            raise ValueError("path='fused' has no preconditioner; use path='auto' or 'array'")
 
 
 def _flat(a):
@@ -97,10 +73,9 @@ class Langevin(Move):
         deviation (the short-run MCMC paper's code uses h = sigma^2 / 2 scaling
         choices of its own)
     temperature : float > 0
-    path : "auto" | "fused" | "array"
     """
 
-    def __init__(self, energy, step_size, noise_scale=None, temperature=1.0, path="auto"):
+    def __init__(self, energy, step_size, noise_scale=None, temperature=1.0):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
@@ -110,7 +85,6 @@ class Langevin(Move):
                 raise ValueError(f"noise_scale must be a finite number >= 0; got {noise_scale!r}")
             noise_scale = float(noise_scale)
         self.noise_scale = noise_scale
-        self.path = check_path(path)
 
     @property
     def sigma(self):
@@ -122,9 +96,9 @@ class Langevin(Move):
         fl = ens.dtype.type
         h, c = fl(self.step_size), fl(self.sigma)
         out = self.position_buffer(ens)
-        fused = fused_launcher(self.energy, "ula", ens, self.path)
-        if fused is not None:
-            launch, (mu, prec, logc) = fused
+        mixture = fastpaths.mixture_kernel(self.energy, "ula", ens)
+        if mixture is not None:
+            launch, (mu, prec, logc) = mixture
             k0, k1 = stream.key(Purpose.LANGEVIN_NOISE)
             launch(ens.n, _flat(ens.x), _flat(out), ens.ids, mu, prec, logc, h, c, step, k0, k1)
         else:
@@ -154,11 +128,10 @@ class MALA(Move):
 
     stats_keys = ("acceptance", "mean_energy")
 
-    def __init__(self, energy, step_size, path="auto", precond=None):
+    def __init__(self, energy, step_size, precond=None):
         super().__init__()
         self.energy = energy
         self.step_size = positive(step_size, "step_size")
-        self.path = check_path(path)
         self.precond = as_preconditioner(precond)
 
     def check(self, ensemble):
@@ -179,12 +152,12 @@ class MALA(Move):
         out = self.position_buffer(ens)
         energy = self.buffer("energy", (ens.n,), ens.dtype, xp)
         accepted = self.buffer("accepted", (ens.n,), ens.dtype, xp)
-        fused = None if (self.precond is not None or per_chain) else \
-            fused_launcher(self.energy, "mala", ens, self.path)
+        mixture = None if (self.precond is not None or per_chain) else \
+            fastpaths.mixture_kernel(self.energy, "mala", ens)
         k0, kn = stream.key(Purpose.LANGEVIN_NOISE)
         _, ka = stream.key(Purpose.MH_ACCEPT)
-        if fused is not None:
-            launch, (mu, prec, logc) = fused
+        if mixture is not None:
+            launch, (mu, prec, logc) = mixture
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
                    h, c, step, k0, kn, ka)
         else:
@@ -224,7 +197,7 @@ class MALA(Move):
             energy[...] = e_new
             accepted[...] = acc
         self.swap_positions(ens, out)
-        if fused is None:
+        if mixture is None:
             ens.store_energy(self.energy, e_new, g_new)
         acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
         note_acceptance(self, float(acc_rate))
