@@ -106,7 +106,7 @@ def torch_server():
 
 
 def ours():
-    from particleflow.estimators.mrmap import HyperbolicNetwork
+    from particleflow.energies.hyperbolic import HyperbolicNetwork
     fns = {}
     for name, (p, solver) in CASES.items():
         x, d, mask = problem(p)

@@ -60,7 +60,7 @@ def torch_server():
 
 def ours():
     import particleflow as pf
-    from particleflow.estimators.short_run import short_run
+    from particleflow.estimators.shortrun import short_run
     energy = pf.energies.ConvNet.nijkamp(N_F, SIZE, channels=3, dtype=np.float32)
     data = np.random.default_rng(0).uniform(-1, 1, (1000, 3, SIZE, SIZE)).astype(np.float32)
     sim = short_run(energy, data, n_chains=M, n_steps=OPTS.K, step_size=1.0, noise_scale=0.01, data_noise=0.03,

@@ -491,8 +491,7 @@ def demo(n_particles, steps, step_size, seed, dtype):
     if n_particles < 1 or steps < 1:
         raise UserError("--n and --steps must be >= 1")
     check_memory(n_particles * 2 * np.dtype(dtype).itemsize * 12)
-    ang = 2 * np.pi * np.arange(6) / 6
-    mix = energies.GaussianMixture(3.0 * np.stack([np.cos(ang), np.sin(ang)], 1), scale=1.0)
+    mix = energies.GaussianMixture(energies.ring_means(6, 3.0), scale=1.0)
     move = moves.MALA(mix, step_size)
     x0 = np.random.default_rng(seed).standard_normal((n_particles, 2)).astype(dtype)
     sim = Simulation({"chains": Ensemble(x0)}, seed=seed).schedule(move, "chains", name="mala")

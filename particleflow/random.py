@@ -65,6 +65,7 @@ class StreamBlock:
     EVAL_REFERENCE = TEACHER + 100  # analysis.evaluate_run: exact draws of the energy
     SUBSAMPLE = INIT + 8            # + split: datasets.subsample's draws
     DATASET_SPLIT = INIT + 16       # datasets.train_test_split's permutation
+    NETWORK_INIT = INIT + 24        # HyperbolicNetwork.init's weights
     SHORTRUN_EVAL = INIT + 32       # short-run experiment: the evaluation chains' starts
     RECONSTRUCTION = INIT + 40      # short-run reconstruction: the latent starts
     TRAIN = DATA + 0                # minibatches (+ noise) for training

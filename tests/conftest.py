@@ -13,9 +13,7 @@ from particleflow.runner import Interrupted, execute
 
 
 def ring_mixture(K=6, radius=3.0, scale=1.0):
-    ang = 2 * np.pi * np.arange(K) / K
-    means = radius * np.stack([np.cos(ang), np.sin(ang)], 1)
-    return pf.energies.GaussianMixture(means, scale=scale)
+    return pf.energies.GaussianMixture(pf.energies.ring_means(K, radius), scale=scale)
 
 
 DEVICES = ["cpu", "cpu-reference"] + (["gpu"] if pf.backend.has_gpu() else [])

@@ -13,9 +13,10 @@ from conftest import interrupted_and_resumed
 from particleflow import experiments
 from particleflow.cli import cli as main
 from particleflow.config import ConfigError, loads
+from particleflow.energies.hyperbolic import HyperbolicNetwork
 from particleflow.estimators import mrmap as M
+from particleflow.integrators import leapfrog, momentum_from_positions
 from particleflow.runner import execute
-from particleflow.moves.leapfrog import leapfrog, momentum_from_positions
 
 HAVE_DATA = importlib.util.find_spec("sklearn") is not None and importlib.util.find_spec("skimage") is not None
 
@@ -45,7 +46,7 @@ plot = false
 
 def random_network(p, q, l, width, solver="direct", seed=0):
     rng = np.random.default_rng(seed)
-    net = M.HyperbolicNetwork.init(p, q, l, width=width, seed=seed, solver=solver, cg_iter=60)
+    net = HyperbolicNetwork.init(p, q, l, width=width, seed=seed, solver=solver, cg_iter=60)
     P = dict(net.params)
     P["bl"] = 0.5 * rng.normal(size=P["bl"].shape)
     P["wl"] = rng.uniform(0.2, 1.0, size=P["wl"].shape)
@@ -140,7 +141,7 @@ def test_network_gradient_by_finite_differences(p, q, solver):
     d, mask = M.observe(x, 0.6, 0.1, 0, 0)
     _, g = net.loss_and_grad(x, d, mask, alpha=0.7, gamma=1.3)
     P = dict(net.params)
-    for k in M.HyperbolicNetwork.KEYS:
+    for k in HyperbolicNetwork.KEYS:
         v = rng.normal(size=P[k].shape)
 
         def loss(t):
@@ -171,7 +172,7 @@ def test_forward_is_the_hyperbolic_recurrence():
     assert np.allclose(f["q"], q, rtol=1e-12, atol=1e-12)
     assert np.allclose(f["xhat"], us[5] @ K.T, rtol=1e-12, atol=1e-12)
     # CG converges to the direct solves
-    cg = M.HyperbolicNetwork(net.params, beta=beta, solver="cg", cg_iter=200)
+    cg = HyperbolicNetwork(net.params, beta=beta, solver="cg", cg_iter=200)
     assert np.allclose(cg.recover(d, mask), f["xhat"], rtol=1e-9, atol=1e-9)
 
 
@@ -201,7 +202,7 @@ def test_training_keeps_weights_non_negative_and_resumes_bitwise(tmp_path):
     full, part, _ = interrupted_and_resumed(MIXTURE, tmp_path, 6)
     with pf.io.open_run(full) as run:
         net = pf.experiments.load_energy(run)
-        assert isinstance(net, M.HyperbolicNetwork)
+        assert isinstance(net, HyperbolicNetwork)
         assert (net.params["wl"] >= 0).all() and (net.params["wl"] == 0).any()   # the projection acted
         r = run.results
         assert float(r["val_mse"]) < float(r["identity_mse"])
@@ -252,13 +253,13 @@ def test_digit_recovery_table(tmp_path):
 @pytest.mark.parametrize("call,match", [
     (lambda: M.observe(np.zeros((3, 4)), 0.0, 0.1, 0, 0), "known_fraction"),
     (lambda: M.observe(np.zeros((3, 4)), 1.5, 0.1, 0, 0), "known_fraction"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 3, beta=0.0), "beta"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 3, beta=-1.0), "beta"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 1), "layers"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 3, w0=-0.1), "w_j must be >= 0"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 3).recover(np.zeros((2, 5)), np.ones((2, 5))), r"shape \[n, 4\]"),
-    (lambda: M.HyperbolicNetwork.init(4, 8, 3).recover(np.full((2, 4), np.nan), np.ones((2, 4))), "NaN"),
-    (lambda: M.mrmap_training(M.HyperbolicNetwork.init(4, 8, 3), np.zeros((10, 5)), 0.1), r"shape \[n, 4\]"),
+    (lambda: HyperbolicNetwork.init(4, 8, 3, beta=0.0), "beta"),
+    (lambda: HyperbolicNetwork.init(4, 8, 3, beta=-1.0), "beta"),
+    (lambda: HyperbolicNetwork.init(4, 8, 1), "layers"),
+    (lambda: HyperbolicNetwork.init(4, 8, 3, w0=-0.1), "w_j must be >= 0"),
+    (lambda: HyperbolicNetwork.init(4, 8, 3).recover(np.zeros((2, 5)), np.ones((2, 5))), r"shape \[n, 4\]"),
+    (lambda: HyperbolicNetwork.init(4, 8, 3).recover(np.full((2, 4), np.nan), np.ones((2, 4))), "NaN"),
+    (lambda: M.mrmap_training(HyperbolicNetwork.init(4, 8, 3), np.zeros((10, 5)), 0.1), r"shape \[n, 4\]"),
 ])
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
@@ -266,7 +267,7 @@ def test_bad_arguments(call, match):
 
 
 def test_negative_weights_forced_in_are_refused():
-    net = M.HyperbolicNetwork.init(4, 8, 3)
+    net = HyperbolicNetwork.init(4, 8, 3)
     with pytest.raises(ValueError, match="w_j must be >= 0"):
         net.set_params(net.params | {"wl": -np.ones_like(net.params["wl"])})
 

@@ -11,7 +11,7 @@ import particleflow as pf
 from conftest import interrupted_and_resumed
 from particleflow import experiments
 from particleflow.config import ConfigError, loads
-from particleflow.estimators import short_run as S
+from particleflow.estimators import shortrun as S
 from particleflow.runner import build
 
 HAVE_DATA = importlib.util.find_spec("sklearn") is not None and importlib.util.find_spec("skimage") is not None

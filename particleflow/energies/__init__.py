@@ -1,5 +1,5 @@
 """Energies E(x) = -log p(x) + const with hand-derived gradients."""
-from .analytic import Energy, FromCallable, Gaussian, GaussianMixture
+from .analytic import Energy, FromCallable, Gaussian, GaussianMixture, ring_means
 
 __all__ = ["Energy", "Gaussian", "GaussianMixture", "FromCallable"]
 from .networks import ConvNet, MLP, Network  # noqa: E402
@@ -20,3 +20,7 @@ __all__ += ["check_gradient", "GradientCheck"]
 from .combine import BoxRestricted, Interpolated, Sum, Tempered, Zero  # noqa: E402
 
 __all__ += ["Sum", "Tempered", "Interpolated", "BoxRestricted", "Zero"]
+from .hyperbolic import HyperbolicNetwork  # noqa: E402
+
+__all__ += ["HyperbolicNetwork"]
+__all__ += ["ring_means"]

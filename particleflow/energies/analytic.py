@@ -191,6 +191,13 @@ class Gaussian(_MixtureLike):
         return f"Gaussian(dim={self.dim})"
 
 
+def ring_means(components, radius):
+    """[K, 2] means evenly spaced on a circle: radius (cos 2 pi k / K, sin 2 pi k / K),
+    the ring-of-Gaussians targets of papers 002 and 004 and the demo's."""
+    ang = 2 * np.pi * np.arange(components) / components
+    return radius * np.stack([np.cos(ang), np.sin(ang)], 1)
+
+
 class GaussianMixture(_MixtureLike):
     """E(x) = -log sum_k w_k N(x; mu_k, Sigma_k) (the exact negative log density).
 

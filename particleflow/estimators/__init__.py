@@ -6,15 +6,15 @@ No configs and no files here (runnable experiments are ``particleflow.experiment
 * ``importance``: importance-sampling maximum likelihood (paper 003);
 * ``dual_ebm``: dual / primal training of F1-EBMs (paper 001, Algorithm 1);
 * ``deen``: deep energy estimator networks, denoising score matching (paper 002);
-* ``short_run``: short-run MCMC learning, persistent CD and CD-k (paper 004);
+* ``shortrun``: short-run MCMC learning, persistent CD and CD-k (paper 004);
 * ``mrmap``: Maximum Recovery MAP and the hyperbolic least-action network (paper 000);
 * ``annealing``: log Z of an energy by AIS and adaptive tempered SMC.
 """
-from . import annealing, contrastive, deen, dual_ebm, importance, mrmap, short_run
+from . import annealing, contrastive, deen, dual_ebm, importance, mrmap, shortrun
 from .annealing import anneal, log_z
 from .contrastive import LoadParameters, contrastive_gradient, contrastive_ml
 from .dual_ebm import DualEBM
 from .importance import GaussianProposal, ImportanceDescent, ImportanceML, weight_second_moment
 
-__all__ = ["annealing", "anneal", "log_z", "contrastive", "deen", "dual_ebm", "importance", "mrmap", "short_run", "contrastive_gradient", "contrastive_ml", "LoadParameters",
+__all__ = ["annealing", "anneal", "log_z", "contrastive", "deen", "dual_ebm", "importance", "mrmap", "shortrun", "contrastive_gradient", "contrastive_ml", "LoadParameters",
            "DualEBM", "ImportanceML", "ImportanceDescent", "GaussianProposal", "weight_second_moment"]

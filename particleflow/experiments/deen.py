@@ -35,11 +35,12 @@ import math
 import numpy as np
 
 from ..config import ConfigError, Field, output_section, positive, run_section
-from ..energies import MLP, ScoreMLP
+from ..energies import MLP, ScoreMLP, ring_means as ring_of
 from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_network, deen, denoise, dsm_loss,
                                noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
+from .common import pyplot
 
 DATA = {"kind": Field("str", "ring", choices=("ring", "spiral"), doc="data set (generated from the seed)"),
         "n": Field("int", 20000, lo=2, doc="training points"),
@@ -91,9 +92,7 @@ def data_sets(cfg):
 
 
 def ring_means(cfg):
-    K, r = cfg["data"]["components"], cfg["data"]["radius"]
-    ang = 2 * np.pi * np.arange(K) / K
-    return r * np.stack([np.cos(ang), np.sin(ang)], 1)
+    return ring_of(cfg["data"]["components"], cfg["data"]["radius"])
 
 
 def ring_log_density(cfg, x, sigma):
@@ -245,9 +244,7 @@ class DEEN(Experiment):
 
     def plot(self, run, png):
         """Paper 002, Figure 1 panels: data, exp(-E) on a grid, the score field."""
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         energy = self.energy(run, self.validate(run.config))
         data = np.asarray(run.ensembles["data"].positions[0])
         gx, gy = np.meshgrid(GRID, GRID)

@@ -41,6 +41,7 @@ from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, sel
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, check_layer_sizes, trained_params
 from .deen import SELECTION, check_selection
+from .common import pyplot, grey_images
 
 DATA = {"kind": Field("str", "digits", choices=("digits", "patches"), doc="data set"),
         "n_test": Field("int", 297, lo=1, doc="test images (digits: held out of the 1797)"),
@@ -65,7 +66,7 @@ def images(cfg):
     """(training, test) [n, side, side] float64 grey levels for the config."""
     d, seed = cfg["data"], cfg["run"]["seed"]
     if d["kind"] == "digits":
-        return datasets.hold_out(datasets.digits()[0], d["n_test"], seed)
+        return datasets.hold_out(grey_images(d), d["n_test"], seed)
     photos = datasets.photographs(d["photographs"])
     return (datasets.patches(photos, d["patch"], d["n"], seed, 0),
             datasets.patches(photos, d["patch"], d["n_test"], seed, 1))
@@ -211,9 +212,7 @@ class DEENImages(Experiment):
     def plot(self, run, png):
         """Paper 002, Figures 2-3: clean / noisy / DEEN / filter rows for each test noise,
         and the training curves."""
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         tags = [t for t in ("", "_sigma_test", "_patch_noise") if f"examples{t}" in run.results]
         titles = {"": "noise sigma", "_sigma_test": "noise sigma'", "_patch_noise": "patch-dependent noise"}
         fig, axes = plt.subplots(1, len(tags) + 1, figsize=(3.6 * len(tags) + 3.6, 3.4),

@@ -36,6 +36,7 @@ from ..estimators.dual_ebm import DualEBM, unit_rows
 from ..moves.euler_maruyama import project_to_sphere_tangent
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment
+from .common import pyplot
 
 TEACHER_STREAM = StreamBlock.TEACHER  # +0 directions, +1 + split the samples of a split
 TRAIN, TEST = 0, 1
@@ -223,9 +224,7 @@ def summary_lines(run):
 
 def plot(run, png):
     """kl and sm (log scale), tv and ess against iterations (paper 001, Figure 1)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, k, log in zip(axes, ("kl", "sm", "tv", "ess"), (True, True, False, False)):
         o = run.observables[k]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..analysis import replica_groups
 from .registry import load_energy
+from .common import pyplot
 
 WHAT = ("all", "ensembles", "traces")
 MAX_POINTS = 5000
@@ -133,9 +134,7 @@ def ensemble_panels(run):
 
 def draw(run, png, what="all"):
     """Draw the panels ``what`` picks (see the module docstring) into ``png``."""
-    import matplotlib  # optional dependency: the 'plot' extra
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     if what not in WHAT:
         raise ValueError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
     ens = ensemble_panels(run) if what in ("all", "ensembles") else []
@@ -189,9 +188,7 @@ def draw(run, png, what="all"):
 
 def energy_histograms(samples, reference, energy, png):
     """Histograms of E over the samples and over the reference draws (when given)."""
-    import matplotlib  # optional dependency: the 'plot' extra
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     e_x = np.asarray(energy.value(samples), np.float64)
     vals = [e_x]

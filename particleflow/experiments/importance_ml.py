@@ -33,6 +33,7 @@ from ..estimators.importance import (ROUTES, GaussianProposal, ImportanceDescent
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment
+from .common import pyplot
 
 DATA_STREAM = StreamBlock.INIT
 
@@ -201,9 +202,7 @@ def summary(results, cfg):
 def plot(run, png):
     """Paper 003's Figures 1-2: per proposal and M, the band (min-max over runs) of
     J_GL, its mean (dashed) and the true J (solid)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     res = run.results
     grid = np.asarray(res["theta_grid"])
     keys = sorted(k for k in res if k.startswith("J_q") or (k.startswith("J_") and k != "J_true"))

@@ -29,6 +29,7 @@ from ..moves import Move
 from ..simulation import Simulation
 from .base import Experiment
 from .sample import ENERGY, build_energy, check_energy, resolve_energy_path
+from .common import pyplot
 
 ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive tempered SMC or AIS"),
              "particles": Field("int", 2000, lo=2, hi=10 ** 8, doc="particles per run"),
@@ -158,9 +159,7 @@ class LogZ(Experiment):
         return [line]
 
     def plot(self, run, png):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         r = run.results
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(np.asarray(r["log_z_runs"]), "o", label="repeats")

@@ -32,14 +32,16 @@ rebuilds the network; ``.recover(d, mask)`` applies it);
 Images need the optional ``data`` extra; grey levels in [0, 1].
 """
 import numpy as np
-from scipy import ndimage
 
 from .. import datasets
 from ..config import ConfigError, Field, output_section, positive, run_section
-from ..estimators.mrmap import HyperbolicNetwork, check_fraction, mrmap_training, observe, relative_errors
+from ..energies.analytic import ring_means
+from ..energies.hyperbolic import HyperbolicNetwork
+from ..estimators.mrmap import check_fraction, mrmap_training, observe, relative_errors
 from ..moves import StepDecay
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, trained_params
+from .common import pyplot, grey_images
 
 IMAGES = ("digits", "faces")
 DATA = {"kind": Field("str", "mixture", choices=("mixture",) + IMAGES, doc="data set"),
@@ -73,9 +75,7 @@ EVAL = 1                                 # observe(split=EVAL + k): evaluation m
 
 
 def mixture_means(cfg):
-    d = cfg["data"]
-    a = 2 * np.pi * np.arange(d["components"]) / d["components"]
-    return d["radius"] * np.stack([np.cos(a), np.sin(a)], 1)
+    return ring_means(cfg["data"]["components"], cfg["data"]["radius"])
 
 
 def mixture_points(cfg, n, split):
@@ -101,15 +101,7 @@ def mixture_posterior_mean(cfg, d, sigma):
 
 def images(cfg):
     """(training, test) [n, S, S] grey levels in [0, 1]."""
-    d, seed = cfg["data"], cfg["run"]["seed"]
-    if d["kind"] == "digits":
-        x = datasets.digits()[0]
-    else:
-        x = datasets.faces()
-        if d["image_size"] != x.shape[1]:
-            x = np.clip(ndimage.zoom(x, (1, d["image_size"] / x.shape[1], d["image_size"] / x.shape[2]), order=1),
-                        0, 1)
-    return datasets.hold_out(x, d["n_test"], seed)
+    return datasets.hold_out(grey_images(cfg["data"]), cfg["data"]["n_test"], cfg["run"]["seed"])
 
 
 def side(cfg):
@@ -241,9 +233,7 @@ class MRMAP(Experiment):
         return lines
 
     def plot(self, run, png):
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         r = run.results
         rc = run.observables.get("rc")
         if "val_x" in r:

@@ -33,6 +33,7 @@ from ..moves import Move
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment
+from .common import pyplot
 
 DATA = {"kind": Field("str", "gaussian1d", choices=("gaussian1d", "covariance", "laplace"), doc="model"),
         "theta": positive(2.0, doc="gaussian1d: the variance; laplace: the rate"),
@@ -188,9 +189,7 @@ class MRMAPParametric(Experiment):
         return lines
 
     def plot(self, run, png):
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         r, cfg = run.results, run.config
         ns = np.asarray(r["n_values"])
         fig, ax = plt.subplots(figsize=(5, 3.5))

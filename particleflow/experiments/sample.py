@@ -359,8 +359,7 @@ def _build_energy(e):
     if e["ring_components"] is not None:
         if e["ring_radius"] is None:
             raise ConfigError("energy.ring_components needs energy.ring_radius")
-        ang = 2 * np.pi * np.arange(e["ring_components"]) / e["ring_components"]
-        means = e["ring_radius"] * np.stack([np.cos(ang), np.sin(ang)], 1)
+        means = energies.ring_means(e["ring_components"], e["ring_radius"])
     else:
         means = _array(e, "means", 2)
     cov = None if e["covariances"] is None else _array(e, "covariances", 3)

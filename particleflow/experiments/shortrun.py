@@ -16,7 +16,7 @@ persistent-CD and CD-k variants of the same estimator.
                  reinit (pcd)
     [output]     every, checkpoint_every, compression, plot
 
-The algorithm is ``particleflow.estimators.short_run``.  Observables every
+The algorithm is ``particleflow.estimators.shortrun``.  Observables every
 ``output.every`` iterations, per K (suffix ``_K<k>``): ``f_data``, ``f_model`` (mean
 negative energies of the noisy data batch and the short-run samples), ``gap``
 (f_data - f_model), ``short_run_K<k>/grad_norm`` (mean ||grad f|| along the chain, the
@@ -35,18 +35,18 @@ of the chains of the largest K are recorded every ``output.every`` iterations.
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from .. import datasets
 from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP, ConvNet, QuadraticExponentialFamily
 from ..ensemble import Ensemble
-from ..estimators.short_run import MODES, add_short_run, interpolate, reconstruct
+from ..estimators.shortrun import MODES, add_short_run, interpolate, reconstruct
 from ..moves import GaussianBase, ShortRun, UniformBox
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
 from .deen import ring_means
+from .common import pyplot, grey_images
 
 IMAGES = ("digits", "faces")
 DATA = {"kind": Field("str", "expfamily", choices=("expfamily", "ring") + IMAGES, doc="data set"),
@@ -83,13 +83,8 @@ def images(cfg):
     """(training, held-out) [n, 1, S, S] grey levels scaled to [-1, 1] (the paper's
     range); digits: a seeded permutation holds out ``n_test``; faces: resized to
     image_size (bilinear)."""
-    d, seed = cfg["data"], cfg["run"]["seed"]
-    if d["kind"] == "digits":
-        x = datasets.digits()[0]
-    else:
-        x = datasets.faces()
-        x = ndimage.zoom(x, (1, d["image_size"] / x.shape[1], d["image_size"] / x.shape[2]), order=1)
-    return datasets.hold_out(np.clip(2 * x - 1, -1, 1)[:, None], d["n_test"], seed)
+    x = grey_images(cfg["data"])
+    return datasets.hold_out(np.clip(2 * x - 1, -1, 1)[:, None], cfg["data"]["n_test"], cfg["run"]["seed"])
 
 
 def data_set(cfg):
@@ -287,9 +282,7 @@ class ShortRunExperiment(Experiment):
         """expfamily: histograms of q_theta's samples against the data and p_theta's density,
         per K; ring: the data and the short-run samples of the largest K (last frame);
         both: f_data - f_model against iterations."""
-        import matplotlib  # optional dependency: the 'plot' extra
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         cfg = self.validate(run.config)
         r = run.results
         ks = [int(k) for k in np.asarray(r["K_values"])]

@@ -4,7 +4,7 @@ from .base import Move
 from .euler_maruyama import EulerMaruyama
 from .hmc import HMC
 from .importance import IndependentMH, Reweight
-from .leapfrog import leapfrog, momentum_from_positions
+from ..integrators import leapfrog, momentum_from_positions
 from .langevin import MALA, Langevin
 from .optim import SGD, Adam, CosineDecay, StepDecay
 from .resampling import SCHEMES, Resample, resample_ancestors

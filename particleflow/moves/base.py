@@ -1,25 +1,9 @@
 """Move base class: validation and bookkeeping around a concrete ``_step``
 (scipy's ``OdeSolver.step -> _step_impl`` template)."""
-import numbers
-
 import numpy as np
 
 from ..ensemble import Ensemble
 from ..random import Stream, _check_step
-
-
-def positive(value, what):
-    """A positive finite float, or a ValueError naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{what} must be a positive finite number; got {value!r}")
-    return float(value)
-
-
-def probability(value, what):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"{what} must be a number in [0, 1]; got {value!r}")
-    return float(value)
 
 
 class Move:

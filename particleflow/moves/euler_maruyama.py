@@ -9,7 +9,8 @@ authors' MATLAB code renormalises after each step in the same way.
 import math
 
 from ..random import Purpose
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 
 MANIFOLDS = (None, "sphere")
 

@@ -11,11 +11,12 @@ import numbers
 import numpy as np
 
 from ..random import GLOBAL_ID, Purpose
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 from . import fastpaths
 from .langevin import _flat, check_precond, note_acceptance, per_chain_steps
 from .precond import as_preconditioner
-from .leapfrog import leapfrog
+from ..integrators import leapfrog
 
 
 class HMC(Move):

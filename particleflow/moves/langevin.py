@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import ConvergenceWarning
 from ..random import Purpose
 from . import fastpaths
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 from .precond import as_preconditioner
 
 def per_chain_steps(h, ens):

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..backend import to_device, to_numpy
 from . import fastpaths
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 
 
 class StepDecay:

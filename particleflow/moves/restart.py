@@ -6,7 +6,8 @@ Draws: uniform 0 of the particle's RESTART stream decides, uniform 1 picks the
 source index floor(u n_source).  Restarted particles keep their ids.
 """
 from ..random import Purpose
-from .base import Move, probability as _probability
+from ..checks import probability as _probability
+from .base import Move
 
 
 class Restart(Move):

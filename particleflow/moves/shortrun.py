@@ -24,7 +24,8 @@ import numpy as np
 from ..backend import to_device, to_numpy
 from ..random import Purpose
 from . import fastpaths
-from .base import Move, positive, probability as _probability
+from ..checks import positive, probability as _probability
+from .base import Move
 
 
 class UniformBox:

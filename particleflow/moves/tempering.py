@@ -23,7 +23,8 @@ import math
 import numpy as np
 
 from ..random import Purpose
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 
 
 def geometric_ladder(n_temperatures, beta_min):

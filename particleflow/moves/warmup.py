@@ -41,7 +41,8 @@ import numpy as np
 from ..backend import to_numpy
 from ..energies.analytic import Energy, Gaussian
 from .adapt import AdaptStepSize
-from .base import Move, positive, probability
+from ..checks import positive, probability
+from .base import Move
 from .hmc import HMC
 from .langevin import MALA
 from .precond import Preconditioner, cholesky, regulariser, shrunk_to_diagonal

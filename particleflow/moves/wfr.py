@@ -17,7 +17,8 @@ import math
 
 
 from ..energies.f1 import relu_feature_means, relu_network
-from .base import Move, positive
+from ..checks import positive
+from .base import Move
 from .euler_maruyama import MANIFOLDS, project_to_sphere_tangent, retract_to_sphere
 
 

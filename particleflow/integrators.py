@@ -1,5 +1,5 @@
 """The Stormer-Verlet (leapfrog) integrator shared by HMC and the hyperbolic network of
-MR-MAP (``particleflow.estimators.mrmap``).
+MR-MAP (``particleflow.energies.hyperbolic``).
 
 One step with the gradient g of the potential at x:
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..ensemble import Ensemble
-from ..moves import ShortRun, UniformBox
+from ..moves import Adam, CosineDecay, ShortRun, UniformBox
 from ..random import Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import check_batch_size, check_data, noisy_batch
@@ -134,21 +134,22 @@ def reconstruction_loss_and_grad(energy, z, x, n_steps, step_size=1.0):
 
 def reconstruct(energy, x, n_steps, step_size=1.0, n_iter=200, lr=0.05, base=None, seed=0):
     """Latent starts z with M_theta(z) close to the observations ``x`` (Section 3.4):
-    Adam on z from a draw of ``base`` (default U[-1, 1]), ``n_iter`` iterations with the
-    learning rate decayed from ``lr`` to 0 along a cosine.
+    the engine's Adam (``moves.Adam``) on z from a draw of ``base`` (default U[-1, 1]),
+    ``n_iter`` iterations with the learning rate decayed from ``lr`` to 0 along a cosine
+    (``moves.CosineDecay``: no oscillation at the end).
     Returns (z, M_theta(z), [loss per iteration])."""
     base = UniformBox() if base is None else base
     z = base.sample(Stream(seed, StreamBlock.RECONSTRUCTION), 0, np.arange(x.shape[0]), x.shape[1:], x.dtype)
-    m, v = np.zeros_like(z), np.zeros_like(z)
-    fl = x.dtype.type
     losses = []
-    for t in range(1, n_iter + 1):
-        loss, g = reconstruction_loss_and_grad(energy, z, x, n_steps, step_size)
+
+    def gradient(ens):
+        loss, g = reconstruction_loss_and_grad(energy, ens.x, x, n_steps, step_size)
         losses.append(loss)
-        m = fl(0.9) * m + fl(0.1) * g
-        v = fl(0.999) * v + fl(0.001) * g * g
-        lr_t = lr * 0.5 * (1 + np.cos(np.pi * (t - 1) / n_iter))     # cosine decay: no oscillation at the end
-        z = z - fl(lr_t) * (m / fl(1 - 0.9 ** t)) / (np.sqrt(v / fl(1 - 0.999 ** t)) + fl(1e-8))
+        return g
+    sim = Simulation({"z": Ensemble(z)}, seed=seed)
+    sim.schedule(Adam(gradient, CosineDecay(lr, n_iter)), "z", name="adam")
+    sim.run(n_iter)
+    z = sim.ensembles["z"].x
     out = generate(energy, z, n_steps, step_size)
     losses.append(float(((out - x).astype(np.float64) ** 2).sum() / x.shape[0]))
     return z, out, losses
