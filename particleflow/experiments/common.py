@@ -13,6 +13,15 @@ def pyplot():
     return plt
 
 
+def save(fig, png, dpi=90, tight=True):
+    """Lay out (``tight``), write and close ``fig``; returns ``png``."""
+    if tight:
+        fig.tight_layout()
+    fig.savefig(png, dpi=dpi)
+    pyplot().close(fig)
+    return png
+
+
 def grey_images(data):
     """[n, S, S] float64 grey levels in [0, 1] for a config's ``data`` table:
     scikit-learn's digits (``kind = "digits"``, S = 8) or scikit-image's LFW faces

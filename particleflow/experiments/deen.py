@@ -40,7 +40,7 @@ from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_ne
                                noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
-from .common import pyplot
+from .common import pyplot, save
 
 DATA = {"kind": Field("str", "ring", choices=("ring", "spiral"), doc="data set (generated from the seed)"),
         "n": Field("int", 20000, lo=2, doc="training points"),
@@ -280,10 +280,7 @@ class DEEN(Experiment):
             ax.set_aspect("equal")
             ax.set_xlim(-3, 3)
             ax.set_ylim(-3, 3)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)
 
 
 def curl_relative(energy, pts):

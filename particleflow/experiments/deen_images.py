@@ -41,7 +41,7 @@ from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, sel
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, check_layer_sizes, trained_params
 from .deen import SELECTION, check_selection
-from .common import pyplot, grey_images
+from .common import grey_images, pyplot, save
 
 DATA = {"kind": Field("str", "digits", choices=("digits", "patches"), doc="data set"),
         "n_test": Field("int", 297, lo=1, doc="test images (digits: held out of the 1797)"),
@@ -237,7 +237,4 @@ class DEENImages(Experiment):
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)

@@ -36,7 +36,7 @@ from ..estimators.dual_ebm import DualEBM, unit_rows
 from ..moves.euler_maruyama import project_to_sphere_tangent
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment
-from .common import pyplot
+from .common import pyplot, save
 
 TEACHER_STREAM = StreamBlock.TEACHER  # +0 directions, +1 + split the samples of a split
 TRAIN, TEST = 0, 1
@@ -234,7 +234,4 @@ def plot(run, png):
         ax.set_title(k)
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save(fig, png)

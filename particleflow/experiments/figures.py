@@ -21,7 +21,7 @@ import numpy as np
 
 from ..analysis import replica_groups
 from .registry import load_energy
-from .common import pyplot
+from .common import pyplot, save
 
 WHAT = ("all", "ensembles", "traces")
 MAX_POINTS = 5000
@@ -181,9 +181,7 @@ def draw(run, png, what="all"):
         line = "constant: " + ", ".join(f"{k} = {float(v):.6g}" for k, v in constant.items())
         fig.text(0.01, 0.005, line, fontsize=8, va="bottom")
     fig.tight_layout(rect=(0, 0.04 if constant else 0, 1, 1))
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save(fig, png, tight=False)
 
 
 def energy_histograms(samples, reference, energy, png):
@@ -203,7 +201,4 @@ def energy_histograms(samples, reference, energy, png):
                 label=f"reference ({len(vals[1])})")
     ax.set_xlabel("E(x)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save(fig, png)

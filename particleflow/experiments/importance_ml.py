@@ -33,7 +33,7 @@ from ..estimators.importance import (ROUTES, GaussianProposal, ImportanceDescent
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment
-from .common import pyplot
+from .common import pyplot, save
 
 DATA_STREAM = StreamBlock.INIT
 
@@ -217,7 +217,4 @@ def plot(run, png):
         ax.set_title(k[2:].replace("_", ", "), fontsize=10)
         ax.set_xlabel("theta")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save(fig, png)

@@ -29,7 +29,7 @@ from ..moves import Move
 from ..simulation import Simulation
 from .base import Experiment
 from .sample import ENERGY, build_energy, check_energy, resolve_energy_path
-from .common import pyplot
+from .common import pyplot, save
 
 ANNEALING = {"method": Field("str", "smc", choices=("smc", "ais"), doc="adaptive tempered SMC or AIS"),
              "particles": Field("int", 2000, lo=2, hi=10 ** 8, doc="particles per run"),
@@ -170,7 +170,4 @@ class LogZ(Experiment):
         ax.set_xlabel("repeat")
         ax.set_ylabel("log Z")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)

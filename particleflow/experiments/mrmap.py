@@ -41,7 +41,7 @@ from ..estimators.mrmap import check_fraction, mrmap_training, observe, relative
 from ..moves import StepDecay
 from ..random import Purpose, Stream, StreamBlock
 from .base import Experiment, trained_params
-from .common import pyplot, grey_images
+from .common import grey_images, pyplot, save
 
 IMAGES = ("digits", "faces")
 DATA = {"kind": Field("str", "mixture", choices=("mixture",) + IMAGES, doc="data set"),
@@ -274,7 +274,4 @@ class MRMAP(Experiment):
             last.semilogy(rc.steps, np.asarray(rc.values, np.float64))
             last.set_title("Rc (consistency error)", fontsize=9)
             last.set_xlabel("step")
-        fig.tight_layout()
-        fig.savefig(png, dpi=80)
-        plt.close(fig)
-        return png
+        return save(fig, png, dpi=80)

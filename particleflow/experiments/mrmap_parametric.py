@@ -33,7 +33,7 @@ from ..moves import Move
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment
-from .common import pyplot
+from .common import pyplot, save
 
 DATA = {"kind": Field("str", "gaussian1d", choices=("gaussian1d", "covariance", "laplace"), doc="model"),
         "theta": positive(2.0, doc="gaussian1d: the variance; laplace: the rate"),
@@ -205,7 +205,4 @@ class MRMAPParametric(Experiment):
         ax.set_xlabel("n")
         ax.legend(fontsize=8)
         ax.set_title(f"MR-MAP, {cfg['data']['kind']}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)

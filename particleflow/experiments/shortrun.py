@@ -46,7 +46,7 @@ from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
 from .deen import ring_means
-from .common import pyplot, grey_images
+from .common import grey_images, pyplot, save
 
 IMAGES = ("digits", "faces")
 DATA = {"kind": Field("str", "expfamily", choices=("expfamily", "ring") + IMAGES, doc="data set"),
@@ -318,10 +318,7 @@ class ShortRunExperiment(Experiment):
                 ax.set_xlim(-lim, lim)
                 ax.set_ylim(-lim, lim)
         _plot_gaps(axes[-1], run, ks)
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)
 
     def plot_images(self, run, cfg, png, plt):
         """Synthesis grid, interpolation rows (one per pair, rho from 0 to 1),
@@ -341,10 +338,7 @@ class ShortRunExperiment(Experiment):
             ax.set_xticks([])
             ax.set_yticks([])
         _plot_gaps(axes[3], run, cfg["short_run"]["K_values"])
-        fig.tight_layout()
-        fig.savefig(png, dpi=90)
-        plt.close(fig)
-        return png
+        return save(fig, png)
 
 
 def _plot_gaps(ax, run, ks):

@@ -14,7 +14,7 @@ from ..random import GLOBAL_ID, Purpose
 from ..checks import positive
 from .base import Move
 from . import fastpaths
-from .langevin import _flat, check_precond, note_acceptance, per_chain_steps
+from .langevin import _flat, check_precond, finish_metropolis, per_chain_steps
 from .precond import as_preconditioner
 from ..integrators import leapfrog
 
@@ -147,9 +147,4 @@ class HMC(Move):
             g_new = xp.where(acc[:, None], g, g0.reshape(ens.n, -1)).reshape(shape)
             energy[...] = e_new
             accepted[...] = acc
-        self.swap_positions(ens, out)
-        if mixture is None:
-            ens.store_energy(self.energy, e_new, g_new)
-        acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
-        note_acceptance(self, float(acc_rate))
-        return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}
+        return finish_metropolis(self, ens, out, energy, accepted, None if mixture is not None else (e_new, g_new))

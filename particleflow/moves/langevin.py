@@ -58,7 +58,20 @@ def note_acceptance(move, rate):
         h = f"{float(np.exp(np.mean(np.log(h)))):.3g} (geometric mean)" if isinstance(h, np.ndarray) else f"{h:.3g}"
         warnings.warn(f"{type(move).__name__} accepted no proposal in {ZERO_ACCEPTANCE_CALLS} consecutive steps at "
                       f"step size {h}: its chains do not move; lower step_size, or let it adapt (warmup, "
-                      "auto_warmup; AdaptStepSize, AutoWarmup)", ConvergenceWarning, stacklevel=4)
+                      "auto_warmup; AdaptStepSize, AutoWarmup)", ConvergenceWarning, stacklevel=5)
+
+
+def finish_metropolis(move, ens, out, energy, accepted, cache):
+    """The end of a Metropolis step (MALA, HMC): the new positions ``out`` replace the
+    ensemble's, ``cache`` = (E, grad E) of the accepted states goes into its energy cache
+    (None: the fused kernel keeps none), and the acceptance rate and mean energy come
+    from one reduction over the per-particle ``accepted`` and ``energy``."""
+    move.swap_positions(ens, out)
+    if cache is not None:
+        ens.store_energy(move.energy, *cache)
+    acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))
+    note_acceptance(move, float(acc_rate))
+    return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}
 
 
 class Langevin(Move):
@@ -197,9 +210,4 @@ class MALA(Move):
             g_new = xp.where(acc.reshape(shape), gy, g)
             energy[...] = e_new
             accepted[...] = acc
-        self.swap_positions(ens, out)
-        if mixture is None:
-            ens.store_energy(self.energy, e_new, g_new)
-        acc_rate, mean_e = ens.particle_mean(ens.xp.stack([accepted, energy], 1))     # one reduction
-        note_acceptance(self, float(acc_rate))
-        return {"acceptance": float(acc_rate), "mean_energy": float(mean_e)}
+        return finish_metropolis(self, ens, out, energy, accepted, None if mixture is not None else (e_new, g_new))
