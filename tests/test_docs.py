@@ -38,3 +38,20 @@ def test_config_reference_is_current():
     from particleflow.experiments.reference import markdown
     with open(os.path.join(ROOT, "docs", "configs.md")) as f:
         assert f.read() == markdown(), "regenerate: python -m particleflow.experiments.reference > docs/configs.md"
+
+
+def test_pages_point_at_nothing_outside_the_repository():
+    """Every relative link (from its page) and every `../` path a page names (from the
+    repository root, where commands run) stays inside the clone."""
+    outside = []
+    for page in PAGES:
+        text = open(page).read()
+        targets = [(os.path.dirname(page), t) for t in re.findall(r"\]\(([^)#\s]+)", text)] + \
+                  [(ROOT, t) for t in re.findall(r"`(\.\./[^`\s]+)`", text)]
+        for base, t in targets:
+            if re.match(r"[a-z]+://", t):
+                continue
+            path = os.path.normpath(os.path.join(base, t))
+            if not path.startswith(ROOT + os.sep):
+                outside.append(f"{os.path.relpath(page, ROOT)}: {t}")
+    assert not outside, outside
