@@ -85,6 +85,27 @@ def test_contrastive_ml_recovers_the_mle():
     assert np.linalg.norm(np.eye(2) - mle) / np.linalg.norm(mle) > 0.5     # it did move from the start
 
 
+def test_trained_parameters_live_once_in_a_checkpoint():
+    """The parameter ensemble is the parameters' one home: the model's registered state
+    saves nothing, and restoring a state into a fresh model gives it the ensemble's
+    parameters (projected where the model projects)."""
+    rng = np.random.default_rng(1)
+    x = 0.5 * rng.standard_normal((300, 2))
+
+    def build():
+        e = pf.energies.GaussianPrecision(np.eye(2))
+        return e, contrastive_ml(e, x, x.copy(), lambda en: pf.moves.MALA(en, 0.05), lr=0.05, seed=2)
+    e, sim = build()
+    sim.run(30)
+    state = sim.state_dict()
+    assert state["states"]["model"] == {}
+    np.testing.assert_array_equal(state["ensembles"]["theta"]["x"][0], e.params["precision"].ravel())
+    e2, sim2 = build()
+    sim2.load_state_dict(state)
+    np.testing.assert_array_equal(e2.params["precision"], e.params["precision"])
+    assert not np.array_equal(e2.params["precision"], np.eye(2))
+
+
 ML_CFG = """
 estimator = "gaussian_ml"
 [run]

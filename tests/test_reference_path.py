@@ -1,6 +1,6 @@
 """The array code path, the one CuPy arrays take on a GPU, runs on every CPU test run
 through ``Device("cpu-reference")`` / ``backend.reference_path()``: each CPU fast
-path (fused MLP and ConvNet passes, mixture kernels, the fast paths of
+path (fused MLP and ConvNet passes, the layers' passes, mixture kernels, the fast paths of
 ``moves/fastpaths.py``: Langevin's host step, Adam's fused pass, ShortRun's chain
 update; blocked network passes) is compared with it, in float32 and float64, and
 optimiser state restored on a device comes back on that device's array module."""
@@ -21,6 +21,10 @@ def energies(dtype):
     yield "mlp tanh", pf.energies.MLP([2, 32, 32, 1], activation="tanh", seed=1, dtype=dtype), (2,)
     yield "mlp softplus d=8", pf.energies.MLP([8, 64, 1], activation="softplus", seed=2, dtype=dtype), (8,)
     yield "convnet", pf.energies.ConvNet((1, 8, 8), [4, 8], [3, 3], [1, 2], [1, 1], seed=3, dtype=dtype), (1, 8, 8)
+    # not fusable (SiLU): the layer path with layers_cpu.py's passes (fused activation,
+    # numba im2col / col2im, streamed conv forward and input adjoint)
+    yield "convnet silu", pf.energies.ConvNet((2, 8, 8), [4, 3], [3, 3], [1, 2], [1, 0], activation="silu", seed=4,
+                                              dtype=dtype), (2, 8, 8)
     neurons = pf.Ensemble(rng.standard_normal((50, 3)).astype(dtype), log_weights=0.1 * rng.standard_normal(50),
                           signs=np.where(rng.random(50) < 0.5, -1, 1).astype(dtype))
     yield "f1 relu network", pf.energies.F1Network(neurons), (3,)

@@ -52,13 +52,34 @@ class LoadParameters(Move):
         self.target = energy
 
     def _step(self, ens, stream, step):
-        params = unflatten(self.target.params, to_numpy(ens.x[0]))
-        project = getattr(self.target, "project", None)
-        if project is not None:          # constrained parameters: projected gradient steps
-            params = project(params)
-            ens.x = ens.xp.asarray(flatten(params)[None, :], dtype=ens.dtype)
-        self.target.set_params(params)
+        load_parameters(self.target, ens)
         return {}
+
+
+def load_parameters(model, ens):
+    """Set ``model``'s parameters from the one particle of ``ens`` (projected, and the
+    particle replaced by the projection, for a model with ``project``)."""
+    params = unflatten(model.params, to_numpy(ens.x[0]))
+    project = getattr(model, "project", None)
+    if project is not None:          # constrained parameters: projected gradient steps
+        params = project(params)
+        ens.x = ens.xp.asarray(flatten(params)[None, :], dtype=ens.dtype)
+    model.set_params(params)
+
+
+class ParameterView:
+    """The one home of a trained model's parameters in a checkpoint: the parameter
+    ensemble.  Registered as the model's state, it saves nothing of its own, and
+    restoring it (after the ensembles) copies the restored particle into the model."""
+
+    def __init__(self, sim, name, model):
+        self.sim, self.name, self.model = sim, name, model
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        load_parameters(self.model, self.sim.ensembles[self.name])
 
 
 def flatten(params):
@@ -80,16 +101,17 @@ def add_parameter_trainer(sim, model, gradient, lr=1e-3, betas=(0.9, 0.999), suf
     """Train ``model`` inside ``sim``: a one-particle ensemble ``theta<suffix>`` holds its
     parameters flattened, Adam moves it along ``gradient(step)`` (a dict like
     ``model.params``, for the Simulation's current step), and ``LoadParameters`` copies
-    it back into the model (``weight_decay``: Adam's L2 term).  The model is registered as state ``model<suffix>``;
-    Adam's moments and update count are its move state, so a checkpointed run resumes
-    bitwise."""
+    it back into the model (``weight_decay``: Adam's L2 term).  The parameters live once
+    in a checkpoint, as the ensemble's particle (``ParameterView`` copies them back into
+    the model on restore); Adam's moments and update count are its move state, so a
+    checkpointed run resumes bitwise."""
     name = f"theta{suffix}"
     sim.add_ensemble(name, Ensemble(flatten(model.params)[None, :], name=name))
     sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas,
                       weight_decay=weight_decay), name,
                  name=f"adam{suffix}")
     sim.schedule(LoadParameters(model), name, name=f"load_parameters{suffix}")
-    sim.register_state(f"model{suffix}", model)
+    sim.register_state(f"model{suffix}", ParameterView(sim, name, model))
     return sim
 
 
