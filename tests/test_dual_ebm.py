@@ -111,21 +111,78 @@ def test_schedule_equals_algorithm_1_in_numpy(mono):
     assert np.exp(lw).mean() == pytest.approx(1.0002, rel=1e-12)   # the cap was hit and enforced
 
 
+def _sm_drift(theta, a, data):
+    """The drift part of the score-matching gradient in the neurons' potential:
+    -mean_a 1[<theta_j, x_a> > 0] <P_x theta_j, grad f(x_a)> for f = sum_j a_j relu(<theta_j, x>)
+    on the sphere (P_x = I - x x^T)."""
+    act = (data @ theta.T > 0).astype(float)                     # [n, m]
+    g = (act * a) @ theta                                         # grad f(x_a), [n, d]
+    g -= (g * data).sum(1, keepdims=True) * data                  # tangent part
+    return -(act * (g @ theta.T)).mean(0)                         # <theta_j, P_x g> = <P_x theta_j, g>
+
+
+def test_a_step_from_the_data_moves_neurons_along_score_matching(mono):
+    """Paper 001, Section 4: restarting the particles at the data before every step turns
+    the neurons' potential F_t = mean_X relu(<theta, X>) - mean_x relu(<theta, x>) into
+    s_X times the score-matching gradient.  One step from the data (the particles start as
+    the training set) with the noise off (beta = 1e12): F_t / s_X equals the gradient's
+    drift term up to the data points that cross a neuron's kink during the step (an error
+    of order s_X, which with 500 points moves in steps of about 1/n).  A wrong step size
+    or sign gives errors of order 1."""
+    _, data, _ = mono
+    errors = []
+    for s in (0.02, 0.01, 0.005):
+        m = DualEBM(data, len(data), 32, alpha=1.0, step=s, beta=1e12, seed=4)
+        e = m.sim.ensembles
+        theta = e["neurons"].x.copy()
+        a = e["neurons"].signs * np.exp(e["neurons"].log_weights) / len(theta)
+        np.testing.assert_array_equal(e["particles"].x, data)
+        m.sim.run(1)
+        X = e["particles"].x
+        F = np.maximum(X @ theta.T, 0).mean(0) - np.maximum(data @ theta.T, 0).mean(0)
+        drift = _sm_drift(theta, a, data)
+        errors.append(np.abs(F / m.step_particles - drift).max() / np.abs(drift).max())
+    assert max(errors) < 0.01, errors                     # measured 0.0028 / 0.0020 / 0.0016
+
+
+def _first_below(model, test, teacher, level, every, limit):
+    """The first iteration (a multiple of ``every``, at most ``limit``) at which the
+    student's KL to the teacher is below ``level``, or None."""
+    ft, gt = teacher.value_and_grad(test)
+    for t in range(every, limit + 1, every):
+        model.sim.run(every)
+        if metrics(model, test, ft, gt)["kl"] < level:
+            return t
+    return None
+
+
 @pytest.mark.slow
-def test_dual_beats_primal_and_restarts_give_score_matching(mono):
+def test_dual_reaches_a_kl_level_much_sooner_than_primal_and_both_reach_it(mono):
+    """Paper 001's claim at reduced scale (500 data, 1000 particles, 32 neurons): dual
+    training (alpha = 20) brings the KL to 0.6 of its start at least 5x sooner than primal
+    training (alpha = 0.05), and primal does get there.  (bench/dual_speedup.py measures
+    the factor at the shipped configs' scale.)"""
     teacher, data, test = mono
-    hist = {}
-    for name, alpha, p_r in (("dual", 20.0, 0.0), ("primal", 0.05, 0.0), ("sm", 20.0, 1.0)):
-        m = DualEBM(data, 1000, 32, alpha=alpha, step=0.02, restart_probability=p_r, seed=0)
-        ft, gt = teacher.value_and_grad(test)
-        m.sim.observe(None, lambda sim: metrics(m, test, ft, gt), every=50, initial=False)
-        m.sim.run(400)
-        hist[name] = {k: o.values for k, o in m.sim.recorder.observables.items()}
-    kl0 = hist["dual"]["kl"][0]
-    assert hist["dual"]["kl"][-1] < 0.8 * kl0                      # measured 0.79 / 1.10
-    assert hist["primal"]["kl"][-1] > 0.97 * hist["primal"]["kl"][0]
-    assert np.all(np.diff(hist["dual"]["sm"]) < 0)
-    assert np.all(np.diff(hist["sm"]["sm"]) < 0)                   # p_R = 1: score matching decreases
+    ft, gt = teacher.value_and_grad(test)
+    kl0 = metrics(DualEBM(data, 1000, 32, alpha=20.0, step=0.02, seed=0), test, ft, gt)["kl"]
+    level = 0.6 * kl0
+    t_dual = _first_below(DualEBM(data, 1000, 32, alpha=20.0, step=0.02, seed=0), test, teacher, level, 10, 2000)
+    t_primal = _first_below(DualEBM(data, 1000, 32, alpha=0.05, step=0.02, seed=0), test, teacher, level, 200,
+                            40 * t_dual)
+    assert t_dual is not None and t_primal is not None, (t_dual, t_primal)
+    assert t_primal >= 5 * t_dual, (t_dual, t_primal)        # measured 470 and 8200 (17x)
+
+
+@pytest.mark.slow
+def test_score_matching_decreases_when_restarting_every_step(mono):
+    """p_R = 1 (restart every step, the score-matching end of the interpolation): the
+    score-matching gap decreases monotonically over 400 iterations."""
+    teacher, data, test = mono
+    m = DualEBM(data, 1000, 32, alpha=20.0, step=0.02, restart_probability=1.0, seed=0)
+    ft, gt = teacher.value_and_grad(test)
+    m.sim.observe(None, lambda sim: metrics(m, test, ft, gt), every=50, initial=False)
+    m.sim.run(400)
+    assert np.all(np.diff(m.sim.recorder.observables["sm"].values) < 0)
 
 
 CFG = """
