@@ -138,23 +138,33 @@ def _check_writable(out, force, what="--out"):
 
 
 class _Progress:
-    """A one-line progress bar (steps/s, ETA, latest key statistics) redrawn in place
-    on a terminal at most 10 times a second; a line every 10% otherwise."""
+    """A one-line progress bar (rate, ETA, latest key statistics) redrawn in place on a
+    terminal at most 10 times a second (the line erased to its end first); a line every
+    10% otherwise.  The rate and ETA count from the end of the first step, whose time
+    includes compiling kernels on a first run; slow runs show seconds per step."""
 
     KEYS = ("acceptance", "ess", "restart_fraction", "mean_weight", "lr")
 
     def __init__(self, start_step, enabled):
         self.start, self.enabled = start_step, enabled
-        self.t0 = time.perf_counter()
         self.tty = sys.stderr.isatty()
         self.next_report = None
         self.last_draw = 0.0
+        self.anchor = None            # (step, time) at the first call: after the first step
+
+    @staticmethod
+    def rate_text(rate):
+        if rate <= 0:
+            return "      ? steps/s"
+        return f"{rate:8.1f} steps/s" if rate >= 1 else f"{1 / rate:8.2f} s/step"
 
     def __call__(self, sim, n_total):
         if not self.enabled:
             return
         step = sim.step
         now = time.perf_counter()
+        if self.anchor is None:
+            self.anchor = (step, now)
         if self.tty and step < n_total and now - self.last_draw < 0.1:
             return
         tenth = max(1, n_total // 10)
@@ -163,16 +173,16 @@ class _Progress:
         if not self.tty and step < self.next_report and step < n_total:
             return
         self.last_draw = now
-        dt = now - self.t0
-        rate = (step - self.start) / dt if dt > 0 else 0.0
-        eta = (n_total - step) / rate if rate > 0 else float("inf")
+        s0, t0 = self.anchor
+        rate = (step - s0) / (now - t0) if step > s0 and now > t0 else 0.0
+        eta = f"ETA {(n_total - step) / rate:7.1f}s" if rate > 0 else "ETA       ?"
         keys = [f"{slot}.{k}={d[k]:.3g}" for slot, d in sim.last_stats().items() for k in self.KEYS if k in d]
         bar_w = 30
         fill = int(bar_w * step / n_total)
-        line = (f"[{'#' * fill}{'.' * (bar_w - fill)}] {step}/{n_total} {rate:8.1f} steps/s "
-                f"ETA {eta:6.1f}s {' '.join(keys[:3])}")
+        line = (f"[{'#' * fill}{'.' * (bar_w - fill)}] {step}/{n_total} {self.rate_text(rate)} "
+                f"{eta} {' '.join(keys[:3])}")
         if self.tty:
-            click.echo("\r" + line, nl=step >= n_total, err=True)
+            click.echo("\r" + line + "\x1b[K", nl=step >= n_total, err=True)
         else:
             click.echo(line, err=True)
             self.next_report = (step // tenth + 1) * tenth

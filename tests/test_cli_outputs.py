@@ -285,3 +285,30 @@ def test_a_run_that_fails_at_its_first_step_leaves_the_old_output_untouched_and_
     assert code == 1 and "broken energy" in err, err
     after = {p: digest(tmp_path / p) for p in os.listdir(tmp_path) if p not in ("bad.py", "bad.toml", "__pycache__")}
     assert after == before                       # old files byte-identical, nothing new, nothing hidden left
+
+
+def test_progress_line_rates_eta_and_erasing(monkeypatch, capsys):
+    """The progress bar erases the rest of the line on a terminal, counts its rate and
+    ETA from the end of the first step (not the compile time inside it), and shows
+    seconds per step for runs slower than one step a second."""
+    from particleflow import cli
+
+    class FakeSim:
+        step = 0
+
+        def last_stats(self):
+            return {}
+    clock = iter([1000.0, 1100.0])                         # two draws, 100 s apart
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    p = cli._Progress(0, True)
+    sim = FakeSim()
+    sim.step = 1
+    p(sim, 10)                                             # after step 1 (its compile time): the anchor
+    sim.step = 3
+    p(sim, 10)                                             # 2 steps in 100 s after the anchor
+    err = capsys.readouterr().err
+    first, second = err.split("\r")[1:3]
+    assert "ETA       ?" in first and first.endswith("\x1b[K")
+    assert "50.00 s/step" in second and "ETA   350.0s" in second and second.endswith("\x1b[K")
+    assert cli._Progress.rate_text(250.0).strip() == "250.0 steps/s"
