@@ -103,3 +103,17 @@ def test_independent_mh_and_importance(mixture):
     ess = 1 / np.sum(w ** 2)
     assert abs(stats_["log_mean_increment"]) < 4 / np.sqrt(ess)
     np.testing.assert_allclose(ens.mean(), mixture.mean(), atol=4 * np.sqrt(5.5 / ess))
+
+
+def test_a_diverging_hmc_trajectory_warns_nothing_from_numpy():
+    """A step size far too large for the target overflows the leapfrog; the proposals are
+    rejected (probability 0) and numpy's overflow warnings stay inside the package."""
+    import warnings
+    e = pf.energies.FromCallable(lambda x: (x ** 4).sum(1), lambda x: 4 * x ** 3, dim=2)
+    ens = pf.Ensemble(np.full((50, 2), 3.0))
+    move = pf.moves.HMC(e, 5.0, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        stats = move(ens, pf.random.Stream(0), 0)
+    assert stats["acceptance"] == 0.0
+    np.testing.assert_array_equal(ens.x, 3.0)

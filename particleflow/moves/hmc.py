@@ -130,11 +130,14 @@ class HMC(Move):
                 g = raw[0] = g.reshape(ens.n, -1)
                 return e, (g if P is None else P.transpose(g, xp))
 
-            a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, n_leapfrog, inv_mass)
-            g = raw[0]
-            h1 = e + half * kinetic(p)
+            # a diverging trajectory overflows: its proposal gets probability 0 below (and is
+            # counted by pf.mcmc's divergence check), so numpy's overflow warnings are noise
+            with np.errstate(over="ignore", invalid="ignore"):
+                a, p, e, g = leapfrog(xf.copy(), p, g, grad, h, n_leapfrog, inv_mass)
+                g = raw[0]
+                h1 = e + half * kinetic(p)
+                log_alpha = h0 - h1
             u = stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0]
-            log_alpha = h0 - h1
             log_alpha = xp.where(xp.isnan(log_alpha), fl(-np.inf), log_alpha)     # overflow: probability 0
             acc = xp.log(u) < log_alpha
             self.last_log_alpha = log_alpha
