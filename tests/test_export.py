@@ -99,3 +99,27 @@ def test_export_cli_writes_netcdf_and_refuses_bad_input(run_file, tmp_path):
     assert res.exit_code == 2 and "no ensemble 'nope'" in res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "missing.h5"), str(tmp_path / "y.nc")])
     assert res.exit_code == 2 and "no such trajectory" in res.output
+
+
+def test_a_python_built_simulation_exports_from_memory():
+    """to_inferencedata takes a Simulation with a frames Recorder (or the recorder), and
+    says how to record frames when there is none."""
+    target = pf.energies.GaussianMixture(pf.energies.ring_means(6, 3.0), scale=1.0)
+
+    def build():
+        sim = pf.Simulation({"chains": pf.Ensemble(np.random.default_rng(0).standard_normal((40, 2)))}, seed=0)
+        return sim.schedule(pf.moves.MALA(target, 0.3), "chains", name="mala")
+    sim = build()
+    sim.trajectory(every=5)
+    rec = pf.Recorder(frames=True)
+    sim.attach(rec)
+    sim.run(20)
+    a, b = pf.io.to_inferencedata(sim, energy=target), pf.io.to_inferencedata(rec)
+    x = np.moveaxis(rec.ensembles["chains"].positions, 0, 1)
+    np.testing.assert_array_equal(a.posterior["chains"].values, x)
+    np.testing.assert_array_equal(b.posterior["chains"].values, x)
+    np.testing.assert_allclose(a.sample_stats["lp"].values, -target.value(x.reshape(-1, 2)).reshape(40, 5))
+    bare = build()
+    bare.run(2)
+    with pytest.raises(ValueError, match=r"Recorder\(frames=True\)"):
+        pf.io.to_inferencedata(bare)

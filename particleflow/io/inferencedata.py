@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from ..observers import Recorder
 from .files import temporary_beside
 from .h5md import open_run
 
@@ -51,8 +52,27 @@ def _stat_names(observables):
     return names
 
 
+def _frames_of(source):
+    """A Run, or the frames Recorder of a Simulation (a Recorder is taken as it is)."""
+    if isinstance(source, Recorder) or hasattr(source, "path"):
+        return source
+    for ob in getattr(source, "observers", ()):
+        if isinstance(ob, Recorder) and ob.frames and ob.ensembles:
+            return ob
+    raise ValueError("this Simulation recorded no frames: before running it, attach "
+                     "pf.Recorder(frames=True) with sim.attach(...) and choose the ensembles with "
+                     "sim.trajectory(...); or stream it to a file with pf.io.TrajectoryObserver")
+
+
+def _scalar(observable):
+    frames = getattr(observable, "_frames", None)              # a file's dataset, read lazily
+    return (frames.shape[1:] if frames is not None else np.shape(observable.values)[1:]) == ()
+
+
 def to_inferencedata(run, ensemble=None, first_frame=0, lp=True, energy=None):
-    """``arviz.InferenceData`` of one ensemble of a run (a path or an open ``Run``).
+    """``arviz.InferenceData`` of one ensemble of a run: a path, an open ``Run``, a
+    ``Simulation`` run in Python with a ``pf.Recorder(frames=True)`` attached, or that
+    recorder.
 
     ``ensemble``: default the run's only ensemble with more than one frame (name it when
     there are several); ``first_frame``: drop the frames before it (warm-up);
@@ -64,20 +84,22 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True, energy=None):
     if isinstance(run, (str, os.PathLike)):
         with open_run(os.fspath(run)) as r:
             return to_inferencedata(r, ensemble, first_frame, lp, energy)
+    run = _frames_of(run)
+    where = getattr(run, "path", None) or "the simulation"
     moving = [k for k, e in run.ensembles.items() if len(e.positions) > 1]
     if ensemble is None:
         if len(moving) != 1:
-            raise ValueError(f"{run.path} has ensembles {', '.join(run.ensembles)}; name the one to export")
+            raise ValueError(f"{where} has ensembles {', '.join(run.ensembles)}; name the one to export")
         ensemble = moving[0]
     if ensemble not in run.ensembles:
-        raise ValueError(f"no ensemble {ensemble!r} in {run.path}; ensembles: {', '.join(run.ensembles)}")
+        raise ValueError(f"no ensemble {ensemble!r} in {where}; ensembles: {', '.join(run.ensembles)}")
     rec = run.ensembles[ensemble]
     T = len(rec.positions)
     if not 0 <= first_frame < T:
         raise ValueError(f"first_frame must be in [0, {T - 1}] for the {T} frames of {ensemble!r}; "
                          f"got {first_frame}")
     pos = np.asarray(rec.positions[first_frame:])                     # [T, n, *event]
-    steps = rec.positions.steps()[first_frame:]
+    steps = (rec.positions.steps() if callable(getattr(rec.positions, "steps", None)) else rec.steps)[first_frame:]
     event = pos.shape[2:]
     dims = [f"{ensemble}_dim_{k}" for k in range(len(event))]
     coords = {d: np.arange(s) for d, s in zip(dims, event)}
@@ -90,7 +112,7 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True, energy=None):
     if rec.log_weights is not None:
         stats["log_weight"] = np.asarray(rec.log_weights[first_frame:]).T
     # the moves' scalar statistics, and this ensemble's weight ESS; not other ensembles'
-    scalar = {k: o for k, o in run.observables.items() if "/" in k and o._frames.shape[1:] == ()
+    scalar = {k: o for k, o in run.observables.items() if "/" in k and _scalar(o)
               and k.partition("/")[0] not in set(run.ensembles) - {ensemble}}
     for path, name in _stat_names(scalar).items():
         if path == f"{ensemble}/ess":
@@ -115,7 +137,8 @@ def to_inferencedata(run, ensemble=None, first_frame=0, lp=True, energy=None):
         warnings.simplefilter("ignore", UserWarning)
         return az.from_dict(posterior={ensemble: np.moveaxis(pos, 0, 1)}, sample_stats=stats or None,
                             coords=coords, dims={ensemble: dims},
-                            attrs={"source": "particleflow", "run": os.path.abspath(run.path),
+                            attrs={"source": "particleflow",
+                                   "run": os.path.abspath(run.path) if hasattr(run, "path") else "in memory",
                                    "ensemble": ensemble})
 
 
