@@ -24,9 +24,9 @@ _SUBMODULES = ("analysis", "backend", "config", "energies", "estimators", "exper
                "observers", "random", "simulation")
 _NAMES = {"Device": "backend", "Ensemble": "ensemble", "DivergenceError": "errors",
           "ConvergenceWarning": "errors", "mcmc": "inference", "MCMCResult": "inference", "Observer": "observers",
-          "Recorder": "observers", "Simulation": "simulation", "sample": "simulation"}
+          "Recorder": "observers", "Simulation": "simulation", "sample": "simulation", "run": "runner"}
 
-__all__ = ["Ensemble", "Simulation", "sample", "mcmc", "MCMCResult", "ConvergenceWarning", "Device", "Observer",
+__all__ = ["Ensemble", "Simulation", "sample", "mcmc", "run", "MCMCResult", "ConvergenceWarning", "Device", "Observer",
            "Recorder", "DivergenceError", "analysis", "energies", "estimators", "experiments", "io", "moves", "observers",
            "random", "__version__"]
 

@@ -28,11 +28,11 @@ import tempfile
 import threading
 
 from . import experiments
-from .config import ConfigError, loads
+from .config import ConfigError, apply_overrides, dumps, loads
 from .errors import DivergenceError
 from .io.checkpoint import checkpoint_steps, read_checkpoint, write_checkpoint
 from .io.files import output_lock, temporary_beside
-from .io.h5md import TrajectoryObserver, link_shards
+from .io.h5md import TrajectoryObserver, link_shards, open_run
 from .observers import Observer
 from .parallel import shard_range, world
 
@@ -567,3 +567,38 @@ def load_config_file(path):
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     return text, loads(text, path)
+
+
+def run(config, out=None, *, overrides=(), force=False, progress=None):
+    """Run a config from Python, as ``particleflow run`` does; returns the finished run,
+    open for reading (``pf.io.Run``: use it in a ``with`` block).
+
+    ``config``: a path to a TOML file (anything ending in ``.toml`` or naming an existing
+    file) or the TOML text itself; ``out``: the trajectory path (default, for a file:
+    ``<config dir>/out/<name>.h5``; required for text); ``overrides``: ``"key.path=value"``
+    strings, as ``--set``; ``force``: replace an existing ``out`` (refused otherwise);
+    ``progress(sim, n_total)``: called after every step.  A config with a ``[sweep]``
+    table is refused: sweeps run from the command line."""
+    is_file = str(config).endswith(".toml") or os.path.isfile(str(config))
+    if is_file:
+        text, raw = load_config_file(config)
+        base_dir = os.path.dirname(os.path.abspath(config))
+        if out is None:
+            stem = os.path.splitext(os.path.basename(config))[0]
+            out = os.path.join(base_dir, "out", f"{stem}.h5")
+    else:
+        text, raw, base_dir = config, loads(config), os.getcwd()
+        if out is None:
+            raise ValueError("out= is needed when the config is given as text")
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    raw = apply_overrides(raw, list(overrides))
+    if "sweep" in raw:
+        raise ConfigError("a [sweep] config runs from the command line (particleflow run); pf.run runs one config")
+    cfg = experiments.validate(raw)
+    out = os.fspath(out)
+    if os.path.exists(out) and not force:
+        raise ValueError(f"{out} exists; pass force=True to replace it, or choose another out=")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    execute(cfg, dumps(raw) if overrides else text, out, progress=progress, base_dir=base_dir)
+    return open_run(out)

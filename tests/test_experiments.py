@@ -168,3 +168,20 @@ def test_python_run_records_what_the_cli_writes(tmp_path):
         for k, o in r.observables.items():
             assert np.array_equal(o.steps, sim.recorder.observables[k].steps)
             assert o.values.tobytes() == sim.recorder.observables[k].values.tobytes(), k
+
+
+def test_pf_run_runs_a_config_from_python_and_refuses_what_the_cli_refuses(tmp_path):
+    text = ML_CFG.replace("steps = 60", "steps = 6")
+    out = str(tmp_path / "a.h5")
+    with pf.run(text, out=out) as run:
+        assert run.ensembles["chains"].positions.shape[1] == 400 and len(run.results) > 0
+    with pf.run(text, out=out, overrides=["run.seed=4"], force=True) as run:
+        assert run.path == out
+    with pytest.raises(ValueError, match="exists; pass force=True"):
+        pf.run(text, out=out)
+    with pytest.raises(ValueError, match="out= is needed"):
+        pf.run(text)
+    with pytest.raises(ValueError, match="sweep"):
+        pf.run(text + '\n[sweep]\n"run.seed" = [1, 2]\n', out=str(tmp_path / "b.h5"))
+    with pytest.raises(ValueError, match="no such config file"):
+        pf.run(str(tmp_path / "missing.toml"))
