@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import warnings
 
@@ -37,6 +38,7 @@ from .parallel import world
 from .runner import (Interrupted, check_memory, execute, interrupted_line, load_config_file, parse_bytes,
                      read_start)
 from .simulation import Simulation
+from .status import listen
 
 
 class UserError(click.ClickException):
@@ -151,6 +153,18 @@ class _Progress:
         self.next_report = None
         self.last_draw = 0.0
         self.anchor = None            # (step, time) at the first call: after the first step
+        self.last_output = time.perf_counter()
+        self.bar_open = False         # a redrawn bar is on the terminal's current line
+        self.lock = threading.Lock()
+
+    def say(self, line):
+        """One line of its own (a phase's report), ending a redrawn bar's line first."""
+        if not self.enabled:
+            return
+        with self.lock:
+            click.echo(("\n" if self.bar_open else "") + line, err=True)
+            self.bar_open = False
+            self.last_output = time.perf_counter()
 
     @staticmethod
     def rate_text(rate):
@@ -181,11 +195,55 @@ class _Progress:
         fill = int(bar_w * step / n_total)
         line = (f"[{'#' * fill}{'.' * (bar_w - fill)}] {step}/{n_total} {self.rate_text(rate)} "
                 f"{eta} {' '.join(keys[:3])}")
-        if self.tty:
-            click.echo("\r" + line + "\x1b[K", nl=step >= n_total, err=True)
-        else:
-            click.echo(line, err=True)
-            self.next_report = (step // tenth + 1) * tenth
+        with self.lock:
+            if self.tty:
+                click.echo("\r" + line + "\x1b[K", nl=step >= n_total, err=True)
+                self.bar_open = step < n_total
+            else:
+                click.echo(line, err=True)
+                self.next_report = (step // tenth + 1) * tenth
+            self.last_output = now
+
+
+class _Phases:
+    """The command line's listener for ``status.phase``: one line when a phase begins, one
+    every ``every`` seconds while it lasts without other output (a heartbeat thread), and
+    its duration when it took more than 2 s without a progress bar."""
+
+    def __init__(self, progress, every=10.0):
+        self.progress, self.every = progress, every
+        self.stack = []                          # [(text, start time)]
+        self.wake = threading.Event()
+        self.thread = None
+
+    def __call__(self, event, text):
+        now = time.perf_counter()
+        if event == "begin":
+            self.stack.append((text, now))
+            self.progress.say(f"- {text}")
+        elif self.stack:
+            text, t0 = self.stack.pop()
+            if now - t0 > 2 and self.progress.last_draw < t0:
+                self.progress.say(f"  {text}: {now - t0:.1f} s")
+
+    def _beat(self):
+        while not self.wake.wait(min(1.0, self.every / 3)):
+            if self.stack and time.perf_counter() - self.progress.last_output >= self.every:
+                text, t0 = self.stack[-1]
+                self.progress.say(f"  ... {text}: {time.perf_counter() - t0:.0f} s so far")
+
+    def __enter__(self):
+        if self.progress.enabled:
+            self.previous = listen(self)
+            self.thread = threading.Thread(target=self._beat, name="particleflow-phases", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.wake.set()
+            self.thread.join()
+            listen(self.previous)
 
 
 def _finish(out, cfg, quiet):
@@ -270,7 +328,8 @@ def _run_one(cfg, text, out, base_dir, quiet, max_memory=None):
     quiet = quiet or world().rank > 0
     prog = _Progress(0, not quiet)
     try:
-        execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory, exit_on_signal=True)
+        with _Phases(prog):
+            execute(cfg, text, out, progress=prog, base_dir=base_dir, max_memory=max_memory, exit_on_signal=True)
     except Interrupted as e:
         click.echo(("\n" if e.started else "") + interrupted_line(out, e.started, e.signum), err=True)
         sys.exit(e.exit_code)
@@ -300,8 +359,9 @@ def resume(path, quiet, max_memory):
         raise UserError(f"{path} is already complete ({start['step']} of {n_total} steps)")
     prog = _Progress(start["step"], not quiet)
     try:
-        execute(cfg, start["config"], path, start=start, progress=prog, exit_on_signal=True,
-                max_memory=None if max_memory is None else parse_bytes(max_memory, "--max-memory"))
+        with _Phases(prog):
+            execute(cfg, start["config"], path, start=start, progress=prog, exit_on_signal=True,
+                    max_memory=None if max_memory is None else parse_bytes(max_memory, "--max-memory"))
     except Interrupted as e:
         click.echo(("\n" if e.started else "") + interrupted_line(path, e.started, e.signum, resumed=True), err=True)
         sys.exit(e.exit_code)

@@ -35,6 +35,7 @@ from .io.files import output_lock, temporary_beside
 from .io.h5md import TrajectoryObserver, link_shards, open_run
 from .observers import Observer
 from .parallel import shard_range, world
+from .status import phase
 
 
 class Interrupted(Exception):
@@ -322,7 +323,8 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm,
     # inside numba's compiler callbacks would otherwise be swallowed
     with _SignalGuard(exit_now) as guard:
         guard.immediate = True
-        sim = exp.build(cfg, base_dir, restore=start is not None)
+        with phase(f"building {cfg['estimator']}: data, ensembles, moves"):
+            sim = exp.build(cfg, base_dir, restore=start is not None)
         if comm.size > 1:
             sim.distribute(comm, reduction=reduction_mode(), shard=exp.shards)
         if start is not None:
@@ -386,7 +388,9 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm,
                     if sharded:
                         os.makedirs(out + ".shards", exist_ok=True)
                     if sim.step < n_total:
-                        sim.run(n_total - sim.step, progress=tick, stop=stop)
+                        with phase(f"running {n_total - sim.step} steps (a first run compiles kernels in the "
+                                   "first step; they are cached for the next)"):
+                            sim.run(n_total - sim.step, progress=tick, stop=stop)
                     else:
                         sim.start()
                     if stopped and sim.step < n_total:
@@ -400,7 +404,8 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm,
                     # every rank must stop at the same point, so they run to the end)
                     guard.close_files = sim.close
                     guard.interruptible = comm.size == 1
-                    results = exp.results(sim, cfg)
+                    with phase("computing the end-of-run results"):
+                        results = exp.results(sim, cfg)
                     guard.interruptible = False
                     if guard.signum is not None and comm.size == 1:
                         ok = True

@@ -298,7 +298,7 @@ def test_progress_line_rates_eta_and_erasing(monkeypatch, capsys):
 
         def last_stats(self):
             return {}
-    clock = iter([1000.0, 1100.0])                         # two draws, 100 s apart
+    clock = iter([0.0, 1000.0, 1100.0])                    # creation, then two draws 100 s apart
     monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
     p = cli._Progress(0, True)
@@ -312,3 +312,22 @@ def test_progress_line_rates_eta_and_erasing(monkeypatch, capsys):
     assert "ETA       ?" in first and first.endswith("\x1b[K")
     assert "50.00 s/step" in second and "ETA   350.0s" in second and second.endswith("\x1b[K")
     assert cli._Progress.rate_text(250.0).strip() == "250.0 steps/s"
+
+
+def test_long_phases_announce_themselves_and_keep_talking(capsys):
+    """A phase prints a line when it begins and, while it lasts without other output, a
+    line every ``every`` seconds; nothing listens outside the command line."""
+    import time as _time
+    from particleflow import cli
+    from particleflow.status import phase
+    prog = cli._Progress(0, True)
+    with cli._Phases(prog, every=0.3):
+        with phase("choosing sigma"):
+            _time.sleep(1.6)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "- choosing sigma"
+    beats = [line for line in err if line.startswith("  ... choosing sigma:")]
+    assert 2 <= len(beats) <= 6, err
+    with phase("nobody listens"):
+        pass
+    assert capsys.readouterr().err == ""

@@ -82,24 +82,28 @@ def parzen_log_likelihood(train, test, sigma, chunk=2048):
     """Mean log-density of ``test`` under the Gaussian kernel density estimate of
     ``train`` with bandwidth ``sigma`` (the paper selects sigma by maximising it on
     held-out data)."""
-    sigma = _check_sigma(sigma)
+    return float(select_sigma(train, test, [_check_sigma(sigma)], chunk)[1][0])
+
+
+def select_sigma(train, heldout, grid, chunk=2048):
+    """(the sigma of ``grid`` with the highest held-out Parzen log-likelihood, the scores).
+    The squared distances of a chunk of held-out points are computed once for every sigma
+    (each score is the one ``parzen_log_likelihood`` gives, bitwise)."""
+    sigmas = [_check_sigma(s) for s in grid]
     train = np.asarray(train, np.float64).reshape(len(train), -1)
-    test = np.asarray(test, np.float64).reshape(len(test), -1)
+    test = np.asarray(heldout, np.float64).reshape(len(heldout), -1)
     d = train.shape[1]
     sq_train = (train * train).sum(1)
-    total = 0.0
+    totals = [0.0] * len(sigmas)
     for i in range(0, len(test), chunk):
         t = test[i:i + chunk]
-        d2 = (t * t).sum(1)[:, None] - 2 * t @ train.T + sq_train[None, :]
-        a = -0.5 * np.maximum(d2, 0.0) / sigma ** 2
-        m = a.max(1, keepdims=True)
-        total += float((m[:, 0] + np.log(np.exp(a - m).sum(1))).sum())
-    return total / len(test) - math.log(len(train)) - 0.5 * d * math.log(2 * math.pi * sigma ** 2)
-
-
-def select_sigma(train, heldout, grid):
-    """(the sigma of ``grid`` with the highest held-out Parzen log-likelihood, the scores)."""
-    scores = np.array([parzen_log_likelihood(train, heldout, s) for s in grid])
+        d2 = np.maximum((t * t).sum(1)[:, None] - 2 * t @ train.T + sq_train[None, :], 0.0)
+        for k, sigma in enumerate(sigmas):
+            a = -0.5 * d2 / sigma ** 2
+            m = a.max(1, keepdims=True)
+            totals[k] += float((m[:, 0] + np.log(np.exp(a - m).sum(1))).sum())
+    scores = np.array([total / len(test) - math.log(len(train)) - 0.5 * d * math.log(2 * math.pi * sigma ** 2)
+                       for total, sigma in zip(totals, sigmas)])
     return float(np.asarray(grid)[int(np.argmax(scores))]), scores
 
 

@@ -39,6 +39,7 @@ from ..energies import MLP, ScoreMLP, ring_means as ring_of
 from ..estimators.deen import (HELDOUT, add_contrastive_divergence, add_score_network, deen, denoise, dsm_loss,
                                noisy_batch, select_sigma)
 from ..random import Purpose, Stream, StreamBlock
+from ..status import phase
 from .base import Experiment, check_layer_sizes, learning_rate, trained_params
 from .common import pyplot, save
 
@@ -139,7 +140,10 @@ class DEEN(Experiment):
         sigma = cfg["deen"]["sigma"]
         scores = None
         if cfg["sigma_selection"]["grid"]:
-            chosen, scores = select_sigma(train, held, cfg["sigma_selection"]["grid"])
+            grid = cfg["sigma_selection"]["grid"]
+            with phase(f"choosing sigma: held-out Parzen likelihood, {len(grid)} bandwidths, "
+                       f"{len(held)} x {len(train)} points"):
+                chosen, scores = select_sigma(train, held, grid)
             if cfg["sigma_selection"]["use"]:
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)

@@ -39,6 +39,7 @@ from ..config import ConfigError, Field, output_section, positive, run_section
 from ..energies import MLP
 from ..estimators.deen import HELDOUT, deen, denoise, dsm_loss, noisy_batch, select_sigma
 from ..random import Purpose, Stream, StreamBlock
+from ..status import phase
 from .base import Experiment, check_layer_sizes, trained_params
 from .deen import SELECTION, check_selection
 from .common import grey_images, pyplot, save
@@ -123,7 +124,10 @@ class DEENImages(Experiment):
         flat, flat_test = train.reshape(len(train), -1), test.reshape(len(test), -1)
         sigma, scores = cfg["deen"]["sigma"], None
         if cfg["sigma_selection"]["grid"]:
-            chosen, scores = select_sigma(flat, flat_test, cfg["sigma_selection"]["grid"])
+            grid = cfg["sigma_selection"]["grid"]
+            with phase(f"choosing sigma: held-out Parzen likelihood, {len(grid)} bandwidths, "
+                       f"{len(flat_test)} x {len(flat)} points"):
+                chosen, scores = select_sigma(flat, flat_test, grid)
             if cfg["sigma_selection"]["use"]:
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt,

@@ -35,6 +35,7 @@ from ..energies.f1 import relu_network
 from ..estimators.dual_ebm import DualEBM, unit_rows
 from ..moves.euler_maruyama import project_to_sphere_tangent
 from ..random import Purpose, Stream, StreamBlock
+from ..status import phase
 from .base import Experiment
 from .common import pyplot, save
 
@@ -159,8 +160,10 @@ class DualTeacherStudent(Experiment):
     def build(self, cfg, base_dir=".", restore=False):
         teacher = teacher_of(cfg)
         t0 = time.perf_counter()
-        data = teacher.sample(cfg["data"]["n"])
-        x_test = teacher.sample(cfg["data"]["n_test"], which=TEST)
+        with phase(f"sampling the teacher: {cfg['data']['n']} training and {cfg['data']['n_test']} held-out points "
+                   "by rejection"):
+            data = teacher.sample(cfg["data"]["n"])
+            x_test = teacher.sample(cfg["data"]["n_test"], which=TEST)
         sampling_s = time.perf_counter() - t0
         dt = np.dtype(cfg["run"]["dtype"])
         du = cfg["dual"]
