@@ -68,3 +68,26 @@ def test_panel_kinds():
                      "one_d": Rec(np.zeros((5, 1))), "wide": Rec(np.zeros((5, 6)))}
     kinds = {name: kind for kind, name, _, step in figures.ensemble_panels(Run())}
     assert kinds == {"theta": "vector", "img": "image", "one_d": "histogram", "wide": "scatter"}
+
+
+@needs_mpl
+def test_every_panel_of_the_generic_figure_is_labelled(run_file, tmp_path, monkeypatch):
+    """Titles in words, both axes labelled on every drawn panel (image grids excepted),
+    a colorbar on the density, and a nearly constant trace not blown up to fill its panel."""
+    figs = []
+    monkeypatch.setattr(figures, "save", lambda fig, png, **kw: figs.append(fig) or png)
+    with pf.io.open_run(str(run_file)) as r:
+        figures.draw(r, str(tmp_path / "f.png"))
+    axes = [ax for ax in figs[0].axes if ax.axison and ax.get_label() != "<colorbar>"]
+    assert len(axes) >= 2
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), (ax.get_title(), ax.get_xlabel())
+    titles = [ax.get_title() for ax in axes]
+    assert "acceptance rate (mala_0)" in titles, titles
+    assert any(ax.get_label() == "<colorbar>" for ax in figs[0].axes)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    figures.trace_panel(ax, np.arange(5), 1.0 + 1e-3 * np.array([0, 1, -1, 1, 0]), "m/acceptance")
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.02 and ax.get_ylabel() == "acceptance rate"
+    plt.close(fig)

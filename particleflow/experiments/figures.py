@@ -82,6 +82,8 @@ def density_panel(ax, energy, pts, title):
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
+    ax.set_xlabel("x_0")
+    ax.set_ylabel("x_1")
     ax.set_title(title, fontsize=9)
 
 
@@ -95,7 +97,40 @@ def histogram_panel(ax, energy, x, title):
         p /= p.sum() * (g[1] - g[0])
         ax.plot(g, p, color="tab:blue", label="exp(-E) / Z")
         ax.legend(fontsize=7)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
     ax.set_title(title, fontsize=9)
+
+
+WORDS = {"acceptance": "acceptance rate", "mean_energy": "mean energy E", "ess": "effective sample size",
+         "lr": "learning rate", "step_size": "step size", "restart_fraction": "fraction restarted",
+         "mean_weight": "mean weight", "kl": "KL(teacher || student)", "sm": "score-matching gap",
+         "tv": "total variation", "loss": "loss", "log_z": "log Z"}
+
+
+def trace_words(name):
+    """(title, y label) of an observable ``slot/key`` (or ``key``) in words."""
+    slot, _, key = name.rpartition("/")
+    word = WORDS.get(key, key.replace("_", " "))
+    return (f"{word} ({slot})" if slot else word), word
+
+
+def trace_panel(ax, steps, values, name):
+    """An observable against the step, labelled in words; a trace that varies by less
+    than 2 % of its size keeps a y range of +-1 % around it, so that rounding noise does
+    not fill the panel."""
+    ax.plot(steps, values, marker="o" if len(steps) <= 30 else None, markersize=3)
+    title, ylabel = trace_words(name)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size:
+        lo, hi = float(v.min()), float(v.max())
+        size = max(abs(lo), abs(hi))
+        if size > 0 and hi - lo < 0.02 * size:
+            ax.set_ylim(lo - 0.01 * size, hi + 0.01 * size)
 
 
 def image_grid(images, side=8):
@@ -160,6 +195,7 @@ def draw(run, png, what="all"):
             v = pts[0][:200]
             ax.bar(np.arange(v.size), v, width=1.0)
             ax.set_xlabel("coordinate")
+            ax.set_ylabel("value")
             ax.set_title(f"{title}: the {'first 200 ' if pts.shape[1] > 200 else ''}coordinates of its one "
                          "particle" if len(pts) == 1 else f"{title}: first particle", fontsize=9)
             continue
@@ -170,15 +206,16 @@ def draw(run, png, what="all"):
             histogram_panel(ax, energy, pts[:, 0], title)
         else:
             ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
+            ax.set_xlabel("x_0")
+            ax.set_ylabel("x_1")
             ax.set_title(f"{title} (coordinates 0 and 1 of {pts.shape[1]})", fontsize=9)
     for (k, o), ax in zip(changing.items(), axes[len(ens):]):
-        ax.plot(o.steps, o.values)
-        ax.set_title(k, fontsize=9)
-        ax.set_xlabel("step")
+        trace_panel(ax, o.steps, o.values, k)
     for ax in axes[n:]:
         ax.axis("off")
     if constant:
-        line = "constant: " + ", ".join(f"{k} = {float(v):.6g}" for k, v in constant.items())
+        line = "constant over the run: " + ", ".join(f"{trace_words(k)[0]} = {float(v):.6g}"
+                                                     for k, v in constant.items())
         fig.text(0.01, 0.005, line, fontsize=8, va="bottom")
     fig.tight_layout(rect=(0, 0.04 if constant else 0, 1, 1))
     return save(fig, png, tight=False)
