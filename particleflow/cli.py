@@ -4,6 +4,7 @@ Exit codes: 0 success, 2 user error (one line, no traceback), 1 internal error,
 130 / 143 after SIGINT / SIGTERM (the run is flushed and checkpointed first).
 Existing outputs are never overwritten without ``--force``.
 """
+import contextlib
 import copy
 import errno
 import functools
@@ -453,18 +454,41 @@ def _plot(path, png, what="figure"):
 
 
 @cli.command()
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--out", default=None, help="PNG path (default: PATH with .png)")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=None, help="PNG path (default: PATH with .png; several runs: FIRST_overlay.png)")
 @click.option("--force", is_flag=True, help="overwrite an existing --out file")
 @click.option("--what", type=click.Choice(("figure",) + figures.WHAT), default="figure", show_default=True,
               help="figure: the experiment's own; ensembles: last frames (2-D over exp(-E) contours, "
                    "image grids); traces: observables that change; all: both")
 @_user_errors
-def plot(path, out, force, what):
+def plot(paths, out, force, what):
     """Draw a trajectory: by default the experiment's figure (2-D runs: the density
     exp(-E) with the particles over it and the observables that change; the paper
     experiments: their figures).  The default output PATH.png is the run's own figure
-    and is replaced; any other existing file needs --force."""
+    and is replaced; any other existing file needs --force.  Several PATHs: their
+    observables overlaid, one line per run, labelled by what differs between their
+    configs (dual vs primal, a sweep)."""
+    if len(paths) > 1:
+        for p in paths:
+            if not os.path.exists(p):
+                raise UserError(f"no such trajectory: {p}")
+        png = out or os.path.splitext(paths[0])[0] + "_overlay.png"
+        _check_writable(png, force)
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
+        with contextlib.ExitStack() as stack:
+            runs = [stack.enter_context(open_run(p)) for p in paths]
+            tmp = temporary_beside(png, ".png")
+            try:
+                figures.overlay(runs, [os.path.basename(p) for p in paths], tmp)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            os.replace(tmp, png)
+        click.echo(png)
+        return
+    path = paths[0]
     default = figure_path(path)
     png = out or default
     if os.path.abspath(png) == os.path.abspath(path):

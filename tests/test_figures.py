@@ -91,3 +91,24 @@ def test_every_panel_of_the_generic_figure_is_labelled(run_file, tmp_path, monke
     lo, hi = ax.get_ylim()
     assert hi - lo >= 0.02 and ax.get_ylabel() == "acceptance rate"
     plt.close(fig)
+
+
+@needs_mpl
+def test_plot_overlays_several_runs_labelled_by_what_differs(run_file, tmp_path, monkeypatch):
+    """`particleflow plot a.h5 b.h5` draws their observables in shared panels, one line
+    per run, with legend labels naming the config keys that differ."""
+    other = tmp_path / "b.h5"
+    cfg = run_file.parent / "s.toml"
+    res = CliRunner().invoke(cli, ["run", str(cfg), "--out", str(other), "--quiet", "--seed", "5"])
+    assert res.exit_code == 0, res.output
+    figs = []
+    monkeypatch.setattr(figures, "save", lambda fig, png, **kw: figs.append(fig) or png)
+    png = tmp_path / "both.png"
+    res = CliRunner().invoke(cli, ["plot", str(run_file), str(other), "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    ax = [a for a in figs[0].axes if a.get_title() == "acceptance rate (mala_0)"][0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["run.seed=2", "run.seed=5"], labels
+    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "acceptance rate"
+    res = CliRunner().invoke(cli, ["plot", str(run_file), str(tmp_path / "missing.h5")])
+    assert res.exit_code == 2 and "no such trajectory" in res.output

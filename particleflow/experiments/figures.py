@@ -20,6 +20,7 @@ Panels, chosen by ``what``:
 import numpy as np
 
 from ..analysis import replica_groups
+from ..config import loads
 from .registry import load_energy
 from .common import pyplot, save
 
@@ -238,4 +239,56 @@ def energy_histograms(samples, reference, energy, png):
                 label=f"reference ({len(vals[1])})")
     ax.set_xlabel("E(x)")
     ax.legend(fontsize=8)
+    return save(fig, png)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_labels(runs, names):
+    """One legend label per run: the config keys whose values differ between the runs
+    (``dual.alpha=20``), else the file names."""
+    flat = []
+    for r in runs:
+        try:
+            flat.append(_flat(loads(str(r.parameters.get("config", "")))))
+        except ValueError:
+            flat.append({})
+    keys = sorted({k for f in flat for k in f if len({repr(g.get(k)) for g in flat}) > 1} - {"output.plot"})
+    if not keys or not all(flat):
+        return list(names)
+    return [", ".join(f"{k}={f.get(k)}" for k in keys[:3]) for f in flat]
+
+
+def overlay(runs, names, png):
+    """The observables of several runs in shared panels, one line per run (legend: what
+    differs between their configs)."""
+    plt = pyplot()
+    labels = run_labels(runs, names)
+    keys = sorted({k for r in runs for k in traces(r)[0]})
+    if not keys:
+        raise ValueError("the runs have no observable that changes over the run to overlay")
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    axes = list(axes.ravel())
+    for key, ax in zip(keys, axes):
+        for r, label in zip(runs, labels):
+            if key in r.observables and len(r.observables[key].steps):
+                o = r.observables[key]
+                ax.plot(o.steps, o.values, label=label)
+        title, ylabel = trace_words(key)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    for ax in axes[len(keys):]:
+        ax.axis("off")
     return save(fig, png)
