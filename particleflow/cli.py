@@ -568,9 +568,22 @@ def list_():
         files = sorted(glob.glob(os.path.join(d, "*.toml")))
         if files:
             click.echo(f"configs in {d}:")
+            width = max(len(os.path.basename(f)) for f in files)
             for f in files:
-                click.echo(f"  {os.path.basename(f)}")
+                click.echo(f"  {os.path.basename(f):<{width}}  {config_cost(f)}".rstrip())
             break
+
+
+def config_cost(path):
+    """The ``# cost: ...`` line of a config (its measured time on 2 cores), or ''."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("# cost:"):
+                    return line[len("# cost:"):].strip()
+    except OSError:
+        pass
+    return ""
 
 
 @cli.command()

@@ -382,3 +382,18 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, delay):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert p.returncode == 130 and len(lines) == 1 and "Traceback" not in err, (p.returncode, err)
     assert lines[0].startswith("interrupted")
+
+
+def test_every_shipped_config_declares_its_cost_and_list_shows_it():
+    """Each runs/*.toml has a `# cost:` line (its measured time on 2 cores) and
+    `particleflow list` prints it beside the config's name."""
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "runs", "*.toml")))
+    from particleflow.cli import config_cost
+    missing = [os.path.basename(f) for f in files if not config_cost(f)]
+    assert not missing, missing
+    r = CliRunner().invoke(cli, ["list"])
+    assert r.exit_code == 0
+    line = [ln for ln in r.output.splitlines() if ln.strip().startswith("demo.toml")][0]
+    assert config_cost(os.path.join(root, "runs", "demo.toml")) in line
