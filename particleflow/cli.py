@@ -207,31 +207,38 @@ class _Progress:
 
 
 class _Phases:
-    """The command line's listener for ``status.phase``: one line when a phase begins, one
-    every ``every`` seconds while it lasts without other output (a heartbeat thread), and
-    its duration when it took more than 2 s without a progress bar."""
+    """The command line's listener for ``status.phase``: a phase that lasts ``announce``
+    seconds gets a line (so a quick failure still prints one line), then one every
+    ``every`` seconds while it lasts without other output (a heartbeat thread), and its
+    duration at the end when it took more than 2 s without a progress bar."""
 
-    def __init__(self, progress, every=10.0):
-        self.progress, self.every = progress, every
-        self.stack = []                          # [(text, start time)]
+    def __init__(self, progress, every=10.0, announce=1.0):
+        self.progress, self.every, self.announce = progress, every, announce
+        self.stack = []                          # [[text, start time, announced]]
         self.wake = threading.Event()
         self.thread = None
 
     def __call__(self, event, text):
         now = time.perf_counter()
         if event == "begin":
-            self.stack.append((text, now))
-            self.progress.say(f"- {text}")
+            self.stack.append([text, now, False])
         elif self.stack:
-            text, t0 = self.stack.pop()
-            if now - t0 > 2 and self.progress.last_draw < t0:
+            text, t0, announced = self.stack.pop()
+            if announced and now - t0 > 2 and self.progress.last_draw < t0:
                 self.progress.say(f"  {text}: {now - t0:.1f} s")
 
     def _beat(self):
-        while not self.wake.wait(min(1.0, self.every / 3)):
-            if self.stack and time.perf_counter() - self.progress.last_output >= self.every:
-                text, t0 = self.stack[-1]
-                self.progress.say(f"  ... {text}: {time.perf_counter() - t0:.0f} s so far")
+        while not self.wake.wait(min(self.announce, self.every / 3)):
+            if not self.stack:
+                continue
+            entry = self.stack[-1]
+            now = time.perf_counter()
+            if not entry[2]:
+                if now - entry[1] >= self.announce:
+                    entry[2] = True
+                    self.progress.say(f"- {entry[0]}")
+            elif now - self.progress.last_output >= self.every:
+                self.progress.say(f"  ... {entry[0]}: {now - entry[1]:.0f} s so far")
 
     def __enter__(self):
         if self.progress.enabled:
