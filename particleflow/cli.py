@@ -36,7 +36,7 @@ from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
 from .parallel import world
-from .runner import (Interrupted, check_memory, execute, interrupted_line, load_config_file, parse_bytes,
+from .runner import (Interrupted, check_memory, execute, interrupted_line, load_config_file, parse_bytes, plan,
                      read_start)
 from .simulation import Simulation
 from .status import listen
@@ -287,8 +287,10 @@ def _finish(out, cfg, quiet):
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--max-memory", default=None, help="refuse configs estimated to need more (e.g. 64G; default: this machine's memory)")
+@click.option("--dry-run", is_flag=True, help="print the plan (ensembles, schedule, steps, memory, file size, "
+                                              "cost) without running or writing anything")
 @_user_errors
-def run(config, out, overrides, steps, seed, force, quiet, max_memory):
+def run(config, out, overrides, steps, seed, force, quiet, max_memory, dry_run):
     """Run CONFIG.toml and stream its trajectory to an H5MD file.  A config with a
     [sweep] table ("key.path" = [values, ...]) runs once per combination of values,
     writing <out stem>_<key>=<value>.h5 for each."""
@@ -300,6 +302,24 @@ def run(config, out, overrides, steps, seed, force, quiet, max_memory):
     sweep = raw.pop("sweep", None)
     out = out or _default_out(config)
     base_dir = os.path.dirname(os.path.abspath(config))
+    if dry_run:
+        one = raw
+        if isinstance(sweep, dict) and sweep and all(isinstance(v, list) and v for v in sweep.values()):
+            click.echo(f"sweep over {', '.join(sweep)}: {int(np.prod([len(v) for v in sweep.values()]))} runs; "
+                       "the plan of the first:")
+            one = copy.deepcopy(raw)
+            for k, v in sweep.items():
+                set_path(one, k, v[0])
+        cfg = experiments.validate(one)
+        with _Phases(_Progress(0, not quiet)):
+            lines = plan(cfg, base_dir)
+        for line in lines:
+            click.echo(line)
+        cost = config_cost(config)
+        click.echo(f"output: {out}" + (" (exists: --force would replace it)" if os.path.exists(out) else ""))
+        if cost:
+            click.echo(f"cost: {cost}")
+        return
     if sweep is None:
         cfg = experiments.validate(raw)
         _check_writable(out, force)

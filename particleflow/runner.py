@@ -607,3 +607,45 @@ def run(config, out=None, *, overrides=(), force=False, progress=None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     execute(cfg, dumps(raw) if overrides else text, out, progress=progress, base_dir=base_dir)
     return open_run(out)
+
+
+def _size(n_bytes):
+    for unit, k in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n_bytes >= k:
+            return f"{n_bytes / k:.1f} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def plan(cfg, base_dir="."):
+    """Lines describing what ``execute`` would do with a validated config: the experiment,
+    its ensembles (sizes, frames), the schedule, the steps, the memory and trajectory size
+    estimates.  Builds the experiment (so it takes what building takes: data loading,
+    sigma selection) but runs no step and writes nothing."""
+    exp = experiments.get(cfg["estimator"])
+    exp.resolve(cfg, base_dir)
+    n_total = exp.steps(cfg)
+    with phase(f"building {cfg['estimator']}: data, ensembles, moves"):
+        sim = exp.build(cfg, base_dir)
+    lines = [f"experiment: {cfg['estimator']} ({exp.description})",
+             f"steps: {n_total}; checkpoint every {exp.checkpoint_every(cfg)}", "ensembles:"]
+    frame_bytes = 0
+    for name, e in sim.ensembles.items():
+        every = sim._frames.get(name, "none")
+        if name in sim._unrecorded:
+            frames, what = 0, "static, not written"
+        elif every == "none":
+            frames, what = 0, "no frames"
+        elif every is None:
+            frames, what = 1, "initial frame only"
+        else:
+            frames, what = n_total // every + 1, f"a frame every {every} steps"
+        per = e.x.nbytes + (e.ids.nbytes if e.ids is not None else 0)
+        frame_bytes += frames * per
+        lines.append(f"  {name:<12} {e.n} x {tuple(e.x.shape[1:])} {e.x.dtype}  {what} ({_size(frames * per)})")
+    lines.append("schedule (per step, in order):")
+    for slot in sim.slots:
+        lines.append(f"  {slot.name:<20} {type(slot.move).__name__} on {slot.ensemble}"
+                     + (f" every {slot.every} steps" if slot.every > 1 else ""))
+    lines.append(f"memory estimate: {_size(exp.memory_bytes(cfg))} (this machine: {_size(machine_memory())})")
+    lines.append(f"trajectory estimate: {_size(frame_bytes)} of frames before compression, plus observables")
+    return lines

@@ -397,3 +397,36 @@ def test_every_shipped_config_declares_its_cost_and_list_shows_it():
     assert r.exit_code == 0
     line = [ln for ln in r.output.splitlines() if ln.strip().startswith("demo.toml")][0]
     assert config_cost(os.path.join(root, "runs", "demo.toml")) in line
+
+
+def _dry_run(config, tmp_path):
+    out = tmp_path / "never.h5"
+    r = CliRunner().invoke(cli, ["run", config, "--dry-run", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert not out.exists() and not list(tmp_path.iterdir())            # nothing written
+    return r.output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = _dry_run(os.path.join(root, "runs", "demo.toml"), tmp_path)
+    assert "100000 x (2,) float32  a frame every 20 steps" in text
+    assert "mala_0" in text and "Langevin on chains every 10 steps" in text
+    assert "memory estimate" in text and "trajectory estimate: 154.1 MB" in text and "cost: about 20 s" in text
+    text = _dry_run(os.path.join(root, "runs", "dual_ebm_restart_sweep.toml"), tmp_path)
+    assert text.startswith("sweep over dual.restart_probability: 5 runs")
+
+
+@pytest.mark.slow
+def test_dry_run_works_for_every_shipped_config(tmp_path):
+    """Every runs/*.toml builds and prints its plan (logz_deen_ring reads deen_ring's output,
+    so it is given one)."""
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for f in sorted(glob.glob(os.path.join(root, "runs", "*.toml"))):
+        if os.path.basename(f) == "logz_deen_ring.toml":
+            continue
+        d = tmp_path / os.path.basename(f)
+        d.mkdir()
+        text = _dry_run(f, d)
+        assert "schedule" in text and "steps:" in text, f
