@@ -159,11 +159,15 @@ class _Progress:
         self.lock = threading.Lock()
 
     def say(self, line):
-        """One line of its own (a phase's report), ending a redrawn bar's line first."""
+        """One line of its own (a phase's report) on stdout, with the run's other narrative
+        (stderr keeps the bar, warnings and the one-line errors), ending a redrawn bar's
+        line first."""
         if not self.enabled:
             return
         with self.lock:
-            click.echo(("\n" if self.bar_open else "") + line, err=True)
+            if self.bar_open:
+                click.echo("", err=True)
+            click.echo(line)
             self.bar_open = False
             self.last_output = time.perf_counter()
 

@@ -327,10 +327,12 @@ def test_long_phases_announce_themselves_and_keep_talking(capsys):
             pass
         with phase("choosing sigma"):
             _time.sleep(1.6)
-    err = capsys.readouterr().err.splitlines()
+    captured = capsys.readouterr()
+    err = captured.out.splitlines()                        # phases go to stdout; stderr stays for errors
+    assert captured.err == ""
     assert err[0] == "- choosing sigma"
     beats = [line for line in err if line.startswith("  ... choosing sigma:")]
     assert 2 <= len(beats) <= 6, err
     with phase("nobody listens"):
         pass
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().out == ""
