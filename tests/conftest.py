@@ -110,3 +110,10 @@ def assert_same_datasets(path_a, path_b):
             assert x.dtype == y.dtype and np.shape(x) == np.shape(y) and np.asarray(x).tobytes() == \
                 np.asarray(y).tobytes(), k
         return len(da)
+
+
+def message_lines(text):
+    """The lines of a command's output other than its phase reports ("- <phase>" and the
+    indented lines that follow it on stdout), which a slow machine or a cold kernel cache
+    may print before a config is refused."""
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("- ", "  "))]

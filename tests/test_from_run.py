@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 import particleflow as pf
 from particleflow.cli import cli
+from conftest import message_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +70,7 @@ def test_from_run_errors_are_one_line(deen_run, tmp_path):
     for table, msg in (('from_run = "nowhere.h5"', "no such file"),
                        (f'from_run = "{deen_run / "x0.npy"}"', "has no energy to load")):
         res = run(table)
-        assert res.exit_code == 2 and msg in res.output and res.output.count("\n") == 1, res.output
+        assert res.exit_code == 2 and msg in res.output and len(message_lines(res.output)) == 1, res.output
         assert not (tmp_path / "bad.h5").exists()
 
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 import particleflow as pf
 from particleflow.cli import cli
 from particleflow.experiments.sample import MOVES
+from conftest import message_lines
 
 HEAD = """estimator = "sample"
 [run]
@@ -159,5 +160,5 @@ def test_bad_configs_one_line_exit_2(tmp_path, energy, schedule, msg):
     text = HEAD.format(steps=2) + energy + "[ensembles.c]\nn = 100\n[[schedule]]\n" + schedule
     res, out = run_config(tmp_path, text)
     assert res.exit_code == 2, res.output
-    assert msg in res.output and res.output.count("\n") == 1, res.output
+    assert msg in res.output and len(message_lines(res.output)) == 1, res.output
     assert not out.exists()
