@@ -22,6 +22,8 @@ run continues bitwise as if it had not stopped.
 """
 import numbers
 import re
+import warnings
+import weakref
 
 import numpy as np
 
@@ -386,6 +388,20 @@ class Simulation:
         return self
 
 
+_SAMPLED = weakref.WeakValueDictionary()       # id -> a frames array sample() returned
+_ENDS = {}                                     # id -> (seed, the step it ended at)
+
+
+def _continues(x0):
+    """(seed, end step) of the sample() result that ``x0`` is a view of, or None."""
+    b = x0
+    while b is not None:
+        if _SAMPLED.get(id(b)) is b:
+            return _ENDS.get(id(b))
+        b = getattr(b, "base", None)
+    return None
+
+
 def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
     """Run one move on one ensemble and return the stacked positions.
 
@@ -398,7 +414,8 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
     n_steps, thin : int >= 1; frames are taken after steps thin, 2 thin, ...
     start_step : the step counter to start from.  Noise is keyed by the step: a second
         call that continues a first one (a warm-up, then sampling from its last frame)
-        passes ``start_step`` = the first call's ``n_steps``, else it reuses its noise.
+        passes ``start_step`` = the first call's ``n_steps``, else it reuses its noise
+        (a ``UserWarning`` says so when ``x0`` is a frame of that first call's result).
     Returns
     -------
     array [n_steps // thin, n, *event_shape] on x0's backend.
@@ -426,10 +443,21 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
     if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or start_step < 0:
         raise ValueError(f"start_step must be an integer >= 0; got {start_step!r}")
     sim.step = int(start_step)
+    previous = _continues(x0)
+    if previous is not None and previous[0] == seed and start_step < previous[1]:
+        warnings.warn(f"x0 is a frame of a pf.sample result (seed {seed}) that ended at step {previous[1]}; this call "
+                      f"starts at step {start_step} and so reuses that call's noise: pass start_step={previous[1]} "
+                      "to continue it", UserWarning, stacklevel=2)
     xp = ens.xp
     frames = xp.empty((n_steps // thin,) + ens.x.shape, dtype=ens.dtype)
     for f in range(n_steps // thin):
         sim.run(thin)
         frames[f] = sim.ensembles["chains"].x
+    try:
+        _SAMPLED[id(frames)] = frames
+        _ENDS[id(frames)] = (seed, int(start_step) + (n_steps // thin) * thin)
+        weakref.finalize(frames, _ENDS.pop, id(frames), None)
+    except TypeError:                    # an array type without weak references: no check
+        pass
     return frames
 

@@ -117,3 +117,18 @@ def test_a_diverging_hmc_trajectory_warns_nothing_from_numpy():
         stats = move(ens, pf.random.Stream(0), 0)
     assert stats["acceptance"] == 0.0
     np.testing.assert_array_equal(ens.x, 3.0)
+
+
+def test_sample_warns_when_a_continuation_would_reuse_the_noise():
+    """A second pf.sample call started from the first one's last frame without
+    start_step= reuses its noise: it warns, naming the start_step that continues it."""
+    import warnings
+    e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
+    xs = pf.sample(e, np.zeros((50, 2)), pf.moves.MALA(e, 0.5), n_steps=10, seed=1)
+    with pytest.warns(UserWarning, match="start_step=10"):
+        pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=1, start_step=10)
+        pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=2)       # another seed: fresh noise
+        pf.sample(e, xs[-1].copy() + 1.0, pf.moves.MALA(e, 0.5), n_steps=5, seed=1)
