@@ -169,13 +169,14 @@ def test_case_count():
 
 def test_sample_continues_with_start_step():
     """Two calls of pf.sample that continue each other equal one long call; without
-    start_step the second call would reuse the first one's noise."""
+    start_step the second call would reuse the first one's noise, and it says so."""
     x0 = np.zeros((50, 2))
     one = pf.sample(E2, x0, pf.moves.MALA(E2, 0.3), 20, seed=3, thin=20)[-1]
     warm = pf.sample(E2, x0, pf.moves.MALA(E2, 0.3), 10, seed=3, thin=10)[-1]
     two = pf.sample(E2, warm, pf.moves.MALA(E2, 0.3), 10, seed=3, thin=10, start_step=10)[-1]
     assert one.tobytes() == two.tobytes()
-    again = pf.sample(E2, warm, pf.moves.MALA(E2, 0.3), 10, seed=3, thin=10)[-1]
+    with pytest.warns(UserWarning, match="start_step=10"):
+        again = pf.sample(E2, warm, pf.moves.MALA(E2, 0.3), 10, seed=3, thin=10)[-1]
     assert again.tobytes() != one.tobytes()
 
 
