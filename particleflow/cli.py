@@ -36,7 +36,7 @@ from .io.h5md import open_run
 from .io.inferencedata import export_netcdf, import_arviz
 from .io.h5md import repair as _repair
 from .parallel import world
-from .runner import (Interrupted, check_memory, execute, interrupted_line, load_config_file, parse_bytes, plan,
+from .runner import (Interrupted, check_memory, default_out, execute, interrupted_line, load_config_file, parse_bytes, plan,
                      read_start)
 from .simulation import Simulation
 from .status import listen
@@ -104,11 +104,6 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 @click.version_option(package_name="particleflow")
 def cli():
     """particleflow: particle-system simulation engine for energy-based models."""
-
-
-def _default_out(config_path):
-    stem = os.path.splitext(os.path.basename(config_path))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "out", f"{stem}.h5")
 
 
 def _check_writable(out, force, what="--out"):
@@ -304,7 +299,7 @@ def run(config, out, overrides, steps, seed, force, quiet, max_memory, dry_run):
         ([f"run.seed={seed}"] if seed is not None else [])
     raw = apply_overrides(raw, sets)
     sweep = raw.pop("sweep", None)
-    out = out or _default_out(config)
+    out = out or default_out(config)
     base_dir = os.path.dirname(os.path.abspath(config))
     if dry_run:
         one = raw
@@ -463,25 +458,32 @@ def figure_path(trajectory):
     return trajectory + ".png" if os.path.abspath(png) == os.path.abspath(trajectory) else png
 
 
+def _needs_matplotlib():
+    if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
+        raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
+
+
+def _write_figure(png, draw):
+    """``draw(tmp)`` into a temporary file beside ``png``, then moved over it: an existing
+    figure is replaced only by a complete one."""
+    tmp = temporary_beside(png, ".png")
+    try:
+        draw(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    os.replace(tmp, png)
+    return png
+
+
 def _plot(path, png, what="figure"):
     with open_run(path) as r:
         if not any(len(e.steps) for e in r.ensembles.values()) and not any(len(o.steps) for o in r.observables.values()):
             raise UserError(f"{path} has no committed frames or observables to plot yet")
-        if importlib.util.find_spec("matplotlib") is None:        # the optional 'plot' extra
-            raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
+        _needs_matplotlib()
         exp = experiments.get(r.parameters.get("estimator", "sample"))
-        tmp = temporary_beside(png, ".png")
-        try:
-            if what == "figure":
-                exp.plot(r, tmp)
-            else:
-                figures.draw(r, tmp, what)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        os.replace(tmp, png)
-    return png
+        return _write_figure(png, lambda tmp: exp.plot(r, tmp) if what == "figure" else figures.draw(r, tmp, what))
 
 
 @cli.command()
@@ -505,19 +507,10 @@ def plot(paths, out, force, what):
                 raise UserError(f"no such trajectory: {p}")
         png = out or os.path.splitext(paths[0])[0] + "_overlay.png"
         _check_writable(png, force)
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UserError("plotting needs matplotlib: pip install 'particleflow[plot]'")
+        _needs_matplotlib()
         with contextlib.ExitStack() as stack:
             runs = [stack.enter_context(open_run(p)) for p in paths]
-            tmp = temporary_beside(png, ".png")
-            try:
-                figures.overlay(runs, [os.path.basename(p) for p in paths], tmp)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
-            os.replace(tmp, png)
-        click.echo(png)
+            click.echo(_write_figure(png, lambda tmp: figures.overlay(runs, [os.path.basename(p) for p in paths], tmp)))
         return
     path = paths[0]
     default = figure_path(path)

@@ -574,6 +574,12 @@ def load_config_file(path):
     return text, loads(text, path)
 
 
+def default_out(config_path):
+    """``<config dir>/out/<config name>.h5``: where a config's run goes by default."""
+    stem = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "out", f"{stem}.h5")
+
+
 def run(config, out=None, *, overrides=(), force=False, progress=None):
     """Run a config from Python, as ``particleflow run`` does; returns the finished run,
     open for reading (``pf.io.Run``: use it in a ``with`` block).
@@ -588,9 +594,7 @@ def run(config, out=None, *, overrides=(), force=False, progress=None):
     if is_file:
         text, raw = load_config_file(config)
         base_dir = os.path.dirname(os.path.abspath(config))
-        if out is None:
-            stem = os.path.splitext(os.path.basename(config))[0]
-            out = os.path.join(base_dir, "out", f"{stem}.h5")
+        out = default_out(config) if out is None else out
     else:
         text, raw, base_dir = config, loads(config), os.getcwd()
         if out is None:

@@ -125,10 +125,14 @@ def test_sample_warns_when_a_continuation_would_reuse_the_noise():
     import warnings
     e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
     xs = pf.sample(e, np.zeros((50, 2)), pf.moves.MALA(e, 0.5), n_steps=10, seed=1)
-    with pytest.warns(UserWarning, match="start_step=10"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+    assert "start_step=10" in str(caught[0].message), caught[0].message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=1, start_step=10)
         pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=2)       # another seed: fresh noise
         pf.sample(e, xs[-1].copy() + 1.0, pf.moves.MALA(e, 0.5), n_steps=5, seed=1)
+    assert caught == [], [str(w.message) for w in caught]

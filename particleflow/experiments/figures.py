@@ -20,7 +20,6 @@ Panels, chosen by ``what``:
 import numpy as np
 
 from ..analysis import replica_groups
-from ..config import loads
 from .registry import load_energy
 from .common import pyplot, save
 
@@ -255,12 +254,7 @@ def _flat(d, prefix=""):
 def run_labels(runs, names):
     """One legend label per run: the config keys whose values differ between the runs
     (``dual.alpha=20``), else the file names."""
-    flat = []
-    for r in runs:
-        try:
-            flat.append(_flat(loads(str(r.parameters.get("config", "")))))
-        except ValueError:
-            flat.append({})
+    flat = [_flat(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f if len({repr(g.get(k)) for g in flat}) > 1} - {"output.plot"})
     if not keys or not all(flat):
         return list(names)
