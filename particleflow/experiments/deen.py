@@ -257,34 +257,42 @@ class DEEN(Experiment):
         cfg = self.validate(run.config)
         has_score = any(k.startswith("params_score/") for k in run.results)
         has_cd = any(k.startswith("params_cd/") for k in run.results)
-        fig, axes = plt.subplots(1, 3 + has_score + has_cd, figsize=(4.3 * (3 + has_score + has_cd), 4.2))
+        fig, axes = plt.subplots(1, 3 + has_score + has_cd, figsize=(4.9 * (3 + has_score + has_cd), 4.2))
         sub = data[np.random.default_rng(0).permutation(len(data))[:3000]]
         axes[0].scatter(sub[:, 0], sub[:, 1], s=2, alpha=0.5)
-        axes[0].set_title("data")
-        axes[1].imshow(np.exp(-(e - e.min())), origin="lower", extent=(-3, 3, -3, 3))
-        axes[1].set_title("exp(-E)")
+        axes[0].set_title(f"training data ({len(sub)} of {len(data)} points)")
+        density(fig, axes[1], e, "learned density exp(-E)")
         q = np.linspace(-3, 3, 21)
         qx, qy = np.meshgrid(q, q)
         qp = np.stack([qx.ravel(), qy.ravel()], 1).astype(pts.dtype)
         s = -energy.grad(qp)
         axes[2].quiver(qx, qy, s[:, 0].reshape(qx.shape), s[:, 1].reshape(qx.shape))
-        axes[2].set_title("score -grad E")
+        axes[2].set_title("learned score -grad E (arrows)")
         k = 3
         if has_score:
             J = self.energy(run, cfg, "params_score").jacobian(pts)
-            axes[k].imshow((J[:, 1, 0] - J[:, 0, 1]).reshape(gx.shape), origin="lower", extent=(-3, 3, -3, 3),
-                           cmap="coolwarm")
-            axes[k].set_title("curl of the direct score network")
+            im = axes[k].imshow((J[:, 1, 0] - J[:, 0, 1]).reshape(gx.shape), origin="lower",
+                                extent=(-3, 3, -3, 3), cmap="coolwarm")
+            fig.colorbar(im, ax=axes[k], fraction=0.046, label="d psi_1 / d x_0 - d psi_0 / d x_1")
+            axes[k].set_title("curl of the direct score network psi")
             k += 1
         if has_cd:
             ecd = self.energy(run, cfg, "params_cd").value(pts).reshape(gx.shape)
-            axes[k].imshow(np.exp(-(ecd - ecd.min())), origin="lower", extent=(-3, 3, -3, 3))
-            axes[k].set_title("exp(-E), contrastive divergence")
+            density(fig, axes[k], ecd, "density exp(-E), contrastive divergence")
         for ax in axes:
             ax.set_aspect("equal")
             ax.set_xlim(-3, 3)
             ax.set_ylim(-3, 3)
+            ax.set_xlabel("x_0")
+            ax.set_ylabel("x_1")
         return save(fig, png)
+
+
+def density(fig, ax, e, title):
+    """exp(-E) on the [-3, 3]^2 grid, normalised to 1 at its maximum, with its colorbar."""
+    im = ax.imshow(np.exp(-(e - e.min())), origin="lower", extent=(-3, 3, -3, 3))
+    fig.colorbar(im, ax=ax, fraction=0.046, label="exp(-E) / its maximum")
+    ax.set_title(title)
 
 
 def curl_relative(energy, pts):

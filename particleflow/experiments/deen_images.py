@@ -218,7 +218,8 @@ class DEENImages(Experiment):
         and the training curves."""
         plt = pyplot()
         tags = [t for t in ("", "_sigma_test", "_patch_noise") if f"examples{t}" in run.results]
-        titles = {"": "noise sigma", "_sigma_test": "noise sigma'", "_patch_noise": "patch-dependent noise"}
+        titles = {"": "test noise at the training sigma", "_sigma_test": "test noise at sigma' (other level)",
+                  "_patch_noise": "patch-dependent test noise"}
         fig, axes = plt.subplots(1, len(tags) + 1, figsize=(3.6 * len(tags) + 3.6, 3.4),
                                  gridspec_kw={"width_ratios": [2] * len(tags) + [1.4]})
         for ax, tag in zip(axes, tags):
@@ -233,12 +234,15 @@ class DEENImages(Experiment):
             ax.set_yticks([r * (side + gap) + side / 2 for r in range(rows)], ["clean", "noisy", "DEEN", "filter"])
             ax.set_xticks([])
             ax.set_title(titles[tag], fontsize=9)
+            ax.set_xlabel("test images")
         ax = axes[-1]
-        for name in ("loss", "heldout_loss"):
+        for name, label in (("loss", "training loss"), ("heldout_loss", "held-out loss")):
             if name in run.observables:
                 o = run.observables[name]
-                ax.plot(o.steps, o.values, label=name)
+                ax.plot(o.steps, o.values, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.set_ylabel("DEEN loss")
+        ax.set_title("denoising score matching loss", fontsize=9)
         ax.legend(fontsize=8)
         return save(fig, png)

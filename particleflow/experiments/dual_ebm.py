@@ -225,6 +225,12 @@ def summary_lines(run):
     return lines
 
 
+PANELS = {"kl": ("KL divergence, teacher to model", "KL (held-out teacher samples)"),
+          "sm": ("score gap to the teacher", "mean |P (grad f - grad f*)|^2"),
+          "tv": ("total mass of the neuron measure", "mean neuron weight"),
+          "ess": ("effective sample size of the neuron weights", "ESS (neurons)")}
+
+
 def plot(run, png):
     """kl and sm (log scale), tv and ess against iterations (paper 001, Figure 1)."""
     plt = pyplot()
@@ -234,7 +240,9 @@ def plot(run, png):
         ax.plot(o.steps, o.values)
         if log:
             ax.set_yscale("log")
-        ax.set_title(k)
+        title, ylabel = PANELS[k]
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
     return save(fig, png)

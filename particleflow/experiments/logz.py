@@ -167,7 +167,9 @@ class LogZ(Experiment):
         for key, what, ls in (("log_z_exact", "exact", "--"), ("log_z_quadrature", "grid quadrature", ":")):
             if key in r:
                 ax.axhline(float(r[key]), color="k", ls=ls, label=what)
-        ax.set_xlabel("repeat")
+        ax.set_xlabel("repeat (independent estimate)")
         ax.set_ylabel("log Z")
+        method = {"smc": "tempered SMC", "ais": "AIS"}[self.validate(run.config)["annealing"]["method"]]
+        ax.set_title(f"log normalising constant by {method}, {len(r['log_z_runs'])} repeats")
         ax.legend(fontsize=8)
         return save(fig, png)

@@ -245,11 +245,15 @@ class MRMAP(Experiment):
                 a.scatter(pts[:, 0], pts[:, 1], s=4, c=phi, cmap="viridis")
                 a.set_title(title, fontsize=9)
                 a.set_aspect("equal")
+                a.set_xlabel("x_0")
+                a.set_ylabel("x_1")
             im = axes[3].imshow(np.asarray(r["grid_phi"]), origin="lower", extent=(ax[0], ax[-1], ax[0], ax[-1]),
                                 cmap="viridis")
             axes[3].scatter(x[:, 0], x[:, 1], s=2, c="w", alpha=0.5)
             axes[3].set_title("learned phi at the flow of each grid point, with the data", fontsize=9)
-            fig.colorbar(im, ax=axes[3], fraction=0.046)
+            axes[3].set_xlabel("x_0")
+            axes[3].set_ylabel("x_1")
+            fig.colorbar(im, ax=axes[3], fraction=0.046, label="phi")
             last = axes[4]
         else:
             ex = np.asarray(r["examples"])
@@ -272,6 +276,7 @@ class MRMAP(Experiment):
             last = axes[F, 0]
         if rc is not None and len(rc.steps):
             last.semilogy(rc.steps, np.asarray(rc.values, np.float64))
-            last.set_title("Rc (consistency error)", fontsize=9)
+            last.set_title("consistency error Rc during training", fontsize=9)
             last.set_xlabel("step")
+            last.set_ylabel("Rc")
         return save(fig, png, dpi=80)

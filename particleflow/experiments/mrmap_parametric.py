@@ -197,12 +197,14 @@ class MRMAPParametric(Experiment):
             ax.errorbar(ns, np.asarray(r["theta_hat_mean"]), yerr=np.asarray(r["theta_hat_std"]), marker="o",
                         capsize=3, label="MR-MAP theta_hat (mean +- s.d.)")
             ax.axhline(cfg["data"]["theta"], color="k", ls="--", label="true theta")
+            ax.set_ylabel("estimate theta_hat")
         else:
             ax.plot(ns, np.asarray(r["error_to_truth"]).mean(0), marker="o", label="||Theta_hat - Theta||")
             ax.plot(ns, np.asarray(r["sample_error_to_truth"]).mean(0), marker="s", label="||XX^T/n - Theta||")
             ax.set_yscale("log")
+            ax.set_ylabel("error, Frobenius norm (mean over runs)")
         ax.set_xscale("log")
-        ax.set_xlabel("n")
+        ax.set_xlabel("sample size n")
         ax.legend(fontsize=8)
-        ax.set_title(f"MR-MAP, {cfg['data']['kind']}", fontsize=9)
+        ax.set_title(f"MR-MAP estimate against sample size ({cfg['data']['kind']} data)", fontsize=9)
         return save(fig, png)

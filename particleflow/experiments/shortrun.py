@@ -304,12 +304,14 @@ class ShortRunExperiment(Experiment):
                 if np.isfinite(float(np.asarray(r["p_std"])[i])):
                     m, sd = float(np.asarray(r["p_mean"])[i]), float(np.asarray(r["p_std"])[i])
                     ax.plot(grid, np.exp(-0.5 * ((grid - m) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), label="EBM p")
-                ax.set_title(f"K = {K}", fontsize=9)
+                ax.set_title(f"densities after training with K = {K} steps", fontsize=9)
+                ax.set_xlabel("x")
+                ax.set_ylabel("density")
                 ax.legend(fontsize=7)
         else:
             K = max(ks)
             last = np.asarray(run.ensembles[f"chains_K{K}"].positions[-1])
-            for ax, pts, title in ((axes[0], data, "data"), (axes[1], last, f"short-run samples, K = {K}")):
+            for ax, pts, title in ((axes[0], data, "training data"), (axes[1], last, f"short-run samples, K = {K}")):
                 sub = pts[np.random.default_rng(0).permutation(len(pts))[:3000]]
                 ax.scatter(sub[:, 0], sub[:, 1], s=3, alpha=0.5)
                 ax.set_title(title, fontsize=9)
@@ -317,6 +319,8 @@ class ShortRunExperiment(Experiment):
                 lim = 1.6 * cfg["data"]["radius"]
                 ax.set_xlim(-lim, lim)
                 ax.set_ylim(-lim, lim)
+                ax.set_xlabel("x_0")
+                ax.set_ylabel("x_1")
         _plot_gaps(axes[-1], run, ks)
         return save(fig, png)
 
@@ -330,7 +334,7 @@ class ShortRunExperiment(Experiment):
         inter = np.asarray(r["interpolation"])[:, :, 0]                  # [rho, pair, S, S]
         axes[1].imshow(_mosaic(np.swapaxes(inter, 0, 1).reshape((-1,) + inter.shape[2:]), inter.shape[0]),
                        cmap="gray", vmin=-1, vmax=1)
-        axes[1].set_title("interpolation M(rho z1 + sqrt(1 - rho^2) z2)", fontsize=9)
+        axes[1].set_title("interpolation M(rho z1 + sqrt(1 - rho^2) z2), rho from 0 to 1", fontsize=9)
         rec = np.asarray(r["reconstructions"])[:, :8, 0]                   # [2, k, S, S]
         axes[2].imshow(_mosaic(rec.reshape((-1,) + rec.shape[2:]), rec.shape[1]), cmap="gray", vmin=-1, vmax=1)
         axes[2].set_title("held-out images (top) and reconstructions", fontsize=9)
@@ -346,9 +350,11 @@ def _plot_gaps(ax, run, ks):
         o = run.observables.get(f"gap_K{K}")
         if o is not None and len(o.steps):
             ax.plot(o.steps, o.values, label=f"K = {K}")
-    ax.set_title("f_data - f_model", fontsize=9)
+    ax.set_title("mean f on data minus mean f on short-run samples", fontsize=9)
     ax.set_xlabel("iteration")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("f_data - f_model")
+    if ax.lines:
+        ax.legend(fontsize=7)
 
 
 def _mosaic(imgs, ncols):
