@@ -138,7 +138,9 @@ def _hmc_source(D):
     L.append("    h1 = energy[i] + HALF * (" + " + ".join(
         f"p[i * {D} + {j}] * p[i * {D} + {j}] * inv_mass[{j}]" for j in range(D)) + ")")
     L.append("    wa, wb, wc, wd = WORDS(0, ids[i], step, k0, ka1)")
-    L.append("    if LOG(UNIFORM(wa)) < h0[i] - h1:")
+    L.append("    log_alpha = h0[i] - h1")
+    L.append("    h0[i] = log_alpha")             # kept for the move's divergence count
+    L.append("    if LOG(UNIFORM(wa)) < log_alpha:")
     L += [f"        out[i * {D} + {j}] = a[i * {D} + {j}]" for j in range(D)]
     L += ["        accepted[i] = 1", "    else:"]
     L += [f"        out[i * {D} + {j}] = x[i * {D} + {j}]" for j in range(D)]
@@ -211,7 +213,7 @@ def _hmc_launcher(init, leapfrog, accept):
     def launch(n, x, out, energy, accepted, ids, mu, prec, logc, h, n_leapfrog, inv_mass,
                sqrt_mass, step, k0, kn1, ka1, a, p, g, e0, h0):
         """One HMC transition; ``a``, ``p``, ``g`` ``[n * D]`` and ``e0``, ``h0`` ``[n]``
-        are scratch arrays."""
+        are scratch arrays; ``h0`` ends holding each chain's log acceptance ratio H0 - H1."""
         init(n, x, a, p, g, e0, h0, ids, mu, prec, logc, inv_mass, sqrt_mass, step, k0, kn1)
         for _ in range(n_leapfrog):
             leapfrog(n, a, p, g, energy, mu, prec, logc, h, inv_mass)

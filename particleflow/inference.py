@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from .analysis.metrics import DIVERGENCE, diagnose
+from .analysis.metrics import diagnose
 from .backend import to_numpy
 from .energies.analytic import Energy, FromCallable
 from .ensemble import Ensemble
@@ -200,7 +200,6 @@ def mcmc(energy, x0, draws=1000, warmup="auto", sampler="mala", seed=0, thin=1, 
     if isinstance(move, AutoWarmup):
         warm_grads = move.gradients
     grads = warm_grads
-    inner = move.move
     out = np.empty((draws, chains) + x.shape[1:], dtype=x.dtype)
     energies = np.empty((draws, chains), dtype=x.dtype)
     acc, divergences = [], 0
@@ -209,9 +208,7 @@ def mcmc(energy, x0, draws=1000, warmup="auto", sampler="mala", seed=0, thin=1, 
             sim.run(1)
             acc.append(sim.slots[0].last["acceptance"])
             grads += _step_gradients(sim.slots[0].last, sampler)
-            if sampler == "hmc":
-                la = to_numpy(inner.last_log_alpha)
-                divergences += int(np.sum(~(la > -DIVERGENCE)))
+            divergences += int(sim.slots[0].last.get("divergences", 0))
         out[k] = to_numpy(ens.x)
         cached = ens.cached_energy(energy)
         energies[k] = to_numpy(cached[0]) if cached is not None else to_numpy(energy.value(ens.x))

@@ -162,3 +162,23 @@ def test_bad_configs_one_line_exit_2(tmp_path, energy, schedule, msg):
     assert res.exit_code == 2, res.output
     assert msg in res.output and len(message_lines(res.output)) == 1, res.output
     assert not out.exists()
+
+
+def test_a_run_with_divergent_hmc_transitions_says_so(tmp_path):
+    """HMC past the leapfrog's stability limit: the run's summary counts the divergent
+    transitions (a running total, recorded every 4 steps, so none is missed) and a
+    warning names the slot and the fix, even with --quiet."""
+    text = HEAD.format(steps=8).replace("every = 8", "every = 4") + RING + '[ensembles.c]\nn = 300\n' + \
+        '[[schedule]]\nmove = "hmc"\nensemble = "c"\nstep_size = 3.0\nn_leapfrog = 10\n'
+    res, out = run_config(tmp_path, text)
+    assert res.exit_code == 0, res.output
+    assert "warning: hmc_0:" in res.output and "lower step_size" in res.output
+    with pf.io.open_run(str(out)) as r:
+        total = np.asarray(r.observables["hmc_0/divergences"].values)
+        assert list(r.observables["hmc_0/divergences"].steps) == [4, 8]
+    assert total[1] > total[0] > 0 and total[1] <= 8 * 300
+    loud = CliRunner().invoke(cli, ["run", str(tmp_path / "c.toml"), "--out", str(out), "--force"])
+    assert f"hmc_0: {int(total[-1])} divergent transitions over the run" in loud.output, loud.output
+    (tmp_path / "c.toml").write_text(text.replace("step_size = 3.0", "step_size = 0.2"))
+    calm = CliRunner().invoke(cli, ["run", str(tmp_path / "c.toml"), "--out", str(out), "--force"])
+    assert "hmc_0: 0 divergent transitions over the run" in calm.output and "warning" not in calm.output

@@ -4,6 +4,8 @@ Tolerances: chains are independent, so after burn-in their final states are iid
 draws (ESS = number of chains) and every moment estimate has a standard error
 computed from the sample itself; we require |z| < 4 for every entry.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,37 @@ def test_sample_warns_when_a_continuation_would_reuse_the_noise():
         pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=5, seed=2)       # another seed: fresh noise
         pf.sample(e, xs[-1].copy() + 1.0, pf.moves.MALA(e, 0.5), n_steps=5, seed=1)
     assert caught == [], [str(w.message) for w in caught]
+
+
+def test_hmc_counts_divergent_transitions_as_the_closed_form_leapfrog_says():
+    """On N(0, I) the leapfrog is linear: L steps map (x, p) by the matrix power M^L, so
+    each chain's energy error is known in closed form from its momentum draw.  Past the
+    stability limit h = 2 about half the chains err by more than 1000 (divergent); the
+    fused kernel and the array code count exactly those, as a running total."""
+    from particleflow.backend import reference_path
+    from particleflow.random import Purpose
+    e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
+    h, L, n = 2.01, 10, 2000
+    x0 = np.random.default_rng(0).normal(size=(n, 2))
+    stream = pf.random.Stream(3)
+    p0 = stream.normal(0, np.arange(n), 2, Purpose.HMC_MOMENTUM, np.float64)
+    kick = np.array([[1, 0], [-h / 2, 1]])
+    M = np.linalg.matrix_power(kick @ np.array([[1, h], [0, 1]]) @ kick, L)
+    xs, ps = (M[0, 0] * x0 + M[0, 1] * p0), (M[1, 0] * x0 + M[1, 1] * p0)
+    error = 0.5 * ((xs ** 2 + ps ** 2) - (x0 ** 2 + p0 ** 2)).sum(1)
+    expected = int(np.sum(error > 1000))
+    assert 0.2 * n < expected < 0.8 * n
+    counts = []
+    for fused in (True, False):
+        move = pf.moves.HMC(e, h, L)
+        with (contextlib.nullcontext() if fused else reference_path()):
+            ens = pf.Ensemble(x0.copy())
+            first = move(ens, stream, 0)["divergences"]
+            assert abs(first - expected) <= 2, (fused, first, expected)     # rounding at the threshold
+            move.step_size = 0.5                                            # stable: no new divergence
+            assert move(ens, stream, 1)["divergences"] == first
+        counts.append(first)
+        restored = pf.moves.HMC(e, 0.5, L)
+        restored.load_state_dict(move.state_dict())
+        assert restored(ens, stream, 2)["divergences"] == first              # the total survives a checkpoint
+    assert counts[0] == counts[1]

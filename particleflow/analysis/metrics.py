@@ -18,6 +18,7 @@ import numpy as np
 from scipy import special
 
 from ..io.h5md import open_run
+from ..moves.hmc import DIVERGENCE
 
 
 def _as_3d(x):
@@ -204,7 +205,6 @@ def rhat_nested(x, superchains):
 
 
 RHAT_NESTED_MAX = 1.01
-DIVERGENCE = 1000.0
 
 
 def diagnose(positions, superchains=4, divergences=0):

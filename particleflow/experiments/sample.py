@@ -522,10 +522,10 @@ class Sample(Experiment):
     def diagnostics(self, run, cfg):
         """(lines, warnings): the convergence diagnostics of the frames after the
         warm-up of a run with an auto warm-up slot (``analysis.diagnose_run``)."""
+        lines, warns = self.divergences(run, cfg)
         auto = [s for s in cfg["schedule"] if s.get("auto_warmup")]
         if not auto:
-            return [], []
-        lines, warns = [], []
+            return lines, warns
         for i, s in enumerate(cfg["schedule"]):
             name = s["name"] or f"{s['move']}_{i}"
             done = run.results.get(f"{name}/warmup_done")
@@ -536,6 +536,33 @@ class Sample(Experiment):
                          f"max split R-hat {np.max(rhat):.4f}, min ESS bulk {np.min(bulk):.0f}, "
                          f"min ESS tail {np.min(tail):.0f}, stuck chains {stuck}")
             warns += [f"{ens}: {x}" for x in w]
+        return lines, warns
+
+    def divergences(self, run, cfg):
+        """(lines, warnings): each HMC slot's divergent transitions, counted after its
+        warm-up when it has one (its ``adapting`` statistic is 0 from then on)."""
+        lines, warns = [], []
+        for i, s in enumerate(cfg["schedule"]):
+            name = s["name"] or f"{s['move']}_{i}"
+            total = run.observables.get(f"{name}/divergences")
+            if total is None or not len(total.steps):
+                continue
+            counts = np.asarray(total.values, dtype=np.float64)
+            adapting = run.observables.get(f"{name}/adapting")
+            n, when = int(counts[-1]), "over the run"
+            if adapting is not None and len(adapting.steps) == len(counts):
+                tuned = np.nonzero(np.asarray(adapting.values) == 0)[0]
+                if not tuned.size:
+                    lines.append(f"{name}: {n} divergent transitions, all in the warm-up (not finished)")
+                    continue
+                # less the running total at the last recorded step of the warm-up
+                n -= int(counts[tuned[0] - 1]) if tuned[0] > 0 else 0
+                when = "after the warm-up"
+            lines.append(f"{name}: {n} divergent transitions {when}")
+            if n:
+                warns.append(f"{name}: {n} divergent transitions {when} (energy error > 1000 or not finite): "
+                             "the chains miss the regions where the leapfrog breaks down; lower step_size "
+                             "(or raise the acceptance target) or reparameterise the model")
         return lines, warns
 
     def summary(self, run, cfg):

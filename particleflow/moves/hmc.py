@@ -3,7 +3,10 @@
 p ~ N(0, M) with a diagonal mass M; ``n_leapfrog`` steps of
     p <- p - h/2 grad E(x);  x <- x + h M^-1 p;  p <- p - h/2 grad E(x)
 (Stormer-Verlet, time-reversible and volume-preserving), then accept with
-probability min(1, exp(H0 - H1)), H = E(x) + p^T M^-1 p / 2 (Neal 2011).
+probability min(1, exp(H0 - H1)), H = E(x) + p^T M^-1 p / 2 (Neal 2011).  A transition
+whose energy error H1 - H0 exceeds ``DIVERGENCE`` or is not finite is divergent (Stan's
+rule): the leapfrog left the region where it tracks the Hamiltonian flow, and chains that
+diverge there under-sample it.
 """
 import math
 import numbers
@@ -19,17 +22,29 @@ from .precond import as_preconditioner
 from ..integrators import leapfrog
 
 
+DIVERGENCE = 1000.0
+
+
+def count_divergent(ens, log_alpha):
+    """Number of divergent transitions (log_alpha = H0 - H1 not > -DIVERGENCE, NaN
+    included) over every particle of ``ens`` (every rank)."""
+    bad = (~(log_alpha > log_alpha.dtype.type(-DIVERGENCE))).astype(ens.dtype)
+    return int(round(float(ens.particle_mean(bad)) * ens.n_global))
+
+
 class HMC(Move):
     """HMC with a diagonal mass (``mass``: None = identity, a scalar, or a vector
     [dim]) or a preconditioner ``precond`` = C, the inverse mass matrix (variances [dim],
     a covariance [dim, dim] or a ``Preconditioner``: x moves by h L p with C = L L^T and
-    p ~ N(0, I)); reports ``acceptance`` and ``mean_energy``.  ``jitter`` = j draws the step size of
+    p ~ N(0, I)); reports ``acceptance``, ``mean_energy`` and ``divergences`` (the number of
+    divergent transitions since the move's first step, over all chains: a running total, so
+    a stream that records it every k steps misses none; checkpoints keep it).  ``jitter`` = j draws the step size of
     each step uniformly from h (1 +- j), the same for every chain.  On the array path the
     accepted state's energy and gradient go into the ensemble's energy cache, so a
     step after the first calls ``value_and_grad`` ``n_leapfrog`` times.  ``step_size`` may be
     an array [n] (one per particle, as MALA's)."""
 
-    stats_keys = ("acceptance", "mean_energy")
+    stats_keys = ("acceptance", "mean_energy", "divergences")
 
     def __init__(self, energy, step_size, n_leapfrog, mass=None, jitter=0.0, precond=None):
         super().__init__()
@@ -58,6 +73,7 @@ class HMC(Move):
         self.trajectory_length = None
         self.record_proposal = False
         self.max_leapfrog = 1000
+        self.divergences = 0
         if mass is not None and self.precond is not None:
             raise ValueError("give mass or precond, not both (precond = C is the mass matrix C^-1)")
 
@@ -106,6 +122,7 @@ class HMC(Move):
             scratch += [self.buffer(name, (ens.n,), ens.dtype, xp) for name in ("e0", "h0")]
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
                    h, n_leapfrog, inv_mass, sqrt_mass, step, k0, kp, ka, *scratch)
+            log_alpha = self.last_log_alpha = scratch[-1]        # the kernel leaves H0 - H1 there
         else:
             x = ens.x
             shape = x.shape
@@ -150,4 +167,13 @@ class HMC(Move):
             g_new = xp.where(acc[:, None], g, g0.reshape(ens.n, -1)).reshape(shape)
             energy[...] = e_new
             accepted[...] = acc
-        return finish_metropolis(self, ens, out, energy, accepted, None if mixture is not None else (e_new, g_new))
+        stats = finish_metropolis(self, ens, out, energy, accepted, None if mixture is not None else (e_new, g_new))
+        self.divergences += count_divergent(ens, log_alpha)
+        stats["divergences"] = self.divergences
+        return stats
+
+    def state_dict(self):
+        return {"divergences": np.int64(self.divergences)}
+
+    def load_state_dict(self, state):
+        self.divergences = int(state.get("divergences", 0))

@@ -139,7 +139,7 @@ class AutoWarmup(Move):
             raise ValueError(f"groups must be an integer >= 1 (independent annealing runs); got {groups!r}")
         self.groups = groups
         self.stats_keys = ("acceptance", "mean_energy", "step_size", "adapting", "beta", "log_z", "n_stuck",
-                           "gradients") + (("trajectory_length", "n_leapfrog") if self.hmc else ())
+                           "gradients") + (("trajectory_length", "n_leapfrog", "divergences") if self.hmc else ())
         self.phase, self.beta, self.log_z, self.t_anneal = "start", 0.0, float("nan"), 0
         self.group_log_z = [0.0] * groups
         self.lw = None
@@ -326,7 +326,7 @@ class AutoWarmup(Move):
                  "log_z": self.log_z if self.beta == 1.0 else float("nan"), "n_stuck": float(self.n_stuck),
                  "gradients": self.gradients}
         if self.hmc:
-            stats.update(trajectory_length=float("nan"), n_leapfrog=0.0)
+            stats.update(trajectory_length=float("nan"), n_leapfrog=0.0, divergences=0)
         if self.beta == 1.0:
             self.lw = None
             self._begin_tune()
@@ -361,7 +361,8 @@ class AutoWarmup(Move):
                "step_size": float(stats["step_size"]), "adapting": 1.0 if tuning else 0.0, "beta": 1.0,
                "log_z": self.log_z, "n_stuck": float(self.n_stuck), "gradients": self.gradients}
         if self.hmc:
-            out.update(trajectory_length=float(stats["trajectory_length"]), n_leapfrog=float(stats["n_leapfrog"]))
+            out.update(trajectory_length=float(stats["trajectory_length"]), n_leapfrog=float(stats["n_leapfrog"]),
+                       divergences=stats["divergences"])
         return out
 
     def _stuck_window(self):
