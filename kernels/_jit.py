@@ -45,6 +45,10 @@ from . import vmath
 _llvm.set_option("", "--unroll-threshold=50000")
 
 CPU_BLOCK = 512          # particles per CPU work item (fits L1 for d <= 8)
+# at most this many particles run on the calling thread alone: waking the thread pool
+# costs more than a second thread saves below it, and far more when another process
+# holds a core (bench/threads_contention.py; docs/performance.md)
+SERIAL_MAX = int(os.environ.get("PARTICLEFLOW_SERIAL_MAX", 4096))
 
 
 def _simd_lanes():
@@ -417,7 +421,10 @@ def build_kernel(ns, body, args, target, vector_width=0):
                 if not rng.signatures:          # first call compiles
                     with _forced_vector_width(vector_width):
                         rng(0, *a)
-                drive(n, *a)
+                if n <= SERIAL_MAX:             # per particle, so the same numbers either way
+                    rng(n, *a)
+                else:
+                    drive(n, *a)
         launch.drive = drive
         launch.range_kernel = rng
         return launch

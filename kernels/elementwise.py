@@ -32,8 +32,11 @@ def _x_minus_hg_plus_cz(x, g, z, h, c, out):
 
 def langevin_update(x, g, z, h, c, out):
     """out <- x - h g + c z (C-contiguous arrays of one size; h, c cast to x's dtype)."""
-    _x_minus_hg_plus_cz(x.reshape(-1), g.reshape(-1), z.reshape(-1), x.dtype.type(h), x.dtype.type(c),
-                        out.reshape(-1))
+    args = (x.reshape(-1), g.reshape(-1), z.reshape(-1), x.dtype.type(h), x.dtype.type(c), out.reshape(-1))
+    if x.size <= BLOCK:                    # one block: the calling thread alone, same numbers
+        _block(*args, x.size)
+    else:
+        _x_minus_hg_plus_cz(*args)
     return out
 
 
@@ -65,6 +68,10 @@ def adam_update(x, g, m, v, b1, b2, c1, c2, lr, eps):
     them, and the operations run in numpy's order, so the result is bitwise numpy's."""
     fl = x.dtype.type
     x_out, m_out, v_out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    _adam(x.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), fl(b1), fl(1 - b1), fl(b2), fl(1 - b2),
-          fl(c1), fl(c2), fl(lr), fl(eps), x_out.reshape(-1), m_out.reshape(-1), v_out.reshape(-1))
+    args = (x.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), fl(b1), fl(1 - b1), fl(b2), fl(1 - b2),
+            fl(c1), fl(c2), fl(lr), fl(eps), x_out.reshape(-1), m_out.reshape(-1), v_out.reshape(-1))
+    if x.size <= BLOCK:                    # one block: the calling thread alone, same numbers
+        _adam_block(*args, x.size)
+    else:
+        _adam(*args)
     return x_out, m_out, v_out

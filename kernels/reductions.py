@@ -15,6 +15,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import _jit
 from .vmath import exp64
 
 
@@ -75,19 +76,35 @@ def log_mean_exp(lw):
     return out, ess
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _block_sum(x, s0, s1, out_row):
+    k = x.shape[1]
+    acc = np.zeros(k)
+    for i in range(s0, s1):
+        for j in range(k):
+            acc[j] += x[i, j]
+    for j in range(k):
+        out_row[j] = acc[j]
+
+
 @numba.njit(parallel=True, error_model="numpy", cache=True)
+def _block_sums_threaded(x, bl, out):
+    n = x.shape[0]
+    for b in prange(out.shape[0]):
+        _block_sum(x, b * bl, min(n, b * bl + bl), out[b])
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _block_sums_serial(x, bl, out):
+    n = x.shape[0]
+    for b in range(out.shape[0]):
+        _block_sum(x, b * bl, min(n, b * bl + bl), out[b])
+
+
 def block_sums(x, bl, out):
     """out[b, k] = sum of x[i, k] over the rows i of block b (rows b*bl .. b*bl+bl-1),
     accumulated in float64 in row order.  One thread owns a block, so each partial
     sum is the same for any thread count and for any split of the rows into shards
-    that start at multiples of ``bl`` (``particleflow.parallel``)."""
-    n, k = x.shape
-    for b in prange(out.shape[0]):
-        s0 = b * bl
-        s1 = min(n, s0 + bl)
-        acc = np.zeros(k)
-        for i in range(s0, s1):
-            for j in range(k):
-                acc[j] += x[i, j]
-        for j in range(k):
-            out[b, j] = acc[j]
+    that start at multiples of ``bl`` (``particleflow.parallel``).  Up to
+    ``_jit.SERIAL_MAX`` rows the calling thread sums alone (the same numbers)."""
+    (_block_sums_serial if x.shape[0] <= _jit.SERIAL_MAX else _block_sums_threaded)(x, bl, out)

@@ -13,6 +13,13 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and \
     # particleflow.kernels only when installing; make the same name resolve here.
     __path__.append(_os.path.dirname(_here))
 
+# numba's OpenMP threads wait passively between parallel regions unless the user says
+# otherwise: spinning workers steal the cores that other processes (or this one's own
+# Python thread) need, and on a shared machine 2 threads then ran 3-30x slower than 1
+# (bench/threads_contention.py, docs/performance.md).  Read by the OpenMP runtime when
+# numba first starts its threads, so it must be set before the first parallel kernel.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import importlib as _importlib  # noqa: E402
 
 from ._version import __version__  # noqa: E402

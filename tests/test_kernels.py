@@ -71,6 +71,17 @@ def test_bitwise_identical_across_thread_counts():
     assert all(a.tobytes() == b.tobytes() for a, b in zip(two, again))
 
 
+def test_serial_and_threaded_launches_are_bitwise_equal(monkeypatch):
+    """Below ``SERIAL_MAX`` particles a fused kernel runs on the calling thread alone;
+    the values are those of the threaded block driver, bit for bit."""
+    from particleflow.kernels import _jit
+    monkeypatch.setattr(_jit, "SERIAL_MAX", 10 ** 9)
+    serial = _run_schedule(2)
+    monkeypatch.setattr(_jit, "SERIAL_MAX", 0)
+    threaded = _run_schedule(2)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(serial, threaded))
+
+
 def test_pairwise_kernels_equal_numpy():
     rng = np.random.default_rng(2)
     theta = rng.standard_normal((64, 15))
@@ -176,3 +187,36 @@ def test_gpu_kernels_on_cuda_simulator_equal_cpu():
     r = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0 and "CUDASIM-OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Importing particleflow sets OMP_WAIT_POLICY=PASSIVE (spinning workers made 2
+    threads 3-30x slower than 1 on a shared machine) and keeps a user's own setting."""
+    import subprocess
+    import sys
+    code = "import os, particleflow; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "ACTIVE"
+
+
+def test_small_reductions_and_updates_run_serially_with_the_same_numbers(monkeypatch):
+    """block_sums and the elementwise updates take the calling thread alone for small
+    inputs; the numbers equal the threaded kernels' bit for bit."""
+    from particleflow.kernels import _jit, elementwise, reductions
+    x = np.random.default_rng(4).standard_normal((3000, 3)).astype(np.float32)
+    out_s, out_t = np.empty((6, 3)), np.empty((6, 3))
+    reductions.block_sums(x, 512, out_s)
+    monkeypatch.setattr(_jit, "SERIAL_MAX", 0)
+    reductions.block_sums(x, 512, out_t)
+    assert out_s.tobytes() == out_t.tobytes()
+    np.testing.assert_allclose(out_s.sum(0), x.astype(np.float64).sum(0), rtol=1e-12)
+    g, z = x[::-1].copy(), x * 0.5
+    small = elementwise.langevin_update(x, g, z, 0.1, 0.3, np.empty_like(x))
+    threaded = np.empty_like(x)
+    elementwise._x_minus_hg_plus_cz(x.reshape(-1), g.reshape(-1), z.reshape(-1), np.float32(0.1), np.float32(0.3),
+                                    threaded.reshape(-1))
+    assert small.tobytes() == threaded.tobytes() == (x - np.float32(0.1) * g + np.float32(0.3) * z).tobytes()
