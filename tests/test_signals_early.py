@@ -103,3 +103,40 @@ def test_a_signal_while_the_end_of_run_values_are_computed_stops_them_and_resume
         main(["resume", part, "--quiet"])
     assert e.value.code == 0
     assert assert_same_datasets(full, part) > 5
+
+
+def _term_when(tmp_path, config, marker):
+    """Start ``particleflow run config``, send SIGTERM 0.5 s after a line starting with
+    ``marker`` (stdout's phase reports; "[": stderr's progress bar; None: 0.5 s after the
+    start), and return (seconds from the signal to the exit, return code, stderr)."""
+    runs = os.path.join(os.path.dirname(__file__), "..", "runs")
+    p = subprocess.Popen([sys.executable, "-u", "-m", "particleflow._main", "run", os.path.join(runs, config),
+                          "--out", str(tmp_path / "r.h5")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    while marker is not None:
+        line = (p.stderr if marker == "[" else p.stdout).readline()
+        if not line:
+            p.wait()
+            raise AssertionError(f"no line starting {marker!r}: {''.join(seen)}")
+        seen.append(line)
+        if line.strip().startswith(marker):
+            break
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    t = time.time()
+    _, err = p.communicate(timeout=60)
+    return time.time() - t, p.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("marker", [None, "- choosing sigma", "["])
+def test_sigterm_in_every_phase_of_the_deen_baselines_config_exits_143_within_2_s(tmp_path, marker):
+    """`particleflow run runs/deen_ring_baselines.toml` ends within 2 s of a SIGTERM with
+    exit code 143 whether the signal comes while it starts, while it chooses sigma or
+    while it steps (the phases announce themselves on stdout, the steps with the progress
+    bar on stderr).  A signal during the first step's kernel compilation waits for that
+    compilation (test_sigterm_while_a_deen_config_builds_exits_143_with_one_line)."""
+    seconds, rc, err = _term_when(tmp_path, "deen_ring_baselines.toml", marker)
+    assert rc == 143, err
+    assert seconds < 2.0, (marker, seconds, err)
