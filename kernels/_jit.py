@@ -48,7 +48,7 @@ CPU_BLOCK = 512          # particles per CPU work item (fits L1 for d <= 8)
 # at most this many particles run on the calling thread alone: waking the thread pool
 # costs more than a second thread saves below it, and far more when another process
 # holds a core (bench/threads_contention.py; docs/performance.md)
-SERIAL_MAX = int(os.environ.get("PARTICLEFLOW_SERIAL_MAX", 4096))
+SERIAL_MAX = int(os.environ.get("PARTICLEFLOW_SERIAL_MAX", 32768))
 
 
 def _simd_lanes():

@@ -75,3 +75,57 @@ def adam_update(x, g, m, v, b1, b2, c1, c2, lr, eps):
     else:
         _adam(*args)
     return x_out, m_out, v_out
+
+
+@numba.njit(error_model="numpy", _nrt=False)
+def _mala_rows(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out, r0, r1):
+    d = x.shape[1]
+    for i in range(r0, r1):
+        back = 0.0
+        zz = 0.0
+        for j in range(d):
+            r = x[i, j] - y[i, j] + h * gy[i, j]
+            back += r * r
+            zz += z[i, j] * z[i, j]
+        la = (np.float64(e[i]) - np.float64(ey[i])) - back * inv4h + 0.5 * zz
+        if np.isnan(la):
+            la = -np.inf
+        la_out[i] = la
+        if logu[i] < la_out[i]:                # compared in the ensemble's dtype, as numpy does
+            acc_out[i] = 1
+            for j in range(d):
+                g_out[i, j] = gy[i, j]
+        else:
+            acc_out[i] = 0
+            ey[i] = e[i]
+            for j in range(d):
+                y[i, j] = x[i, j]
+                g_out[i, j] = g[i, j]
+
+
+@numba.njit(parallel=True, error_model="numpy")
+def _mala_rows_threaded(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out):
+    n = x.shape[0]
+    nb = (n + ROWS - 1) // ROWS
+    for b in prange(nb):
+        _mala_rows(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out, b * ROWS, min(n, b * ROWS + ROWS))
+
+
+ROWS = 512
+
+
+def mala_finish(x, g, e, y, gy, ey, z, logu, h, serial_max):
+    """The Metropolis half of a MALA step in one pass over the rows of [n, d] arrays:
+    log alpha = E(x) - E(y) - |x - y + h grad E(y)|^2 / (4h) + |z|^2 / 2 (the proposal's
+    log density ratio, rows summed in float64 in order; NaN counts as -inf), accept where
+    log u < log alpha; rejected rows of ``y`` and ``ey`` get x's and E(x) in place.
+    Returns (log alpha, accepted as 0/1, the gradients of the kept states)."""
+    n = x.shape[0]
+    dt = x.dtype.type
+    la, acc, g_out = np.empty(n, x.dtype), np.empty(n, x.dtype), np.empty_like(g)
+    args = (x, g, e, y, gy, ey, z, logu, dt(h), 1.0 / (4.0 * float(dt(h))), g_out, la, acc)
+    if n <= serial_max:
+        _mala_rows(*args, 0, n)
+    else:
+        _mala_rows_threaded(*args)
+    return la, acc, g_out

@@ -20,7 +20,7 @@ from particleflow.kernels.philox import normal_numpy
 from particleflow.random import Purpose, Stream
 
 s = Stream(3, 1)
-ids = np.arange(0, 70000, 7, dtype=np.int64)    # 10000 particles: above SERIAL_MAX, so the driver runs
+ids = np.arange(0, 280000, 7, dtype=np.int64)    # 40000 particles: above SERIAL_MAX, so the driver runs
 out = {"hits": 0, "misses": 0, "equal_oracle": True, "values": []}
 for dt in (np.float32, np.float64):
     z = s.normal(5, ids, 3, dtype=dt)

@@ -60,9 +60,11 @@ def _run_schedule(n_threads):
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
-def test_bitwise_identical_across_thread_counts():
+def test_bitwise_identical_across_thread_counts(monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 numba threads")
+    from particleflow.kernels import _jit
+    monkeypatch.setattr(_jit, "SERIAL_MAX", 0)          # every launch threaded
     one = _run_schedule(1)
     two = _run_schedule(2)
     for a, b in zip(one, two):

@@ -55,10 +55,11 @@ def test_every_energy_fast_path_agrees_with_the_array_path(dtype):
 
 
 def run(device, make_move, dtype, steps=5, n=500, dim=2):
-    x0 = np.random.default_rng(7).normal(size=(n, dim)).astype(dtype)
+    move = make_move(dtype)
+    shape = getattr(getattr(move, "energy", None), "input_shape", None) or (dim,)
+    x0 = np.random.default_rng(7).normal(size=(n,) + tuple(shape)).astype(dtype)
     sim = pf.Simulation(seed=11, device=device)
     sim.add_ensemble("c", on_device(pf.Ensemble(x0.copy()), device))
-    move = make_move(dtype)
     sim.schedule(move, "c")
     sim.run(steps)
     return sim, move
@@ -70,6 +71,9 @@ MOVES = {
     "langevin mlp": lambda dt: pf.moves.Langevin(pf.energies.MLP([2, 16, 16, 1], seed=4, dtype=dt), 0.05),
     "mala mixture": lambda dt: pf.moves.MALA(
         pf.energies.GaussianMixture(np.array([[-2.0, 0], [2, 0]]), scale=1.0), 0.3),
+    "mala mlp": lambda dt: pf.moves.MALA(pf.energies.MLP([2, 16, 16, 1], seed=4, dtype=dt), 0.05),
+    "mala convnet": lambda dt: pf.moves.MALA(pf.energies.ConvNet((1, 8, 8), [4, 8], [3, 3], [1, 2], [1, 1], seed=3,
+                                                                 dtype=dt), 0.01),
     "hmc gaussian": lambda dt: pf.moves.HMC(pf.energies.Gaussian(np.zeros(2), np.eye(2)), 0.2, 5),
     "adam": lambda dt: pf.moves.Adam(lambda ens: ens.x - 1.0, lr=0.05),
     "short-run chains": lambda dt: pf.moves.ShortRun(pf.energies.MLP([2, 16, 1], activation="softplus", seed=5,
@@ -113,3 +117,32 @@ def test_a_stream_draw_is_the_same_on_both_paths():
     with reference_path():
         b = s.normal(0, np.arange(100), 2, pf.random.Purpose.PROPOSAL, np.float32)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mala_on_an_array_energy_takes_the_fused_finish_and_agrees_with_the_array_code(dtype, monkeypatch):
+    """MALA on a network energy: the fused accept pass runs (counted) and gives the array
+    code's log acceptance ratios, acceptance, positions and cached energies and gradients."""
+    from particleflow.moves import fastpaths
+    calls = []
+    real = fastpaths.FAST["mala_step"]
+    monkeypatch.setitem(fastpaths.FAST, "mala_step", lambda *a: calls.append(1) or real(*a))
+    energy = pf.energies.MLP([3, 16, 16, 1], seed=4, dtype=dtype)
+    x0 = np.random.default_rng(2).normal(size=(2000, 3)).astype(dtype)
+    out = []
+    for ref in (False, True):
+        move, ens = pf.moves.MALA(energy, 30.0), pf.Ensemble(x0.copy())
+        stream = Stream(5)
+        for t in range(3):
+            if ref:
+                with reference_path():
+                    stats = move(ens, stream, t)
+            else:
+                stats = move(ens, stream, t)
+        out.append((stats["acceptance"], np.asarray(move.last_log_alpha), ens.x.copy(), ens.cached_energy(energy)))
+    assert len(calls) == 3
+    (a_fast, la_fast, x_fast, (e_fast, g_fast)), (a_ref, la_ref, x_ref, (e_ref, g_ref)) = out
+    assert 0.2 < a_fast < 0.95 and a_fast == a_ref
+    np.testing.assert_allclose(la_fast, la_ref, **TOL[dtype])
+    for u, v in ((x_fast, x_ref), (e_fast, e_ref), (g_fast, g_ref)):
+        np.testing.assert_allclose(u, v, **TOL[dtype])

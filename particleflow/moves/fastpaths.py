@@ -14,7 +14,8 @@ import numpy as np
 
 from ..backend import fast_paths_on, on_host
 from ..kernels.analytic import MAX_FUSED_DIM, kernel
-from ..kernels.elementwise import adam_update, langevin_update
+from ..kernels import _jit
+from ..kernels.elementwise import adam_update, langevin_update, mala_finish
 from ..random import Purpose
 
 
@@ -66,7 +67,32 @@ def langevin_step(move, ens, stream, step, h, c, out):
     return True
 
 
-FAST = {"adam": adam, "langevin_step": langevin_step, "langevin_update_into": langevin_update_into}
+def mala_step(move, ens, stream, step, h, c, out):
+    """One MALA step of ``move`` (scalar step size, no preconditioner) for an array
+    energy: the proposal written straight into ``out`` in one pass, the energy at it,
+    then ``kernels.elementwise.mala_finish`` (the accept test and the choice of rows in
+    one pass, where the array code makes about ten passes with [n, d] temporaries).
+    Returns (log alpha, accepted, E and grad E of the kept states) with ``out`` holding
+    the kept states, or None where it does not apply."""
+    x = ens.x
+    if not _contiguous(x, out):
+        return None
+    cached = ens.cached_energy(move.energy)
+    e, g = cached if cached is not None else move.energy.value_and_grad(x)
+    z = move.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
+    stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
+    g = np.ascontiguousarray(g)
+    langevin_update(x, g.reshape(x.shape), z.reshape(x.shape), h, c, out)
+    ey, gy = move.energy.value_and_grad(out)
+    ey, gy = np.array(ey, copy=True), np.ascontiguousarray(gy).reshape(ens.n, -1)
+    logu = np.log(stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0])
+    la, acc, g_new = mala_finish(x.reshape(ens.n, -1), g.reshape(ens.n, -1), e, out.reshape(ens.n, -1), gy, ey, z,
+                                 logu, h, _jit.SERIAL_MAX)
+    return la, acc, ey, g_new.reshape(x.shape)
+
+
+FAST = {"adam": adam, "langevin_step": langevin_step, "langevin_update_into": langevin_update_into,
+        "mala_step": mala_step}
 
 
 def mixture_kernel(energy, kind, ensemble):

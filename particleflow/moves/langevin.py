@@ -174,6 +174,13 @@ class MALA(Move):
             launch, (mu, prec, logc) = mixture
             launch(ens.n, _flat(ens.x), _flat(out), energy, accepted, ens.ids, mu, prec, logc,
                    h, c, step, k0, kn, ka)
+        elif self.precond is None and not per_chain and (fast := fastpaths.lookup("mala_step", ens.x)) is not None \
+                and (res := fast(self, ens, stream, step, h, c, out)) is not None:
+            log_alpha, acc, e_new, g_new = res
+            self.last_log_alpha = log_alpha
+            self.last_alpha = np.exp(np.minimum(log_alpha, fl(0)))
+            energy[...] = e_new
+            accepted[...] = acc
         else:
             x = ens.x
             axes = tuple(range(1, x.ndim))
