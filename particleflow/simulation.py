@@ -402,8 +402,9 @@ def _continues(x0):
     return None
 
 
-def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
-    """Run one move on one ensemble and return the stacked positions.
+def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0, stats=False):
+    """Run one move on one ensemble and return the stacked positions (and, with
+    ``stats=True``, the move's statistics at every step).
 
     Parameters
     ----------
@@ -416,9 +417,12 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
         call that continues a first one (a warm-up, then sampling from its last frame)
         passes ``start_step`` = the first call's ``n_steps``, else it reuses its noise
         (a ``UserWarning`` says so when ``x0`` is a frame of that first call's result).
+    stats : also return the move's statistics (``move.stats_keys``: MALA's and HMC's
+        ``acceptance`` and ``mean_energy``, HMC's running total of ``divergences``, ...)
     Returns
     -------
-    array [n_steps // thin, n, *event_shape] on x0's backend.
+    array [n_steps // thin, n, *event_shape] on x0's backend; with ``stats=True`` the
+    pair (that array, {key: float64 array [(n_steps // thin) * thin], the value after each step}).
 
     Example
     -------
@@ -427,6 +431,9 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
     >>> xs = pf.sample(e, np.zeros((100, 2)), pf.moves.MALA(e, 0.5), n_steps=10, seed=1)
     >>> xs.shape
     (10, 100, 2)
+    >>> xs, st = pf.sample(e, xs[-1], pf.moves.MALA(e, 0.5), n_steps=10, seed=1, start_step=10, stats=True)
+    >>> st["acceptance"].shape, bool(0.5 < st["acceptance"].mean() < 1.0)
+    ((10,), True)
     """
     if not isinstance(move, Move):
         if not callable(move):
@@ -450,14 +457,23 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0):
                       "to continue it", UserWarning, stacklevel=2)
     xp = ens.xp
     frames = xp.empty((n_steps // thin,) + ens.x.shape, dtype=ens.dtype)
+    keys = tuple(getattr(move, "stats_keys", ()))
+    per_step = {k: np.full(n_steps, np.nan) for k in keys}
+    t = 0
     for f in range(n_steps // thin):
-        sim.run(thin)
+        for _ in range(thin if stats else 1):
+            sim.run(1 if stats else thin)
+            for k in keys if stats else ():
+                per_step[k][t] = float(sim.slots[0].last.get(k, np.nan))
+            t += 1
         frames[f] = sim.ensembles["chains"].x
+    if stats and n_steps % thin:                     # steps after the last frame: not run, as without stats
+        per_step = {k: v[:t] for k, v in per_step.items()}
     try:
         _SAMPLED[id(frames)] = frames
         _ENDS[id(frames)] = (seed, int(start_step) + (n_steps // thin) * thin)
         weakref.finalize(frames, _ENDS.pop, id(frames), None)
     except TypeError:                    # an array type without weak references: no check
         pass
-    return frames
+    return (frames, per_step) if stats else frames
 

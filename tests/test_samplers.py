@@ -172,3 +172,21 @@ def test_hmc_counts_divergent_transitions_as_the_closed_form_leapfrog_says():
         restored.load_state_dict(move.state_dict())
         assert restored(ens, stream, 2)["divergences"] == first              # the total survives a checkpoint
     assert counts[0] == counts[1]
+
+
+def test_sample_returns_the_moves_statistics_of_every_step_on_request():
+    """pf.sample(..., stats=True): the same frames as without, and every step's statistics,
+    equal to what a Simulation recording its move's statistics every step records."""
+    e = pf.energies.Gaussian(np.zeros(2), np.eye(2))
+    x0 = np.random.default_rng(0).normal(size=(300, 2))
+    plain = pf.sample(e, x0, pf.moves.HMC(e, 1.5, 4), n_steps=12, seed=3, thin=3)
+    xs, st = pf.sample(e, x0, pf.moves.HMC(e, 1.5, 4), n_steps=12, seed=3, thin=3, stats=True)
+    assert xs.tobytes() == plain.tobytes()
+    assert set(st) == {"acceptance", "mean_energy", "divergences"} and st["acceptance"].shape == (12,)
+    rec = pf.Recorder(frames=False)
+    sim = pf.Simulation({"c": pf.Ensemble(x0.copy())}, seed=3).schedule(pf.moves.HMC(e, 1.5, 4), "c", name="h")
+    sim.observe_moves(every=1).attach(rec)
+    sim.run(12)
+    np.testing.assert_array_equal(st["acceptance"], rec.observables["h/acceptance"].values)
+    np.testing.assert_array_equal(st["mean_energy"], rec.observables["h/mean_energy"].values)
+    assert 0.3 < st["acceptance"].mean() < 1.0
