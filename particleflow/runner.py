@@ -83,9 +83,10 @@ class Checkpointer(Observer):
     """Writes ``path`` every ``every`` steps and at step ``last``, after flushing the
     trajectory (``writer``), so the checkpoint's frame counts are on disk."""
 
-    def __init__(self, path, writer, every, last, config_text, seed, fresh=True, ranks=1):
+    def __init__(self, path, writer, every, last, config_text, seed, fresh=True, ranks=1, sharded=False):
         self.path, self.writer, self.every, self.last = path, writer, every, last
         self.config_text, self.seed, self.fresh, self.ranks = config_text, seed, fresh, ranks
+        self.sharded = sharded
 
     def start(self, sim, spec):
         if self.fresh:               # a new run replaces the old one's checkpoints when it starts
@@ -100,7 +101,7 @@ class Checkpointer(Observer):
     def save(self, sim):
         self.writer.flush()
         write_checkpoint(self.path, sim.state_dict(), self.writer.frame_counts(), self.config_text, self.seed,
-                         ranks=self.ranks)
+                         ranks=self.ranks, sharded=self.sharded)
 
 
 class _SignalGuard:
@@ -328,9 +329,12 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm,
         if comm.size > 1:
             sim.distribute(comm, reduction=reduction_mode(), shard=exp.shards)
         if start is not None:
-            if start.get("ranks", 1) != comm.size:
-                raise ConfigError(f"{out} was checkpointed by a run over {start.get('ranks', 1)} processes; "
-                                  f"resume it with the same number (mpiexec -n {start.get('ranks', 1)})")
+            # a run that split no ensemble holds its whole state in rank 0's checkpoint, and
+            # its results are the same for any number of processes: any number resumes it
+            if start.get("ranks", 1) != comm.size and (start.get("sharded", True) or sim.sharded()):
+                raise ConfigError(f"{out} was checkpointed by a run over {start.get('ranks', 1)} processes that split "
+                                  f"its ensembles between them; resume it with the same number "
+                                  f"(mpiexec -n {start.get('ranks', 1)})")
             sim.load_state_dict(start["state"])
         guard.immediate = False
         if guard.signum is not None:
@@ -363,7 +367,7 @@ def _execute(cfg, config_text, out, start, progress, base_dir, max_memory, comm,
         if comm.rank == 0 or sharded:
             ckpt = sim.attach(Checkpointer(checkpoint_path(out, comm.rank), _Writers(run_writer, shard_writer),
                                            exp.checkpoint_every(cfg), n_total, config_text, seed,
-                                           fresh=start is None, ranks=comm.size))
+                                           fresh=start is None, ranks=comm.size, sharded=bool(sharded)))
         tick = None if progress is None or comm.rank else (lambda s: progress(s, n_total))
         stopped = []
 

@@ -348,6 +348,30 @@ def test_resume_with_another_rank_count_is_refused(tmp_path):
 
 @pytest.mark.slow
 @needs_mpi
+def test_a_training_run_checkpointed_on_2_ranks_resumes_on_3_and_in_one_process_to_the_same_bits(tmp_path):
+    """A training run splits no ensemble (every rank holds the whole state, rank 0 writes):
+    its step-20 checkpoint written under mpiexec -n 2 resumes under -n 3 and in one
+    process, and both end bitwise where the uninterrupted one-process run ends."""
+    import shutil
+    cfg = [os.path.join(RUNS, "deen_ring.toml"), "--set", "output.plot=false", "--quiet", "--steps", "40",
+           "--set", "data.n=2000", "--set", "output.checkpoint_every=20", "--set", "output.every=10"]
+    r = _launch(1, ["run", "--out", "whole.h5"] + cfg, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _launch(2, ["run", "--out", "cut.h5"] + cfg, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(tmp_path / "cut.h5.ckpt.prev", "r") as f:
+        assert f.attrs["step"] == 20 and f.attrs["ranks"] == 2 and not f.attrs["sharded"]
+    for ranks in (3, 1):
+        out = tmp_path / f"resumed{ranks}.h5"
+        shutil.copy(tmp_path / "cut.h5", out)
+        shutil.copy(tmp_path / "cut.h5.ckpt.prev", str(out) + ".ckpt")      # as if stopped at step 20
+        r = _launch(ranks, ["resume", str(out), "--quiet"], tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        _same_bits(tmp_path / "whole.h5", out)
+
+
+@pytest.mark.slow
+@needs_mpi
 def test_missing_or_foreign_shards_are_refused_not_read_as_zeros(tmp_path):
     """A run file whose .shards folder is missing, lacks one shard, or (in a copy made
     elsewhere) belongs to another run: every reader refuses it in one line, exit 2."""

@@ -39,13 +39,16 @@ def _read_tree(group):
     return out
 
 
-def write_checkpoint(path, state, frame_counts, config_text, seed, ranks=1):
-    """``ranks``: the number of processes of the run (each writes its own checkpoint)."""
+def write_checkpoint(path, state, frame_counts, config_text, seed, ranks=1, sharded=False):
+    """``ranks``: the number of processes of the run (each writes its own checkpoint);
+    ``sharded``: whether the run split an ensemble over them (if not, rank 0's checkpoint
+    holds the whole state, and any number of processes may resume it)."""
     tmp = temporary_beside(path)
     try:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs["step"] = int(state["step"])
             f.attrs["ranks"] = int(ranks)
+            f.attrs["sharded"] = int(bool(sharded))
             f.attrs["seed"] = int(seed)
             f.attrs["config"] = config_text
             _write_tree(f.create_group("state"), {k: v for k, v in state.items() if k != "step"})
@@ -82,7 +85,7 @@ def checkpoint_steps(path):
 
 
 def read_checkpoint(path, step=None):
-    """dict(step, seed, config, ranks, state (for ``Simulation.load_state_dict``),
+    """dict(step, seed, config, ranks, sharded, state (for ``Simulation.load_state_dict``),
     frames={element: count}); falls back to ``PATH.prev`` if ``PATH`` is unreadable.
     ``step``: read the generation of that step."""
     last_error = None
@@ -99,7 +102,8 @@ def read_checkpoint(path, step=None):
                 for st in state.get("ensembles", {}).values():
                     st["next_id"] = int(st["next_id"])
                 return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
-                            state=state, ranks=int(f.attrs.get("ranks", 1)), frames={k: int(v) for k, v in f["frames"].attrs.items()})
+                            state=state, ranks=int(f.attrs.get("ranks", 1)),
+                            sharded=bool(f.attrs.get("sharded", int(f.attrs.get("ranks", 1)) > 1)), frames={k: int(v) for k, v in f["frames"].attrs.items()})
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "
