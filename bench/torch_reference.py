@@ -144,6 +144,50 @@ def jax_rows(rng):
         state["x"], state["key"] = step(state["x"], state["key"])
         jax.block_until_ready(state["x"])
     rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
+    rows += jax_deen_iterations(rng, jax, jnp, energy)
+    return rows
+
+
+def jax_deen_iterations(rng, jax, jnp, energy):
+    """One whole DEEN training iteration (paper 002) per call, as bench_networks.py's
+    DEEN_STEPS: a minibatch drawn from 20 000 data rows and its noise (jax.random), the
+    loss gradient (double backward), Adam (hand-written, betas 0.9 / 0.999, lr 1e-3),
+    all in one jit-compiled function."""
+    jax.config.update("jax_enable_x64", True)           # the ring config runs in float64
+    rows = []
+    for label, sizes, batch, dt in (("ring: MLP [2,32,32,32,1], batch 256, float64", [2, 32, 32, 32, 1], 256,
+                                     np.float64),
+                                    ("digits: MLP [64,128,128,256,1], batch 128, float32", [64, 128, 128, 256, 1], 128,
+                                     np.float32)):
+        ps = [(jnp.asarray((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dt)), jnp.zeros(b, dt))
+              for a, b in zip(sizes[:-1], sizes[1:])]
+        data = jnp.asarray(rng.standard_normal((20000, sizes[0])).astype(dt))
+        sigma = 0.1
+
+        def loss(ps, x, xn):
+            g = jax.grad(lambda z: energy(ps, z).sum())(xn)
+            r = x - xn + sigma * sigma * g
+            return (r * r).sum() / x.shape[0]
+
+        @jax.jit
+        def iteration(ps, m, v, t, key, data=data, batch=batch):
+            key, k1, k2 = jax.random.split(key, 3)
+            x = data[jax.random.randint(k1, (batch,), 0, data.shape[0])]
+            xn = x + sigma * jax.random.normal(k2, x.shape, x.dtype)
+            _, g = jax.value_and_grad(loss)(ps, x, xn)
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
+            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
+            c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+            ps = jax.tree_util.tree_map(lambda p, m, v: p - 1e-3 * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), ps, m, v)
+            return ps, m, v, t, key
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, ps)
+        state = {"s": (ps, zeros, zeros, jnp.asarray(0.0, dt), jax.random.PRNGKey(0))}
+
+        def step(state=state, iteration=iteration):
+            state["s"] = iteration(*state["s"])
+            jax.block_until_ready(state["s"][0])
+        rows.append((f"DEEN training step with Adam, {label}", step))
     return rows
 
 
