@@ -202,16 +202,18 @@ def mcmc(energy, x0, draws=1000, warmup="auto", sampler="mala", seed=0, thin=1, 
     grads = warm_grads
     out = np.empty((draws, chains) + x.shape[1:], dtype=x.dtype)
     energies = np.empty((draws, chains), dtype=x.dtype)
-    acc, divergences = [], 0
+    acc = []
+    # HMC reports a running total of divergences: those of the draws are its growth from here
+    before = int(sim.slots[0].last.get("divergences", 0))
     for k in range(draws):
         for _ in range(thin):
             sim.run(1)
             acc.append(sim.slots[0].last["acceptance"])
             grads += _step_gradients(sim.slots[0].last, sampler)
-            divergences += int(sim.slots[0].last.get("divergences", 0))
         out[k] = to_numpy(ens.x)
         cached = ens.cached_energy(energy)
         energies[k] = to_numpy(cached[0]) if cached is not None else to_numpy(energy.value(ens.x))
+    divergences = int(sim.slots[0].last.get("divergences", 0)) - before
     seconds = time.perf_counter() - t0
     return _result(out, energies, move, sampler, acc, divergences, grads, warm_grads, seconds, superchains)
 

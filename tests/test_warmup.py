@@ -301,3 +301,15 @@ def test_gaussian_moments_and_log_z_from_a_far_start():
     log_z = 0.5 * (5 * math.log(2 * math.pi) + np.linalg.slogdet(C)[1])
     assert abs(r.log_z - log_z) < 0.2
     assert stats.kstest(flat[::7, 0], "norm", args=(mean[0], math.sqrt(C[0, 0]))).pvalue > 1e-3
+
+
+def test_mcmc_counts_the_divergences_of_its_draws_only(monkeypatch):
+    """HMC streams a running total; pf.mcmc reports the divergent transitions of the
+    sampling steps alone (the warm-up's, here over a thousand, are not among them)."""
+    import particleflow.moves.hmc as hmc
+    counts = []
+    real = hmc.count_divergent
+    monkeypatch.setattr(hmc, "count_divergent", lambda ens, la: counts.append(real(ens, la)) or counts[-1])
+    r = pf.mcmc(OVERFLOW, dispersed(400), draws=40, tune=50, warmup="tune", sampler="hmc", seed=1)
+    assert sum(counts[:-40]) > 100                      # the warm-up diverged
+    assert r.divergences == sum(counts[-40:])
