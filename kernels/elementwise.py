@@ -9,6 +9,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import _jit
+from ._jit import CPU_BLOCK
+
 BLOCK = 16384
 
 
@@ -106,25 +109,24 @@ def _mala_rows(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out, r0
 @numba.njit(parallel=True, error_model="numpy")
 def _mala_rows_threaded(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out):
     n = x.shape[0]
-    nb = (n + ROWS - 1) // ROWS
+    nb = (n + CPU_BLOCK - 1) // CPU_BLOCK
     for b in prange(nb):
-        _mala_rows(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out, b * ROWS, min(n, b * ROWS + ROWS))
+        _mala_rows(x, g, e, y, gy, ey, z, logu, h, inv4h, g_out, la_out, acc_out, b * CPU_BLOCK,
+                   min(n, b * CPU_BLOCK + CPU_BLOCK))
 
 
-ROWS = 512
-
-
-def mala_finish(x, g, e, y, gy, ey, z, logu, h, serial_max):
+def mala_finish(x, g, e, y, gy, ey, z, logu, h):
     """The Metropolis half of a MALA step in one pass over the rows of [n, d] arrays:
     log alpha = E(x) - E(y) - |x - y + h grad E(y)|^2 / (4h) + |z|^2 / 2 (the proposal's
     log density ratio, rows summed in float64 in order; NaN counts as -inf), accept where
     log u < log alpha; rejected rows of ``y`` and ``ey`` get x's and E(x) in place.
-    Returns (log alpha, accepted as 0/1, the gradients of the kept states)."""
+    Returns (log alpha, accepted as 0/1, the gradients of the kept states).  Up to
+    ``_jit.SERIAL_MAX`` rows the calling thread works alone (the same numbers)."""
     n = x.shape[0]
     dt = x.dtype.type
     la, acc, g_out = np.empty(n, x.dtype), np.empty(n, x.dtype), np.empty_like(g)
     args = (x, g, e, y, gy, ey, z, logu, dt(h), 1.0 / (4.0 * float(dt(h))), g_out, la, acc)
-    if n <= serial_max:
+    if n <= _jit.SERIAL_MAX:
         _mala_rows(*args, 0, n)
     else:
         _mala_rows_threaded(*args)

@@ -455,25 +455,22 @@ def sample(energy, x0, move, n_steps, seed=0, thin=1, start_step=0, stats=False)
         warnings.warn(f"x0 is a frame of a pf.sample result (seed {seed}) that ended at step {previous[1]}; this call "
                       f"starts at step {start_step} and so reuses that call's noise: pass start_step={previous[1]} "
                       "to continue it", UserWarning, stacklevel=2)
+    if stats:
+        sim.observe_moves(every=1)                   # into sim.recorder
     xp = ens.xp
     frames = xp.empty((n_steps // thin,) + ens.x.shape, dtype=ens.dtype)
-    keys = tuple(getattr(move, "stats_keys", ()))
-    per_step = {k: np.full(n_steps, np.nan) for k in keys}
-    t = 0
     for f in range(n_steps // thin):
-        for _ in range(thin if stats else 1):
-            sim.run(1 if stats else thin)
-            for k in keys if stats else ():
-                per_step[k][t] = float(sim.slots[0].last.get(k, np.nan))
-            t += 1
+        sim.run(thin)
         frames[f] = sim.ensembles["chains"].x
-    if stats and n_steps % thin:                     # steps after the last frame: not run, as without stats
-        per_step = {k: v[:t] for k, v in per_step.items()}
     try:
         _SAMPLED[id(frames)] = frames
         _ENDS[id(frames)] = (seed, int(start_step) + (n_steps // thin) * thin)
         weakref.finalize(frames, _ENDS.pop, id(frames), None)
     except TypeError:                    # an array type without weak references: no check
         pass
-    return (frames, per_step) if stats else frames
+    if not stats:
+        return frames
+    slot = sim.slots[0].name
+    return frames, {k: np.asarray(sim.recorder.observables[f"{slot}/{k}"].values, dtype=np.float64)
+                    for k in getattr(move, "stats_keys", ())}
 

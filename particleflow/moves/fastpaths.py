@@ -14,7 +14,6 @@ import numpy as np
 
 from ..backend import fast_paths_on, on_host
 from ..kernels.analytic import MAX_FUSED_DIM, kernel
-from ..kernels import _jit
 from ..kernels.elementwise import adam_update, langevin_update, mala_finish
 from ..random import Purpose
 
@@ -87,7 +86,7 @@ def mala_step(move, ens, stream, step, h, c, out):
     ey, gy = np.array(ey, copy=True), np.ascontiguousarray(gy).reshape(ens.n, -1)
     logu = np.log(stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0])
     la, acc, g_new = mala_finish(x.reshape(ens.n, -1), g.reshape(ens.n, -1), e, out.reshape(ens.n, -1), gy, ey, z,
-                                 logu, h, _jit.SERIAL_MAX)
+                                 logu, h)
     return la, acc, ey, g_new.reshape(x.shape)
 
 
