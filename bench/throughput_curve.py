@@ -23,9 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIX_N = (1000, 10_000, 100_000, 1_000_000, 10_000_000)
 MLP_N = (1000, 10_000, 100_000, 1_000_000)
-WORKLOADS = [w for w in [("mixture", "ula", MIX_N), ("mixture", "mala", MIX_N), ("mixture", "hmc", MIX_N),
-                          ("mlp", "ula", MLP_N), ("mlp", "mala", MLP_N)]
-             if w[0] in os.environ.get("PF_CURVE_TARGETS", "mixture,mlp").split(",")]
+WORKLOADS = [("mixture", "ula", MIX_N), ("mixture", "mala", MIX_N), ("mixture", "hmc", MIX_N),
+             ("mlp", "ula", MLP_N), ("mlp", "mala", MLP_N)]
 H = {"ula": 0.01, "mala": 0.01, "hmc": 0.2}
 LEAPFROG = 5
 SIZES = [64, 32, 32, 32, 1]
@@ -149,12 +148,13 @@ def jax_worker(budget):
     return out
 
 
-def run_worker(impl, threads, python, budget):
+def run_worker(impl, threads, python, budget, targets):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     if impl == "jax" and threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    res = subprocess.run([python, os.path.abspath(__file__), "--worker", impl, "--budget", str(budget)],
+    res = subprocess.run([python, os.path.abspath(__file__), "--worker", impl, "--budget", str(budget),
+                          "--targets", *targets],
                          env=env, capture_output=True, text=True)
     if res.returncode:
         raise SystemExit(f"{impl} worker failed:\n{res.stderr[-2000:]}")
@@ -172,7 +172,6 @@ def main():
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     WORKLOADS[:] = [w for w in WORKLOADS if w[0] in a.targets]
-    os.environ["PF_CURVE_TARGETS"] = ",".join(a.targets)          # the workers read it
     if a.worker:
         print(json.dumps((pf_worker if a.worker == "pf" else jax_worker)(a.budget)))
         return
@@ -184,7 +183,7 @@ def main():
     got = {}
     for r in range(a.rounds):
         for impl, py, t in (runs if r % 2 == 0 else runs[::-1]):
-            for k, v in run_worker(impl, t, py, a.budget).items():
+            for k, v in run_worker(impl, t, py, a.budget, a.targets).items():
                 got.setdefault((impl, t, k), []).append(v)
     print(f"# {os.cpu_count()} CPUs ({cpu}, {simd}); float32; {a.rounds} rounds; particle-steps per second "
           "(median over rounds; range in brackets); pf = particleflow")
