@@ -416,11 +416,15 @@ def build_kernel(ns, body, args, target, vector_width=0):
         drive = jit_source(dict(_range=rng, prange=prange, min=min), drv_src, "_drive",
                            parallel=True, error_model="numpy")
 
+        compiled = []
+
         def launch(n, *a):
             if n:
-                if not rng.signatures:          # first call compiles
-                    with _forced_vector_width(vector_width):
-                        rng(0, *a)
+                if not compiled:                # first call compiles
+                    if not rng.signatures:
+                        with _forced_vector_width(vector_width):
+                            rng(0, *a)
+                    compiled.append(True)
                 if n <= SERIAL_MAX:             # per particle, so the same numbers either way
                     rng(n, *a)
                 else:

@@ -251,21 +251,33 @@ def _offsets(Ws, bs):
     return np.array(woff, np.int64), np.array(boff, np.int64), o
 
 
-def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
-    """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient for a tanh
-    MLP with weights ``Ws`` (PyTorch layout, C-contiguous) and biases ``bs``; returns
-    (loss, [(dW_l, db_l)]).  Call under a single-threaded BLAS (``chunks.single_threaded_blas``)."""
+def dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+    """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient as one flat
+    vector (PyTorch order: W_1, b_1, W_2, ...), for a tanh MLP with weights ``Ws``
+    (PyTorch layout, C-contiguous) and biases ``bs``.  Call under a single-threaded
+    BLAS (``chunks.single_threaded_blas``).  A batch of at most ``rows`` rows is one
+    chunk, computed on the calling thread (no parallel launch; the same numbers)."""
     x, xn = np.ascontiguousarray(x), np.ascontiguousarray(xn)
     B = x.shape[0]
     fl = x.dtype.type
+    Ws, bs = tuple(Ws), tuple(bs)
     woff, boff, P = _offsets(Ws, bs)
     nc = (B + rows - 1) // rows
+    if nc == 1:
+        g = np.zeros(P, x.dtype)
+        loss = dsm_chunk(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / B), g, woff, boff)
+        return float(loss) / B, g
     G = np.zeros((nc, P), x.dtype)
     losses = np.zeros(nc)
-    _dsm(x, xn, tuple(Ws), tuple(bs), fl(sigma2), fl(2 * sigma2 / B), rows, G, losses, woff, boff)
-    g = G.sum(0) if nc > 1 else G[0]           # chunk order: same for any thread count
-    out = [(g[wo:wo + W.size].reshape(W.shape), g[bo:bo + b.size]) for W, b, wo, bo in zip(Ws, bs, woff, boff)]
-    return float(losses.sum()) / B, out
+    _dsm(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / B), rows, G, losses, woff, boff)
+    return float(losses.sum()) / B, G.sum(0)           # chunk order: same for any thread count
+
+
+def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+    """``dsm_loss_and_flat_grad`` with the gradient as [(dW_l, db_l)]."""
+    loss, g = dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows)
+    woff, boff, _ = _offsets(Ws, bs)
+    return loss, [(g[wo:wo + W.size].reshape(W.shape), g[bo:bo + b.size]) for W, b, wo, bo in zip(Ws, bs, woff, boff)]
 
 
 def value_and_grad(x, Ws, bs, rows=ROWS, gx=None):

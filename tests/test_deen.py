@@ -212,3 +212,31 @@ def test_ring_at_sigma_03_recovers_log_p_sigma_and_equal_modes():
     assert r["corr_logp"] >= 0.98, r["corr_logp"]
     assert np.abs(r["mode_fractions"] - 1 / 8).max() < 0.03, r["mode_fractions"]
     assert r["heldout_loss"] < 1.15 * r["mmse"] and r["curl_relative"] < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation,batch", [("tanh", 300), ("tanh", 1100), ("relu", 300)])
+def test_the_flat_gradient_and_flat_parameter_load_are_the_dict_ones_bitwise(dtype, activation, batch):
+    """DEEN's trainer takes the gradient flat and loads the parameters from one vector:
+    the same bits as flattening the gradient dict and loading the unflattened dict,
+    for the whole-pass kernel (tanh; one chunk and three) and the layer path (relu)."""
+    from particleflow.estimators.contrastive import flatten, unflatten
+    net = pf.energies.MLP([3, 16, 16, 1], activation=activation, seed=4, dtype=dtype)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((batch, 3)).astype(dtype)
+    xi = (x + 0.2 * rng.standard_normal(x.shape)).astype(dtype)
+    loss, g = D.dsm_loss_and_grad(net, x, xi, 0.2)
+    flat_loss, flat = D.dsm_loss_and_grad(net, x, xi, 0.2, flat=True)
+    assert flat_loss == loss and flat.dtype == np.float64
+    assert np.array_equal(flat, flatten(g))
+    assert not np.array_equal(flat, 0 * flat)
+    v = flatten(net.params) - 1e-3 * flat
+    other = pf.energies.MLP([3, 16, 16, 1], activation=activation, seed=4, dtype=dtype)
+    net.set_params(unflatten(net.params, v))
+    other.set_flat_params(v)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(net.params.values(),
+                                                                          other.params.values()))
+    v[:] = 0                       # the loaded parameters own their memory
+    assert all(np.array_equal(a, b) for a, b in zip(net.params.values(), other.params.values()))
+    with pytest.raises(ValueError, match="shape"):
+        other.set_flat_params(v[:-1])

@@ -37,6 +37,7 @@ _pool = None
 _pool_size = 0
 _controller = None
 _controller_checked = False
+_blas_libs = None
 
 
 def workers():
@@ -70,14 +71,33 @@ def _executor(n):
         return _pool
 
 
+def _blas_libraries():
+    global _blas_libs
+    if _blas_libs is None:
+        ctl = _blas_controller()
+        _blas_libs = [] if ctl is None else [lc for lc in ctl.lib_controllers if lc.user_api == "blas"]
+    return _blas_libs
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
-    ctl = _blas_controller()
-    if ctl is None:
+    """BLAS limited to one thread inside the block (True), or False where threadpoolctl
+    is missing.  Each library's thread count is read and set directly (one C call
+    each): ``ThreadpoolController.limit`` costs about 20 us a call, as much as a
+    small network's whole gradient pass."""
+    if _blas_controller() is None:
         yield False
         return
-    with ctl.limit(limits=1, user_api="blas"):
+    saved = [(lc, lc.get_num_threads()) for lc in _blas_libraries()]
+    for lc, n in saved:
+        if n != 1:
+            lc.set_num_threads(1)
+    try:
         yield True
+    finally:
+        for lc, n in saved:
+            if n != 1:
+                lc.set_num_threads(n)
 
 
 _local = threading.local()

@@ -23,9 +23,11 @@ from . import mlp_cpu
 from .layers import activation_derivatives
 
 
-def dsm_loss_and_grad(net, x, x_noisy, sigma):
+def dsm_loss_and_grad(net, x, x_noisy, sigma, flat=False):
     """(L, grads like ``net.params``) of the MLP ``net`` at clean ``x`` and noisy
-    ``x_noisy`` [B, d] with noise level ``sigma`` (see the module doc)."""
+    ``x_noisy`` [B, d] with noise level ``sigma`` (see the module doc); ``flat``: the
+    gradient as one vector in ``net.params`` order instead (what an optimiser of the
+    flattened parameters takes; the whole-pass kernel computes it so)."""
     net._check(x)
     net._check(x_noisy, "x_noisy")
     if x.shape != x_noisy.shape:
@@ -34,14 +36,19 @@ def dsm_loss_and_grad(net, x, x_noisy, sigma):
         raise ValueError(f"sigma must be > 0; got {sigma}")
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample (the loss is a mean over the batch)")
-    out = mlp_cpu.dsm_loss_and_grad(net, x, x_noisy, float(sigma) ** 2)
+    out = (mlp_cpu.dsm_loss_and_flat_grad if flat else mlp_cpu.dsm_loss_and_grad)(net, x, x_noisy,
+                                                                                 float(sigma) ** 2)
     if out is not None:
         return out
     parts = net._map(x, lambda s: _chunk(net, x[s], x_noisy[s], float(sigma) ** 2, x.shape[0]))
     loss = 0.0
     for part, _ in parts:
         loss += float(part)
-    return loss, net._sum_in_order([g for _, g in parts])
+    grads = net._sum_in_order([g for _, g in parts])
+    if flat:
+        xp = array_module(x)
+        return loss, xp.concatenate([xp.ravel(v) for v in grads.values()])
+    return loss, grads
 
 
 def _chunk(net, x, x_noisy, sigma2, B):

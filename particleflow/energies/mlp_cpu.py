@@ -89,15 +89,23 @@ def ula_update_into(net, x, z, h, c, out):
     return True
 
 
-def dsm_loss_and_grad(net, x, x_noisy, sigma2):
-    """DEEN's loss and parameter gradients (``dsm.py``) by the whole-pass kernel, or
-    None where it does not apply."""
+def dsm_loss_and_flat_grad(net, x, x_noisy, sigma2):
+    """DEEN's loss and parameter gradient (``dsm.py``) by the whole-pass kernel, the
+    gradient as one vector in ``net.params`` order, or None where it does not apply."""
     if not whole_pass(net, x):
         return None
     with single_threaded_blas():
-        loss, grads = kernels.dsm_loss_and_grad(x, x_noisy, *weights_and_biases(net), sigma2)
-    out = {}
-    for l, (gw, gb) in enumerate(grads):
-        out[f"{2 * l}.weight"] = gw
-        out[f"{2 * l}.bias"] = gb
-    return loss, out
+        return kernels.dsm_loss_and_flat_grad(x, x_noisy, *weights_and_biases(net), sigma2)
+
+
+def dsm_loss_and_grad(net, x, x_noisy, sigma2):
+    """``dsm_loss_and_flat_grad`` with the gradient as a dict like ``net.params``."""
+    out = dsm_loss_and_flat_grad(net, x, x_noisy, sigma2)
+    if out is None:
+        return None
+    loss, g = out
+    grads, i = {}, 0
+    for name, p in net.params.items():
+        grads[name] = g[i:i + p.size].reshape(p.shape)
+        i += p.size
+    return loss, grads

@@ -55,6 +55,27 @@ class Network(Energy):
             layer.params[k] = xp.asarray(v, dtype=layer.params[k].dtype).copy()
         self.parameters_changed()
 
+    def set_flat_params(self, v):
+        """Set every parameter from one vector ``v`` in ``params`` order (``flatten``'s):
+        one cast to the parameters' dtype into a fresh array, each parameter a view of
+        it (the same numbers as ``set_params`` of the unflattened dict)."""
+        own = self.params
+        dtypes = {p.dtype for p in own.values()}
+        n = sum(int(p.size) for p in own.values())
+        if len(dtypes) != 1:
+            raise ValueError("set_flat_params needs parameters of one dtype; use set_params")
+        if tuple(v.shape) != (n,):
+            raise ValueError(f"the flat parameter vector must have shape ({n},); got {tuple(v.shape)}")
+        first = next(iter(own.values()))
+        xp = array_module(first)
+        flat = xp.array(v, dtype=first.dtype, copy=True)
+        i = 0
+        for name, p in own.items():
+            layer, k = name.split(".", 1)
+            self.layers[int(layer)].params[k] = flat[i:i + p.size].reshape(p.shape)
+            i += p.size
+        self.parameters_changed()
+
     def to(self, device):
         for layer in self.layers:
             for k in layer.params:
@@ -277,6 +298,11 @@ class MLP(Network):
         """DEEN's denoising score-matching loss and its parameter gradient
         (``dsm.dsm_loss_and_grad``)."""
         return dsm.dsm_loss_and_grad(self, x, x_noisy, sigma)
+
+    def dsm_loss_and_flat_grad(self, x, x_noisy, sigma):
+        """The same, the gradient as one vector in ``params`` order (what a trainer of
+        the flattened parameters takes; the whole-pass kernel computes it so)."""
+        return dsm.dsm_loss_and_grad(self, x, x_noisy, sigma, flat=True)
 
 
 class ConvNet(Network):

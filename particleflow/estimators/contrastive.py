@@ -59,8 +59,12 @@ class LoadParameters(Move):
 def load_parameters(model, ens):
     """Set ``model``'s parameters from the one particle of ``ens`` (projected, and the
     particle replaced by the projection, for a model with ``project``)."""
-    params = unflatten(model.params, to_numpy(ens.x[0]))
     project = getattr(model, "project", None)
+    set_flat = getattr(model, "set_flat_params", None)
+    if project is None and set_flat is not None and len({v.dtype for v in model.params.values()}) == 1:
+        set_flat(to_numpy(ens.x[0]))
+        return
+    params = unflatten(model.params, to_numpy(ens.x[0]))
     if project is not None:          # constrained parameters: projected gradient steps
         params = project(params)
         ens.x = ens.xp.asarray(flatten(params)[None, :], dtype=ens.dtype)
@@ -97,17 +101,29 @@ def unflatten(like, v):
     return out
 
 
+def _flat_gradient(g):
+    """A gradient dict flattened, or a gradient already flat (a float64 vector in
+    ``params`` order) as it is."""
+    if isinstance(g, dict):
+        return flatten(g)
+    if not (isinstance(g, np.ndarray) and g.ndim == 1 and g.dtype == np.float64):
+        raise ValueError("a parameter gradient must be a dict like the model's params or a float64 vector "
+                         f"in params order; got {type(g).__name__}")
+    return g
+
+
 def add_parameter_trainer(sim, model, gradient, lr=1e-3, betas=(0.9, 0.999), suffix="", weight_decay=0.0):
     """Train ``model`` inside ``sim``: a one-particle ensemble ``theta<suffix>`` holds its
     parameters flattened, Adam moves it along ``gradient(step)`` (a dict like
-    ``model.params``, for the Simulation's current step), and ``LoadParameters`` copies
-    it back into the model (``weight_decay``: Adam's L2 term).  The parameters live once
-    in a checkpoint, as the ensemble's particle (``ParameterView`` copies them back into
-    the model on restore); Adam's moments and update count are its move state, so a
-    checkpointed run resumes bitwise."""
+    ``model.params``, or that dict already flattened, for the Simulation's current
+    step), and ``LoadParameters`` copies it back into the model (``weight_decay``:
+    Adam's L2 term).  The parameters live once in a checkpoint, as the ensemble's
+    particle (``ParameterView`` copies them back into the model on restore); Adam's
+    moments and update count are its move state, so a checkpointed run resumes
+    bitwise."""
     name = f"theta{suffix}"
     sim.add_ensemble(name, Ensemble(flatten(model.params)[None, :], name=name))
-    sim.schedule(Adam(lambda theta: flatten(gradient(sim.step))[None, :], lr=lr, betas=betas,
+    sim.schedule(Adam(lambda theta: _flat_gradient(gradient(sim.step))[None, :], lr=lr, betas=betas,
                       weight_decay=weight_decay), name,
                  name=f"adam{suffix}")
     sim.schedule(LoadParameters(model), name, name=f"load_parameters{suffix}")

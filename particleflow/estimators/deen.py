@@ -23,12 +23,12 @@ import math
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, to_numpy
 from ..ensemble import Ensemble
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import HELDOUT, check_batch_size, check_data, noisy_batch
-from .contrastive import add_parameter_trainer, contrastive_gradient
+from .contrastive import add_parameter_trainer, contrastive_gradient, flatten
 
 
 
@@ -39,9 +39,17 @@ def _check_sigma(sigma):
     return float(sigma)
 
 
-def dsm_loss_and_grad(energy, x, x_noisy, sigma):
-    """(L, dL/dtheta as a dict like ``energy.params``) of the DEEN loss on one batch."""
+def dsm_loss_and_grad(energy, x, x_noisy, sigma, flat=False):
+    """(L, dL/dtheta as a dict like ``energy.params``) of the DEEN loss on one batch;
+    ``flat``: dL/dtheta as one vector in ``energy.params`` order (``flatten``'s)."""
     sigma = _check_sigma(sigma)
+    fast_flat = getattr(energy, "dsm_loss_and_flat_grad", None) if flat else None
+    if fast_flat is not None:
+        loss, g = fast_flat(x, x_noisy, sigma)
+        return loss, to_numpy(g).astype(np.float64)
+    if flat:
+        loss, g = dsm_loss_and_grad(energy, x, x_noisy, sigma)
+        return loss, flatten(g)
     fast = getattr(energy, "dsm_loss_and_grad", None)
     if fast is not None:
         return fast(x, x_noisy, sigma)
@@ -127,7 +135,7 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
 
     def gradient(step):
         x, xi = noisy_batch(data, sigma, seed, step, batch_size)
-        loss, g = dsm_loss_and_grad(energy, x, xi, sigma)
+        loss, g = dsm_loss_and_grad(energy, x, xi, sigma, flat=True)
         sim.context["loss"] = loss
         return g
 
