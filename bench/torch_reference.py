@@ -6,9 +6,10 @@
 Serves timings over stdin/stdout so that bench_networks.py can interleave them with its
 own: it prints the available ``framework<TAB>workload`` pairs, an empty line, then
 answers each request line ``framework<TAB>workload`` with the median seconds per call
-(same workloads, sizes and dtypes as bench_networks.py, 2 threads).  The machine is a
-shared VM whose speed drifts by 2-3x over minutes; rounds that alternate our timing
-and the reference's make the ratio meaningful.  A framework that does not import is
+(same workloads, sizes and dtypes as bench_networks.py; PyTorch on ``PF_REF_THREADS``
+threads, default 2; for one thread of everything, run the pair under ``taskset -c 0``).
+The machine is a shared VM whose speed drifts by 2-3x over minutes; rounds that
+alternate our timing and the reference's make the ratio meaningful.  A framework that does not import is
 skipped.  Every Langevin step draws its noise with
 the framework's own RNG (``torch.randn_like``, ``jax.random.normal``), as a user's step would.
 """
@@ -27,7 +28,7 @@ def per_call(fn, min_time=0.05, samples=3, warmup=1):
 
 def torch_rows(rng):
     import torch
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("PF_REF_THREADS", "2")))
     rows = []
     x = torch.from_numpy(rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32)).requires_grad_(True)
     conv = torch.nn.Sequential(
