@@ -286,7 +286,10 @@ def value_and_grad(x, Ws, bs, rows=ROWS, gx=None):
     x = np.ascontiguousarray(x)
     e = np.empty(x.shape[0], x.dtype)
     gx = np.empty_like(x) if gx is None else gx
-    _value_and_grad(x, tuple(Ws), tuple(bs), rows, e, gx)
+    if x.shape[0] <= rows:              # one chunk: on the calling thread, the same numbers
+        value_and_grad_chunk(x, tuple(Ws), tuple(bs), e, gx)
+    else:
+        _value_and_grad(x, tuple(Ws), tuple(bs), rows, e, gx)
     return e, gx
 
 
@@ -295,5 +298,8 @@ def ula_update(x, Ws, bs, z, h, c, out, rows=ROWS):
     (C-contiguous x, z, out like x): the gradient never leaves the chunk.  Bitwise
     ``value_and_grad`` followed by ``elementwise.langevin_update`` (tested)."""
     fl = x.dtype.type
-    _ula(x, tuple(Ws), tuple(bs), z, fl(h), fl(c), rows, out)
+    if x.shape[0] <= rows:              # one chunk: on the calling thread, the same numbers
+        ula_chunk(x, tuple(Ws), tuple(bs), z, fl(h), fl(c), out)
+    else:
+        _ula(x, tuple(Ws), tuple(bs), z, fl(h), fl(c), rows, out)
     return out
