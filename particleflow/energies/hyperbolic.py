@@ -1,13 +1,25 @@
 """The least-action potential of paper 000 (Section 3) and the hyperbolic network that
 computes its MAP (Algorithm 3.1); ``particleflow.estimators.mrmap.mrmap_training``
 trains one (Algorithm 3.2)."""
+import functools
 import math
 
 import numpy as np
 
 from ..checks import positive
+from .chunks import single_threaded_blas
 from ..integrators import leapfrog, momentum_from_positions
 from ..random import Purpose, Stream, StreamBlock
+
+
+def _one_blas_thread(method):
+    """Run ``method`` with BLAS on one thread: how OpenBLAS splits a GEMM's rows over its
+    threads changes their rounding, so results would depend on the thread count."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with single_threaded_blas():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def _cg(matvec, rhs, n_iter):
@@ -199,6 +211,7 @@ class HyperbolicNetwork:
         return z, (np.maximum(z, 0) * self.params["wl"][j - 1]) @ Kj
 
     # -------------------------------------------------------------- forward
+    @_one_blas_thread
     def forward(self, d, mask):
         """The flow of Algorithm 3.1 for observations ``d`` [n, p] (0 where unobserved)
         and ``mask``: a dict with ``u`` (the states u_0 .. u_l), ``z`` (the layers'
@@ -227,6 +240,7 @@ class HyperbolicNetwork:
         return {"u": us, "z": zs, "tanh": t, "q": q, "xhat": us[l] @ P["K"].T, "x0": u0 @ P["K"].T,
                 "solve": solve, "d": d, "mask": mask}
 
+    @_one_blas_thread
     def potential(self, flow):
         """phi(u) of eq. 3.2 along a flow from ``forward``, per row:
         1/2 sum_j ||u_j - u_{j-1}||^2 + h^2 sum_{j>=1} w_j . f(K_j u_j + b_j) + r . u_l,
@@ -241,6 +255,7 @@ class HyperbolicNetwork:
         return self.forward(d, mask)["xhat"]
 
     # -------------------------------------------------------------- loss and gradient
+    @_one_blas_thread
     def loss_and_grad(self, x, d, mask, alpha=1.0, gamma=1.0):
         """(losses, gradient) of L = Re + alpha Rp + gamma Rc (eq. 3.7, each a mean over
         the rows): ``losses`` has ``loss``, ``re``, ``rp``, ``rc``; the gradient is a dict
