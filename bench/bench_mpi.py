@@ -1,7 +1,7 @@
 """Weak and strong scaling over MPI ranks (needs the 'mpi' extra), with the time spent
 in communication.
 
-    python bench/bench_mpi.py [--rounds 3]
+    python bench/bench_mpi.py [--rounds 3] [--only NAME]
 
 For each workload it launches, interleaved over ``rounds`` rounds,
 ``mpiexec -n R python bench/bench_mpi.py --worker ...`` for
@@ -27,6 +27,9 @@ WORKLOADS = {
     "demo": ("runs/demo.toml", {"ensembles.chains.n": 100000}, [], 200),
     "dual_ebm (paper 001)": ("runs/dual_ebm_dual.toml", {"model.particles": 50000, "data.n": 25000},
                              ["data.n_test=2000"], 40),
+    # the K = 100 Langevin steps of 64 chains per rank, in blocks of 16 rows shared by the ranks
+    "short-run digits (paper 004)": ("runs/shortrun_digits.toml", {"short_run.n_chains": 64},
+                                     ["short_run.chain_block=16"], 8),
 }
 
 
@@ -79,29 +82,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--worker", nargs="+")
+    ap.add_argument("--only", help="the workloads whose name contains this")
     args = ap.parse_args()
     if args.worker:
         config, steps, *sets = args.worker
         return worker(config, sets, int(steps))
     cases = [(1, 1), (1, 2), (2, 2)]          # (ranks, size factor)
-    times = {(w, c): [] for w in WORKLOADS for c in cases}
+    workloads = {w: v for w, v in WORKLOADS.items() if not args.only or args.only in w}
+    times = {(w, c): [] for w in workloads for c in cases}
     for _ in range(args.rounds):
-        for w, (config, sizes, extra, steps) in WORKLOADS.items():
+        for w, (config, sizes, extra, steps) in workloads.items():
             for ranks, k in cases:
                 sets = [f"{key}={v * k}" for key, v in sizes.items()] + extra
                 times[(w, (ranks, k))].append(launch(ranks, config, sets, steps))
-    print(f"{'workload':22s} {'case':18s} {'ms/step':>20s} {'comm ms/step':>20s}")
-    for w in WORKLOADS:
+    print(f"{'workload':28s} {'case':18s} {'ms/step':>20s} {'comm ms/step':>20s}")
+    for w in workloads:
         for ranks, k in cases:
             t = times[(w, (ranks, k))]
-            print(f"{w:22s} R={ranks}, {k}N{'':11s} {fmt([x['seconds_per_step'] for x in t]):>20s} "
+            print(f"{w:28s} R={ranks}, {k}N{'':11s} {fmt([x['seconds_per_step'] for x in t]):>20s} "
                   f"{fmt([x['comm_per_step'] for x in t]):>20s}")
         t11 = [x["seconds_per_step"] for x in times[(w, (1, 1))]]
         t12 = [x["seconds_per_step"] for x in times[(w, (1, 2))]]
         t22 = [x["seconds_per_step"] for x in times[(w, (2, 2))]]
         weak = [a / b for a, b in zip(t11, t22)]
         strong = [a / b for a, b in zip(t12, t22)]
-        print(f"{w:22s} weak-scaling efficiency R=2: {statistics.median(weak):.2f} "
+        print(f"{w:28s} weak-scaling efficiency R=2: {statistics.median(weak):.2f} "
               f"[{min(weak):.2f}-{max(weak):.2f}]; strong-scaling speed-up R=2: {statistics.median(strong):.2f} "
               f"[{min(strong):.2f}-{max(strong):.2f}]")
 

@@ -2,6 +2,7 @@
 efficiency it projects (docs/mpi.md).
 
     python bench/mpi_model.py [--alpha-us 2] [--beta-gbs 5] [--demo-ms 5.9] [--dual-ms 136]
+                              [--sr-step-s 1.17] [--sr-grad-s 3.9] [--sr-params 11031809]
 
 Per step every collective costs alpha * log2(R) (latency; recursive doubling) plus the
 bytes each rank receives over beta.  'ordered' reductions gather every block's partial
@@ -36,6 +37,33 @@ def dual(R, n_rank=50_000, data_rank=25_000, m=64, d=15):
     return 2 + 2, ordered, allreduce
 
 
+def shortrun(R, alpha, beta, t_step, t_grad, params, K=100, batch=64, event=3 * 32 * 32):
+    """Paper 004 at the paper's settings, per iteration and rank: K Langevin steps of
+    ``batch`` chains (``t_step`` seconds each on one core), then the parameter gradient
+    over a data batch and the samples (``t_grad`` for 2 ``batch`` rows).  Seconds per
+    iteration at R ranks (weak scaling: ``batch`` chains per rank) for four designs:
+
+    * 'chains shared' (what particleflow runs with ``short_run.chain_block``): each rank
+      runs its blocks of chains, one allgather of the end points (float32) and of the
+      ||grad E|| rows, then every rank computes the whole gradient over R batches;
+    * 'gradient partials, allgather': each rank computes the gradient partial of its
+      own rows (float64); all partials gathered and summed in block order (bitwise for
+      any R; every rank receives (R - 1) partials, and must hold them);
+    * 'gradient partials, ordered reduce-scatter': the same sums in the same order, but
+      an all-to-all sends each rank one 1/R slice of every partial, it sums its slice in
+      block order, and an allgather of the summed slices (float32) follows (bitwise for
+      any R; about 12 bytes per parameter received, whatever R);
+    * 'allreduce': MPI_Allreduce of the partials (not bitwise across R)."""
+    lat = alpha * max(1.0, math.log2(R))
+    own = K * t_step
+    chains = own + R * t_grad + 2 * lat + (R - 1) * batch * (event * 4 + K * 8) / beta
+    gather = own + t_grad + lat + (R - 1) * params * 8 / beta
+    scatter = own + t_grad + 2 * lat + ((R - 1) / R) * params * 8 / beta + ((R - 1) / R) * params * 4 / beta
+    allreduce = own + t_grad + lat + 2 * ((R - 1) / R) * params * 8 / beta
+    return {"chains shared": chains, "gradient partials, allgather": gather,
+            "gradient partials, ordered reduce-scatter": scatter, "allreduce": allreduce}
+
+
 def project(T1, model, R, alpha, beta):
     n_coll, ordered, allreduce = model(R)
     lat = n_coll * alpha * max(1.0, math.log2(R))
@@ -49,6 +77,10 @@ def main():
     ap.add_argument("--beta-gbs", type=float, default=5.0)
     ap.add_argument("--demo-ms", type=float, default=5.9)
     ap.add_argument("--dual-ms", type=float, default=136.0)
+    ap.add_argument("--sr-step-s", type=float, default=1.17,
+                    help="paper 004 ConvNet n_f = 128, 32x32x3: value + grad_x of 64 chains, one core (s)")
+    ap.add_argument("--sr-grad-s", type=float, default=3.9, help="its grad_params over 128 rows, one core (s)")
+    ap.add_argument("--sr-params", type=int, default=11_031_809, help="its parameter count")
     a = ap.parse_args()
     alpha, beta = a.alpha_us * 1e-6, a.beta_gbs * 1e9
     print("| workload (per rank) | R | bytes received per step, ordered | allreduce | E ordered | E allreduce |")
@@ -59,6 +91,15 @@ def main():
             e, ob, ab = project(T1, model, R, alpha, beta)
             print(f"| {name} | {R} | {ob / 1e6:.3g} MB | {ab / 1e3:.3g} kB | {e['ordered']:.2f} | "
                   f"{e['allreduce']:.2f} |")
+    T1 = 100 * a.sr_step_s + a.sr_grad_s
+    print(f"\npaper 004 at the paper's settings (ConvNet n_f = 128, 32x32x3, K = 100, 64 chains per rank; "
+          f"{a.sr_params / 1e6:.1f} M parameters): one rank {T1:.0f} s per iteration; weak-scaling efficiency")
+    designs = list(shortrun(2, alpha, beta, a.sr_step_s, a.sr_grad_s, a.sr_params))
+    print("| R | " + " | ".join(designs) + " |")
+    print("|---|" + "---|" * len(designs))
+    for R in (2, 8, 64, 512):
+        t = shortrun(R, alpha, beta, a.sr_step_s, a.sr_grad_s, a.sr_params)
+        print(f"| {R} | " + " | ".join(f"{T1 / t[d]:.2f}" for d in designs) + " |")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,13 @@ RUNS_BITWISE = [
                             "--set", "dual.restart_probability=0.1", "--set", "data.n_test=500"], (2, 3)),
     ("importance_gaussian.toml", ["--set", "run.runs=40", "--set", "fit.runs=5", "--set", "fit.iterations=10",
                                   "--set", "sampling.M=[100]", "--set", "fit.average_last=5"], (2, 3)),
-    ("deen_ring.toml", ["--steps", "30", "--set", "data.n=2000"], (2,)),
+    ("deen_ring.toml", ["--steps", "30", "--set", "data.n=2000"], (2, 3)),
+    ("mrmap_mixture.toml", ["--steps", "20", "--set", "output.every=5"], (2, 3)),
+    # the ranks share the chains' blocks (4 of 64 rows; 4 of 16 rows and a ConvNet)
+    ("shortrun_ring.toml", ["--steps", "6", "--set", "short_run.chain_block=64", "--set", "short_run.K_values=[20]",
+                            "--set", "data.n=2000", "--set", "output.every=2"], (2, 3)),
+    ("shortrun_digits.toml", ["--steps", "3", "--set", "short_run.chain_block=16", "--set", "short_run.K_values=[10]",
+                              "--set", "generator.recon_iter=3", "--set", "output.every=1"], (2, 3)),
     ("eight_schools.toml", ["--steps", "120", "--set", "ensembles.chains.n=600", "--set", "schedule.0.warmup=40",
                             "--set", "output.every=10"], (2, 3)),
 ]
@@ -289,6 +295,40 @@ def test_a_killed_rank_ends_the_job_and_resume_completes_to_the_same_bits(tmp_pa
     _same_bits(tmp_path / "whole.h5", out)
 
 
+@pytest.mark.slow
+@needs_mpi
+def test_a_killed_rank_of_a_training_run_keeps_the_committed_frames_and_resume_ends_bitwise(tmp_path):
+    """Short-run training whose ranks share the chains' blocks: rank 1 killed after the
+    first checkpoint ends the job; the run file keeps its committed frames, and resume
+    (on 2 ranks) ends bitwise where the uninterrupted run ends."""
+    cfg = [os.path.join(RUNS, "shortrun_ring.toml"), "--set", "output.plot=false", "--quiet", "--steps", "1500",
+           "--set", "short_run.chain_block=64", "--set", "short_run.K_values=[20]", "--set", "data.n=2000",
+           "--set", "output.every=10", "--set", "output.checkpoint_every=100"]
+    r = _launch(2, ["run", "--out", "whole.h5"] + cfg, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "cut.h5"
+    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "particleflow._main", "run",
+                             "--out", str(out)] + cfg, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim = _rank_pid(out, 1)
+    ckpt = tmp_path / "cut.h5.ckpt"
+    t0 = time.time()
+    while not ckpt.exists() and time.time() - t0 < 600 and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "the run never checkpointed"
+    os.kill(victim, signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    with h5py.File(out, "r", libver="latest", swmr=True) as f:
+        steps = f["particles/chains_K20/position/step"][()]
+        assert len(steps) >= 1 and steps[0] == 0 and np.all(np.diff(steps) == 10)
+    with h5py.File(ckpt, "r") as f:
+        assert 100 <= f.attrs["step"] < 1500          # killed mid-run, after a checkpoint
+    r = _launch(2, ["resume", str(out), "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_bits(tmp_path / "whole.h5", out)
+
+
 FAILS_ON_RANK_1 = """from mpi4py import MPI
 def make():
     def vg(x):
@@ -348,13 +388,19 @@ def test_resume_with_another_rank_count_is_refused(tmp_path):
 
 @pytest.mark.slow
 @needs_mpi
-def test_a_training_run_checkpointed_on_2_ranks_resumes_on_3_and_in_one_process_to_the_same_bits(tmp_path):
-    """A training run splits no ensemble (every rank holds the whole state, rank 0 writes):
-    its step-20 checkpoint written under mpiexec -n 2 resumes under -n 3 and in one
-    process, and both end bitwise where the uninterrupted one-process run ends."""
+@pytest.mark.parametrize("config,args", [
+    ("deen_ring.toml", ["--set", "data.n=2000"]),
+    ("shortrun_ring.toml", ["--set", "short_run.chain_block=64", "--set", "short_run.K_values=[20]",
+                            "--set", "data.n=2000"])], ids=["deen_ring", "shortrun_ring"])
+def test_a_training_run_checkpointed_on_2_ranks_resumes_on_3_and_in_one_process_to_the_same_bits(tmp_path, config,
+                                                                                               args):
+    """A training run splits no ensemble (every rank holds the whole state, rank 0 writes;
+    the short-run ranks share only the work of each step's chains): its step-20
+    checkpoint written under mpiexec -n 2 resumes under -n 3 and in one process, and
+    both end bitwise where the uninterrupted one-process run ends."""
     import shutil
-    cfg = [os.path.join(RUNS, "deen_ring.toml"), "--set", "output.plot=false", "--quiet", "--steps", "40",
-           "--set", "data.n=2000", "--set", "output.checkpoint_every=20", "--set", "output.every=10"]
+    cfg = [os.path.join(RUNS, config), "--set", "output.plot=false", "--quiet", "--steps", "40",
+           "--set", "output.checkpoint_every=20", "--set", "output.every=10"] + args
     r = _launch(1, ["run", "--out", "whole.h5"] + cfg, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     r = _launch(2, ["run", "--out", "cut.h5"] + cfg, tmp_path)

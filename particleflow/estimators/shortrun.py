@@ -27,7 +27,7 @@ MODES = {"short_run": "noise", "cd": "data", "pcd": "persistent"}
 
 
 def short_run(energy, data, n_chains=64, n_steps=100, step_size=1.0, noise_scale=0.01, mode="short_run", base=None,
-              data_noise=0.03, lr=1e-4, betas=(0.9, 0.999), buffer_size=10000, reinit=0.05, seed=0):
+              data_noise=0.03, lr=1e-4, betas=(0.9, 0.999), buffer_size=10000, reinit=0.05, seed=0, chain_block=None):
     """Short-run MCMC learning as a Simulation of three ensembles:
 
     * ``data`` (static): the training set;
@@ -40,15 +40,18 @@ def short_run(energy, data, n_chains=64, n_steps=100, step_size=1.0, noise_scale
     ``noise_scale``, ``data_noise`` and ``lr`` may be schedules (callables of the
     iteration, e.g. ``moves.StepDecay`` / ``moves.CosineDecay``).  A checkpointed
     run resumes bitwise (chains, buffer ages and Adam's moments are state).
+    ``chain_block``: rows per block of chains (``moves.ShortRun``); a run over several
+    processes splits the blocks of every step's K Langevin steps over its ranks.
     ``add_short_run`` adds one more such learner to an existing Simulation."""
     data = check_data(data, energy)
     sim = Simulation({"data": Ensemble(data, name="data")}, seed=seed)
     return add_short_run(sim, energy, n_chains, n_steps, step_size, noise_scale, mode, base, data_noise, lr, betas,
-                         buffer_size, reinit)
+                         buffer_size, reinit, chain_block=chain_block)
 
 
 def add_short_run(sim, energy, n_chains=64, n_steps=100, step_size=1.0, noise_scale=0.01, mode="short_run",
-                  base=None, data_noise=0.03, lr=1e-4, betas=(0.9, 0.999), buffer_size=10000, reinit=0.05, suffix=""):
+                  base=None, data_noise=0.03, lr=1e-4, betas=(0.9, 0.999), buffer_size=10000, reinit=0.05, suffix="",
+                  chain_block=None):
     """Train ``energy`` on the ``data`` ensemble of ``sim`` by short-run MCMC: ensembles
     ``chains<suffix>`` and ``theta<suffix>``, moves ``short_run<suffix>``,
     ``adam<suffix>``, ``load_parameters<suffix>``; ``sim.context`` gets
@@ -71,7 +74,7 @@ def add_short_run(sim, energy, n_chains=64, n_steps=100, step_size=1.0, noise_sc
         return cache["x"]
 
     move = ShortRun(energy, n_steps, step_size, noise_scale, MODES[mode], base, data_batch=positive,
-                    batch=n_chains if mode == "pcd" else None, reinit=reinit)
+                    batch=n_chains if mode == "pcd" else None, reinit=reinit, chain_block=chain_block)
     if mode == "pcd":
         check_batch_size(buffer_size)
         if buffer_size < n_chains:

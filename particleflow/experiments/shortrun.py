@@ -12,8 +12,8 @@ persistent-CD and CD-k variants of the same estimator.
                  data batches), step_size h and noise c (x <- x - h grad E + c z;
                  the paper's code: 1 and 0.01), init ("uniform" on [-1, 1] | "gaussian"),
                  n_chains (m, also the data batch), data_noise (sigma), lr, schedule
-                 (constant | cosine), buffer_size,
-                 reinit (pcd)
+                 (constant | cosine), buffer_size, reinit (pcd), chain_block (rows per
+                 block of chains; under mpiexec the ranks share the blocks)
     [output]     every, checkpoint_every, compression, plot
 
 The algorithm is ``particleflow.estimators.shortrun``.  Observables every
@@ -75,7 +75,10 @@ SHORT_RUN = {"mode": Field("str", "short_run", choices=tuple(MODES), doc="short_
              "schedule": Field("str", "constant", choices=("constant", "cosine"),
                                doc="learning rate: constant, or cosine decay to 0 over run.steps"),
              "buffer_size": Field("int", 10000, lo=1, doc="pcd: replay buffer size"),
-             "reinit": Field("float", 0.05, lo=0, hi=1, doc="pcd: re-initialisation probability per use")}
+             "reinit": Field("float", 0.05, lo=0, hi=1, doc="pcd: re-initialisation probability per use"),
+             "chain_block": Field("int", 0, lo=0,
+                                  doc="rows per block of chains, each block run on its own; under mpiexec the "
+                                      "ranks share the blocks (0: the chains run as one batch, on every rank)")}
 N_EVAL = 20000
 
 
@@ -159,7 +162,8 @@ class ShortRunExperiment(Experiment):
             e = self.make_energy(cfg, cfg["run"]["seed"])
             tag = f"_K{K}"
             add_short_run(sim, e, sr["n_chains"], K, sr["step_size"], sr["noise"], sr["mode"], base_of(cfg),
-                          sr["data_noise"], learning_rate(sr, cfg["run"]["steps"]), buffer_size=sr["buffer_size"], reinit=sr["reinit"], suffix=tag)
+                          sr["data_noise"], learning_rate(sr, cfg["run"]["steps"]), buffer_size=sr["buffer_size"],
+                          reinit=sr["reinit"], suffix=tag, chain_block=sr["chain_block"] or None)
             energies[K] = e
             for name in ("f_data", "f_model"):
                 sim.observe(name + tag, lambda s, k=name + tag: s.context[k], every=every, initial=False)

@@ -21,7 +21,7 @@ are bitwise reproducible whatever the thread count.
 """
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from ..backend import array_module, to_device, to_numpy
 from ..random import Purpose
 from . import fastpaths
 from ..checks import positive, probability as _probability
@@ -117,12 +117,15 @@ class ShortRun(Move):
     base : UniformBox / GaussianBase (default UniformBox(-1, 1))
     data_batch : callable step -> array of the chains' shape (start = "data")
     batch, reinit : replay buffer only
+    chain_block : None (the chains of a step run as one batch) or rows per block: the
+        chains run block by block, and in a run over several processes each rank runs
+        its share of the blocks (``run_chains``)
     """
 
     stats_keys = ("grad_norm", "reinit_fraction", "buffer_age")
 
     def __init__(self, energy, n_steps, step_size=1.0, noise_scale=0.01, start="noise", base=None, data_batch=None,
-                 batch=None, reinit=0.05):
+                 batch=None, reinit=0.05, chain_block=None):
         super().__init__()
         self.energy = energy
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
@@ -146,6 +149,10 @@ class ShortRun(Move):
                 raise ValueError(f"a replay buffer needs batch, an integer >= 1; got {batch!r}")
         self.batch = None if batch is None else int(batch)
         self.reinit = _probability(reinit, "reinit")
+        if chain_block is not None and (isinstance(chain_block, bool) or not isinstance(chain_block, (int, np.integer))
+                                        or chain_block < 1):
+            raise ValueError(f"chain_block must be None or an integer >= 1; got {chain_block!r}")
+        self.chain_block = None if chain_block is None else int(chain_block)
         self.last_samples = None
         self.state = {}
 
@@ -183,7 +190,8 @@ class ShortRun(Move):
             ages[rows] += 1
             self.state["age"] = ages
             run_ids = ens.ids[xp.asarray(rows)]
-        x, grad_norm = self.run_chains(x, run_ids, stream, step)
+        comm = getattr(ens.device, "comm", None) if ens.shard is None else None   # replicated: split the work
+        x, grad_norm = self.run_chains(x, run_ids, stream, step, comm, self.chain_block)
         if rows is None:
             ens.x = x
         else:
@@ -194,24 +202,54 @@ class ShortRun(Move):
         self.last_samples = x
         return {"grad_norm": grad_norm, "reinit_fraction": fraction, "buffer_age": age}
 
-    def run_chains(self, x, ids, stream, step):
+    def run_chains(self, x, ids, stream, step, comm=None, chain_block=None):
         """K steps of x <- x - h grad E(x) + c z from ``x`` (a new array is returned)
-        and the mean ||grad E|| over the steps and chains."""
+        and the mean ||grad E|| over the steps and chains.
+
+        With ``chain_block`` rows per block, the chains run in fixed blocks, one block
+        after another (a chain needs only its own row and its own noise); given the
+        communicator ``comm`` of a run over several processes, each rank runs a
+        contiguous range of the blocks and one allgather brings every block to every
+        rank.  A block is computed by the same code whatever the rank count, so the
+        result is bitwise the same for any rank count (a different ``chain_block`` may
+        round differently: network passes over fewer rows may take other BLAS paths).
+        The move's own steps pass its ``chain_block``."""
+        n = x.shape[0]
+        if chain_block is None:
+            parts = [self._run_block(x, ids, stream, step)]
+        else:
+            size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+            blocks = [(s, min(n, s + chain_block)) for s in range(0, n, chain_block)]
+            mine = blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]
+            parts = [self._run_block(x[a:b], ids[a:b], stream, step) for a, b in mine]
+            if size > 1:
+                xp = array_module(x)
+                gathered = comm.allgather([(to_numpy(xb), norms) for xb, norms in parts])
+                parts = [(xp.asarray(xb), norms) for rank_parts in gathered for xb, norms in rank_parts]
+        out = parts[0][0] if len(parts) == 1 else array_module(x).concatenate([xb for xb, _ in parts])
+        norms = np.concatenate([nb for _, nb in parts], axis=1)           # [K, n]
+        total = 0.0
+        for k in range(self.n_steps):               # mean over the chains, then over the steps
+            total += float(norms[k].mean())
+        return out, total / self.n_steps
+
+    def _run_block(self, x, ids, stream, step):
+        """K steps of one block of chains; (the end points, ||grad E|| [K, rows])."""
         fl = x.dtype.type
         h, c = fl(_at(self.step_size, step)), fl(_at(self.noise_scale, step))
         n, d = x.shape[0], int(np.prod(x.shape[1:]))
         fast = fastpaths.lookup("langevin_update_into", x)
-        norms = 0.0
+        norms = np.empty((self.n_steps, n))
         buffers = (np.empty_like(x), np.empty_like(x)) if fast else None     # the input is only read
         for k in range(self.n_steps):
             g = self.energy.grad(x)
-            norms += float(to_numpy((g.reshape(n, -1).astype(np.float64) ** 2).sum(1) ** 0.5).mean())
+            norms[k] = to_numpy((g.reshape(n, -1).astype(np.float64) ** 2).sum(1) ** 0.5)
             z = stream.normal(step * self.n_steps + k, ids, d, Purpose.LANGEVIN_NOISE, x.dtype).reshape(x.shape)
             if fast is not None and fast(x, g, z, h, c, buffers[k % 2]):
                 x = buffers[k % 2]
             else:
                 x = x - h * g + c * z
-        return x, norms / self.n_steps
+        return x, norms
 
     def state_dict(self):
         return {k: np.array(to_numpy(v)) for k, v in self.state.items()}
