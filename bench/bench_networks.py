@@ -29,8 +29,10 @@ from _timing import time_per_call
 
 
 # (label, MLP sizes, batch, dtype): the ring and digits configs of paper 002 (runs/deen_*.toml)
-DEEN_STEPS = (("ring: MLP [2,32,32,32,1], batch 256, float64", [2, 32, 32, 32, 1], 256, np.float64),
-              ("digits: MLP [64,128,128,256,1], batch 128, float32", [64, 128, 128, 256, 1], 128, np.float32))
+DEEN_STEPS = (("ring: MLP [2,32,32,32,1], batch 256, float64", [2, 32, 32, 32, 1], 256, np.float64, None),
+              ("digits: MLP [64,128,128,256,1], batch 128, float32", [64, 128, 128, 256, 1], 128, np.float32, None),
+              ("digits: MLP [64,128,128,256,1], batch 128, float32, gradient in 2 blocks of 64 (deen.grad_block)",
+               [64, 128, 128, 256, 1], 128, np.float32, 64))
 
 
 def bench(fn, min_time=0.05, samples=3, warmup=1):
@@ -63,9 +65,9 @@ def workloads():
         f = dsm_mlp_grad.make_numpy(np.dtype(np.float32))
         params = dsm_mlp_grad.flat_params(2, np.dtype(np.float32))
         rows.append(("  reference: bench-reference numpy hand-derived DEEN gradient", lambda: f(params, xd, xi)))
-    for label, sizes, batch, dt in DEEN_STEPS:         # one whole training iteration of paper 002
+    for label, sizes, batch, dt, block in DEEN_STEPS:         # one whole training iteration of paper 002
         data = rng.standard_normal((20000, sizes[0])).astype(dt)
-        sim = pf.estimators.deen.deen(pf.energies.MLP(sizes, dtype=dt), data, 0.1, batch, 1e-3)
+        sim = pf.estimators.deen.deen(pf.energies.MLP(sizes, dtype=dt), data, 0.1, batch, 1e-3, grad_block=block)
         rows.append((f"DEEN training step with Adam, {label}", lambda sim=sim: sim.run(1)))
     mlp64 = pf.energies.MLP([64, 32, 32, 32, 1], dtype=np.float32)
     x64 = rng.standard_normal((100_000, 64)).astype(np.float32)

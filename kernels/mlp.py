@@ -251,26 +251,39 @@ def _offsets(Ws, bs):
     return np.array(woff, np.int64), np.array(boff, np.int64), o
 
 
-def dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
-    """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient as one flat
-    vector (PyTorch order: W_1, b_1, W_2, ...), for a tanh MLP with weights ``Ws``
-    (PyTorch layout, C-contiguous) and biases ``bs``.  Call under a single-threaded
-    BLAS (``chunks.single_threaded_blas``).  A batch of at most ``rows`` rows is one
-    chunk, computed on the calling thread (no parallel launch; the same numbers)."""
+def dsm_partials(x, xn, Ws, bs, sigma2, total, rows=ROWS):
+    """Per-chunk parts of the DEEN loss sum and of its gradient, for the chunks of
+    ``rows`` rows of a slice of a batch of ``total`` rows (whose loss is the sum of
+    the chunks' parts divided by ``total``): (losses [nc] float64, G [nc, P] in x's
+    dtype, one flat gradient per chunk in PyTorch order: W_1, b_1, W_2, ...).  A tanh
+    MLP with weights ``Ws`` (PyTorch layout, C-contiguous) and biases ``bs``; call under
+    a single-threaded BLAS (``chunks.single_threaded_blas``).  One chunk runs on the
+    calling thread (no parallel launch; the same numbers)."""
     x, xn = np.ascontiguousarray(x), np.ascontiguousarray(xn)
     B = x.shape[0]
     fl = x.dtype.type
     Ws, bs = tuple(Ws), tuple(bs)
     woff, boff, P = _offsets(Ws, bs)
     nc = (B + rows - 1) // rows
-    if nc == 1:
-        g = np.zeros(P, x.dtype)
-        loss = dsm_chunk(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / B), g, woff, boff)
-        return float(loss) / B, g
     G = np.zeros((nc, P), x.dtype)
     losses = np.zeros(nc)
-    _dsm(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / B), rows, G, losses, woff, boff)
-    return float(losses.sum()) / B, G.sum(0)           # chunk order: same for any thread count
+    if nc == 1:
+        losses[0] = dsm_chunk(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / total), G[0], woff, boff)
+    elif nc > 1:
+        _dsm(x, xn, Ws, bs, fl(sigma2), fl(2 * sigma2 / total), rows, G, losses, woff, boff)
+    return losses, G
+
+
+def sum_partials(losses, G, total):
+    """(loss, flat gradient) from the per-chunk parts of a whole batch, added in chunk
+    order (the same for any thread count, and for any split of the chunks)."""
+    return float(losses.sum()) / total, (G.sum(0) if len(G) > 1 else G[0])
+
+
+def dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+    """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient as one flat
+    vector (``dsm_partials`` of the whole batch, added)."""
+    return sum_partials(*dsm_partials(x, xn, Ws, bs, sigma2, x.shape[0], rows), x.shape[0])
 
 
 def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):

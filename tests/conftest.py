@@ -1,5 +1,6 @@
 import os
 import signal
+import threading
 
 import h5py
 import numpy as np
@@ -117,3 +118,32 @@ def message_lines(text):
     indented lines that follow it on stdout), which a slow machine or a cold kernel cache
     may print before a config is refused."""
     return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("- ", "  "))]
+
+
+class ThreadComm:
+    """R ranks as R threads of one process: ``allgather`` as MPI's (every rank gets
+    every rank's object, in rank order), through a barrier."""
+
+    def __init__(self, rank, size, shared, barrier):
+        self.rank, self.size, self.shared, self.barrier = rank, size, shared, barrier
+
+    def allgather(self, obj):
+        self.shared[self.rank] = obj
+        self.barrier.wait()
+        out = [self.shared[r] for r in range(self.size)]
+        self.barrier.wait()
+        return out
+
+
+def over_thread_ranks(size, fn):
+    """[fn(comm) for each of ``size`` ranks], the ranks as threads (``ThreadComm``)."""
+    shared, barrier, out = {}, threading.Barrier(size), [None] * size
+
+    def run(r):
+        out[r] = fn(ThreadComm(r, size, shared, barrier))
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

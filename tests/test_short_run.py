@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import particleflow as pf
-from conftest import interrupted_and_resumed
+from conftest import interrupted_and_resumed, over_thread_ranks
 from particleflow import experiments
 from particleflow.config import ConfigError, loads
 from particleflow.estimators import shortrun as S
@@ -126,35 +126,6 @@ def test_short_run_chains_follow_the_update_rule_bitwise():
     assert got.tobytes() == want.tobytes()
 
 
-class ThreadComm:
-    """R ranks as R threads of one process: ``allgather`` as MPI's (every rank gets
-    every rank's object, in rank order), through a barrier."""
-
-    def __init__(self, rank, size, shared, barrier):
-        self.rank, self.size, self.shared, self.barrier = rank, size, shared, barrier
-
-    def allgather(self, obj):
-        self.shared[self.rank] = obj
-        self.barrier.wait()
-        out = [self.shared[r] for r in range(self.size)]
-        self.barrier.wait()
-        return out
-
-
-def _over_threads(size, fn):
-    import threading
-    shared, barrier, out = {}, threading.Barrier(size), [None] * size
-
-    def run(r):
-        out[r] = fn(ThreadComm(r, size, shared, barrier))
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
 @pytest.mark.parametrize("energy", [pf.energies.MLP([2, 32, 64, 1], activation="leaky_relu", dtype=np.float32),
                                     pf.energies.ConvNet.nijkamp(4, 8, channels=1, dtype=np.float32)],
                          ids=["mlp", "convnet"])
@@ -170,7 +141,7 @@ def test_chains_in_blocks_are_bitwise_the_same_for_any_rank_count(energy):
     x0 = pf.moves.UniformBox().sample(stream, 2, ids, shape, np.dtype(np.float32))
     one, gn = move.run_chains(x0, ids, stream, 2, chain_block=16)
     for size in (2, 3, 5):
-        for got, got_gn in _over_threads(size, lambda comm: move.run_chains(x0, ids, stream, 2, comm, 16)):
+        for got, got_gn in over_thread_ranks(size, lambda comm: move.run_chains(x0, ids, stream, 2, comm, 16)):
             assert got.tobytes() == one.tobytes() and got_gn == gn
     whole, whole_gn = move.run_chains(x0, ids, stream, 2)
     np.testing.assert_allclose(one, whole, rtol=1e-5, atol=1e-6)

@@ -98,6 +98,15 @@ def dsm_loss_and_flat_grad(net, x, x_noisy, sigma2):
         return kernels.dsm_loss_and_flat_grad(x, x_noisy, *weights_and_biases(net), sigma2)
 
 
+def dsm_partials(net, x, x_noisy, sigma2, total, rows):
+    """``kernels.dsm_partials`` (per-chunk loss and gradient parts of a slice of a batch
+    of ``total`` rows), or None where the whole-pass kernel does not apply."""
+    if not whole_pass(net, x):
+        return None
+    with single_threaded_blas():
+        return kernels.dsm_partials(x, x_noisy, *weights_and_biases(net), sigma2, total, rows)
+
+
 def dsm_loss_and_grad(net, x, x_noisy, sigma2):
     """``dsm_loss_and_flat_grad`` with the gradient as a dict like ``net.params``."""
     out = dsm_loss_and_flat_grad(net, x, x_noisy, sigma2)

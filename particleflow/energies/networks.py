@@ -304,6 +304,14 @@ class MLP(Network):
         the flattened parameters takes; the whole-pass kernel computes it so)."""
         return dsm.dsm_loss_and_grad(self, x, x_noisy, sigma, flat=True)
 
+    def dsm_partials(self, x, x_noisy, sigma, total, rows):
+        """Per-chunk parts (of ``rows`` rows) of the DEEN loss sum and of its flat
+        gradient, for a slice of a batch of ``total`` rows (``kernels.mlp.dsm_partials``),
+        or None where the whole-pass kernel does not apply."""
+        self._check(x)
+        self._check(x_noisy, "x_noisy")
+        return mlp_cpu.dsm_partials(self, x, x_noisy, float(sigma) ** 2, total, rows)
+
 
 class ConvNet(Network):
     """Convolutional energy network: conv layers with an activation between them,

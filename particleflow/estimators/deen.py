@@ -63,6 +63,50 @@ def dsm_loss_and_grad(energy, x, x_noisy, sigma, flat=False):
     return loss, energy.grad_params_directional(x_noisy, r, xp.full(B, 2 * sigma * sigma / B, dtype=x.dtype))
 
 
+def dsm_block_partials(energy, x, x_noisy, sigma, block, total):
+    """The DEEN loss and gradient of a slice of a batch of ``total`` rows, in parts per
+    block of ``block`` rows: (loss sums [nb], flat gradient parts [nb, P]); the batch's
+    loss and gradient are their sums over all blocks, in block order, with the loss
+    divided by ``total`` (``sum_block_partials``)."""
+    sigma = _check_sigma(sigma)
+    fast = getattr(energy, "dsm_partials", None)
+    out = fast(x, x_noisy, sigma, total, block) if fast is not None else None
+    if out is not None:
+        return out
+    losses, parts = [], []
+    for a in range(0, x.shape[0], block):
+        b = min(x.shape[0], a + block)
+        loss, g = dsm_loss_and_grad(energy, x[a:b], x_noisy[a:b], sigma, flat=True)
+        losses.append(loss * (b - a))
+        parts.append(g * ((b - a) / total))
+    size = sum(int(np.prod(np.shape(v))) for v in energy.params.values())
+    return np.array(losses, np.float64), np.array(parts, np.float64).reshape(len(parts), size)
+
+
+def sum_block_partials(losses, parts, total):
+    """(loss, flat float64 gradient) of a batch from the parts of all its blocks, added in
+    block order (the same sums for any thread count and any split of the blocks)."""
+    return float(losses.sum()) / total, to_numpy(parts.sum(0) if len(parts) > 1 else parts[0]).astype(np.float64)
+
+
+def dsm_loss_and_grad_in_blocks(energy, x, x_noisy, sigma, block, comm=None):
+    """(loss, flat float64 gradient) of one batch computed in blocks of ``block`` rows.
+    Given the communicator ``comm`` of a run over several processes, each rank computes
+    the parts of a contiguous range of the blocks and one allgather brings every part to
+    every rank: the result is bitwise the same for any rank count (data-parallel
+    training)."""
+    B = x.shape[0]
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    nb = (B + block - 1) // block
+    lo, hi = rank * nb // size * block, min(B, (rank + 1) * nb // size * block)
+    losses, parts = dsm_block_partials(energy, x[lo:hi], x_noisy[lo:hi], sigma, block, B)
+    if size > 1:
+        gathered = [p for p in comm.allgather((losses, to_numpy(parts))) if len(p[0])]
+        losses = np.concatenate([p[0] for p in gathered])
+        parts = np.concatenate([p[1] for p in gathered])
+    return sum_block_partials(losses, parts, B)
+
+
 def dsm_loss(energy, x, x_noisy, sigma):
     """The DEEN loss alone (mean over the batch of the squared denoising error)."""
     r = x - denoise(energy, x_noisy, sigma)
@@ -115,7 +159,7 @@ def select_sigma(train, heldout, grid, chunk=2048):
     return float(np.asarray(grid)[int(np.argmax(scores))]), scores
 
 
-def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=0):
+def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=0, grad_block=None):
     """DEEN training as a Simulation of two ensembles:
 
     * ``data`` (static): the training set;
@@ -127,15 +171,27 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
     as state and Adam's moments are its move state, so a checkpointed run resumes
     bitwise.  Works for any energy with ``dsm_loss_and_grad`` or ``grad`` and
     ``grad_params_directional`` (MLPs, ConvNets).  ``add_score_network`` and
-    ``add_contrastive_divergence`` add the paper's baselines to the same Simulation."""
+    ``add_contrastive_divergence`` add the paper's baselines to the same Simulation.
+
+    ``grad_block``: rows per block of the loss gradient (``dsm_loss_and_grad_in_blocks``):
+    the blocks run on the CPU threads, and in a run over several processes the ranks
+    share them (data-parallel training, bitwise the same for any rank count).  None:
+    the whole batch at once (a tanh MLP's kernel splits it in chunks of 512 rows)."""
     sigma = _check_sigma(sigma)
     data = check_data(data, energy)
     check_batch_size(batch_size)
+    if grad_block is not None and (isinstance(grad_block, bool) or not isinstance(grad_block, (int, np.integer))
+                                   or grad_block < 1):
+        raise ValueError(f"grad_block must be None or an integer >= 1; got {grad_block!r}")
     sim = Simulation({"data": Ensemble(data.reshape(len(data), -1), name="data")}, seed=seed)
 
     def gradient(step):
         x, xi = noisy_batch(data, sigma, seed, step, batch_size)
-        loss, g = dsm_loss_and_grad(energy, x, xi, sigma, flat=True)
+        if grad_block is None:
+            loss, g = dsm_loss_and_grad(energy, x, xi, sigma, flat=True)
+        else:
+            comm = getattr(sim.device, "comm", None)
+            loss, g = dsm_loss_and_grad_in_blocks(energy, x, xi, sigma, grad_block, comm)
         sim.context["loss"] = loss
         return g
 
@@ -184,5 +240,6 @@ def add_contrastive_divergence(sim, energy, lr=1e-3, betas=(0.9, 0.999)):
     return sim
 
 
-__all__ = ["dsm_loss_and_grad", "dsm_loss", "denoise", "noisy_batch", "HELDOUT", "parzen_log_likelihood", "select_sigma", "deen",
+__all__ = ["dsm_loss_and_grad", "dsm_loss_and_grad_in_blocks", "dsm_block_partials", "sum_block_partials",
+           "dsm_loss", "denoise", "noisy_batch", "HELDOUT", "parzen_log_likelihood", "select_sigma", "deen",
            "add_score_network", "add_contrastive_divergence"]

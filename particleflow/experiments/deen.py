@@ -4,7 +4,7 @@
     [data]     kind = "ring" (K isotropic Gaussians on a circle) | "spiral"; n, n_heldout,
                components, radius, std (ring), noise (spiral)
     [model]    sizes = [2, 32, 32, 32, 1], activation = "tanh"
-    [deen]     sigma, batch, lr, schedule (constant | cosine), sigma_test (a second noise
+    [deen]     sigma, batch, grad_block, lr, schedule (constant | cosine), sigma_test (a second noise
                level for single-step denoising)
     [sigma_selection]  grid = [...] (held-out Parzen log-likelihood; empty: no selection),
                use (train at the selected sigma instead of deen.sigma)
@@ -53,6 +53,9 @@ DATA = {"kind": Field("str", "ring", choices=("ring", "spiral"), doc="data set (
 MODEL = {"sizes": Field("list", [2, 32, 32, 32, 1], doc="MLP layer sizes, [2, ..., 1]"),
          "activation": Field("str", "tanh", choices=("tanh", "softplus", "silu"), doc="smooth activation")}
 DEEN = {"sigma": positive(0.1, doc="training noise level"), "batch": Field("int", 256, lo=1, doc="minibatch size"),
+        "grad_block": Field("int", 0, lo=0, doc="rows per block of the loss gradient: blocks run on the threads "
+                            "and, under mpiexec, are shared by the ranks (data-parallel, bitwise for any rank count); "
+                            "0: the whole batch at once, on every rank"),
         "lr": positive(1e-3, doc="Adam learning rate"),
         "schedule": Field("str", "constant", choices=("constant", "cosine"),
                           doc="learning rate: constant, or cosine decay to 0 over run.steps"),
@@ -148,7 +151,7 @@ class DEEN(Experiment):
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt)
         sim = deen(energy, train.astype(dt), sigma, cfg["deen"]["batch"], learning_rate(cfg["deen"], cfg["run"]["steps"]),
-                   seed=cfg["run"]["seed"])
+                   seed=cfg["run"]["seed"], grad_block=cfg["deen"]["grad_block"] or None)
         b = cfg["baselines"]
         if b["score_network"]:
             add_score_network(sim, ScoreMLP(b["score_sizes"], seed=cfg["run"]["seed"], dtype=dt), cfg["deen"]["lr"])

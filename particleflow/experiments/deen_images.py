@@ -7,7 +7,7 @@ against a median + Gaussian filter.
                of photographs bundled with scikit-image); n_test, n (patches), patch
                (patch side), photographs (names in skimage.data)
     [model]    sizes = [pixels, ..., 1], activation, output_scale
-    [deen]     sigma, batch, lr, sigma_test (a second noise level), patch_noise (the
+    [deen]     sigma, batch, grad_block, lr, sigma_test (a second noise level), patch_noise (the
                paper's patch-dependent test noise patch_noise * std(x) per image; 0: off)
     [sigma_selection]  grid (held-out Parzen log-likelihood; empty: none), use
     [filter]   median (the median filter's side), gaussian (widths tried, in pixels)
@@ -55,6 +55,9 @@ MODEL = {"sizes": Field("list", [64, 128, 128, 256, 1], doc="MLP layer sizes, [p
                                            "noise's scale; MLP output_scale)")}
 DEEN = {"sigma": positive(0.14, doc="training noise level (grey levels in [0, 1])"),
         "batch": Field("int", 128, lo=1, doc="minibatch size"),
+        "grad_block": Field("int", 0, lo=0, doc="rows per block of the loss gradient: blocks run on the threads "
+                            "and, under mpiexec, are shared by the ranks (data-parallel, bitwise for any rank count); "
+                            "0: the whole batch at once, on every rank"),
         "lr": positive(1e-3, doc="Adam learning rate"),
         "sigma_test": positive(0.3, doc="a second noise level for single-step denoising"),
         "patch_noise": Field("float", 0.0, lo=0, doc="test noise patch_noise * std(x) per image (0: off)")}
@@ -132,7 +135,8 @@ class DEENImages(Experiment):
                 sigma = chosen
         energy = MLP(cfg["model"]["sizes"], activation=cfg["model"]["activation"], seed=cfg["run"]["seed"], dtype=dt,
                      output_scale=cfg["model"]["output_scale"])
-        sim = deen(energy, flat.astype(dt), sigma, cfg["deen"]["batch"], cfg["deen"]["lr"], seed=cfg["run"]["seed"])
+        sim = deen(energy, flat.astype(dt), sigma, cfg["deen"]["batch"], cfg["deen"]["lr"], seed=cfg["run"]["seed"],
+                   grad_block=cfg["deen"]["grad_block"] or None)
         sim.static("data")                                # rebuilt from the config: neither recorded nor saved
         x_h, xi_h = noisy_batch(flat_test.astype(dt), sigma, cfg["run"]["seed"], 0, len(flat_test), split=HELDOUT)
         watch = slice(0, min(500, len(x_h)))
