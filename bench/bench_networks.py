@@ -9,8 +9,10 @@ cheap to write and PyTorch autograd if importable (never a dependency).
   the ring config (MLP [2, 32, 32, 32, 1], batch 256, float64) and the digits config
   (MLP [64, 128, 128, 256, 1], batch 128, float32); PyTorch does the same iteration
   (``torch.randint`` / ``randn``, double backward, ``torch.optim.Adam``).
-* MLP [64, 32, 32, 32, 1] tanh, n = 1e5, float32: value + grad_x, and one whole
-  Langevin step (``pf.moves.Langevin`` on an Ensemble, Philox noise included).
+* MLP [64, 32, 32, 32, 1] tanh, n = 1e5, float32: value + grad_x, one whole Langevin
+  step (``pf.moves.Langevin`` on an Ensemble, Philox noise included) and one MALA step
+  (``pf.moves.MALA``: one network pass a step, the accepted state's energy and gradient
+  cached; the peers keep them the same way).
 
     python bench/bench_networks.py [--torch-python /path/to/venv/bin/python] [--rounds N] [--only NAME]
 
@@ -81,6 +83,13 @@ def workloads():
         move(ens, stream, counter["t"])
         counter["t"] += 1
     rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
+    ens_m = pf.Ensemble(x64.copy())
+    mala = pf.moves.MALA(mlp64, 0.01)
+
+    def mala_step():
+        mala(ens_m, stream, counter["t"])
+        counter["t"] += 1
+    rows.append(("MLP [64,32,32,32,1] MALA step (energy cache, noise included), n = 1e5", mala_step))
     return rows
 
 

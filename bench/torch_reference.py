@@ -94,6 +94,26 @@ def torch_rows(rng):
         with torch.no_grad():
             state["x"] = z - H * g + c * torch.randn_like(z)
     rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
+
+    def value_and_grad(x):
+        z = x.detach().requires_grad_(True)
+        e = big(z)[:, 0]
+        g, = torch.autograd.grad(e.sum(), z)
+        return e.detach(), g
+    mala = {"x": x64.clone()}
+    mala["e"], mala["g"] = value_and_grad(mala["x"])
+
+    def mala_step():            # one network pass (at the proposal), as with an energy cache
+        x, e, g = mala["x"], mala["e"], mala["g"]
+        y = x - H * g + c * torch.randn_like(x)
+        ey, gy = value_and_grad(y)
+        with torch.no_grad():
+            fwd = ((y - x + H * g) ** 2).sum(1)
+            bwd = ((x - y + H * gy) ** 2).sum(1)
+            keep = torch.log(torch.rand_like(e)) < e - ey - (bwd - fwd) / (4 * H)
+            mala["x"] = torch.where(keep[:, None], y, x)
+            mala["e"], mala["g"] = torch.where(keep, ey, e), torch.where(keep[:, None], gy, g)
+    rows.append(("MLP [64,32,32,32,1] MALA step (energy cache, noise included), n = 1e5", mala_step))
     return rows
 
 
@@ -145,6 +165,23 @@ def jax_rows(rng):
         state["x"], state["key"] = step(state["x"], state["key"])
         jax.block_until_ready(state["x"])
     rows.append(("MLP [64,32,32,32,1] Langevin step (ULA, noise included), n = 1e5", langevin_step))
+
+    @jax.jit
+    def mala(x, e, g, key):     # one network pass (at the proposal), as with an energy cache
+        key, k1, k2 = jax.random.split(key, 3)
+        y = x - H * g + c * jax.random.normal(k1, x.shape, x.dtype)
+        ey, pullback = jax.vjp(lambda z: energy(big, z), y)      # one forward pass: per-row E and grad
+        gy, = pullback(jnp.ones_like(ey))
+        fwd = ((y - x + H * g) ** 2).sum(1)
+        bwd = ((x - y + H * gy) ** 2).sum(1)
+        keep = jnp.log(jax.random.uniform(k2, e.shape, e.dtype)) < e - ey - (bwd - fwd) / (4 * H)
+        return jnp.where(keep[:, None], y, x), jnp.where(keep, ey, e), jnp.where(keep[:, None], gy, g), key
+    ms = {"x": x64, "e": energy(big, x64), "g": grad_sum(x64), "key": jax.random.PRNGKey(1)}
+
+    def mala_step():
+        ms["x"], ms["e"], ms["g"], ms["key"] = mala(ms["x"], ms["e"], ms["g"], ms["key"])
+        jax.block_until_ready(ms["x"])
+    rows.append(("MLP [64,32,32,32,1] MALA step (energy cache, noise included), n = 1e5", mala_step))
     rows += jax_deen_iterations(rng, jax, jnp, energy)
     return rows
 
