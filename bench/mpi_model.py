@@ -43,12 +43,13 @@ def shortrun(R, alpha, beta, t_step, t_grad, params, K=100, batch=64, event=3 * 
     over a data batch and the samples (``t_grad`` for 2 ``batch`` rows).  Seconds per
     iteration at R ranks (weak scaling: ``batch`` chains per rank) for four designs:
 
-    * 'chains shared' (what particleflow runs with ``short_run.chain_block``): each rank
-      runs its blocks of chains, one allgather of the end points (float32) and of the
-      ||grad E|| rows, then every rank computes the whole gradient over R batches;
-    * 'gradient partials, allgather': each rank computes the gradient partial of its
-      own rows (float64); all partials gathered and summed in block order (bitwise for
-      any R; every rank receives (R - 1) partials, and must hold them);
+    * 'chains shared': each rank runs its blocks of chains, one allgather of the end
+      points (float32) and of the ||grad E|| rows, then every rank computes the whole
+      gradient over R batches;
+    * 'gradient partials, allgather' (what ``short_run.chain_block`` and
+      ``deen.grad_block`` do): each rank computes the gradient partial of its own rows
+      (float64 here); all partials gathered and summed in block order (bitwise for any
+      R; every rank receives (R - 1) partials, and must hold them);
     * 'gradient partials, ordered reduce-scatter': the same sums in the same order, but
       an all-to-all sends each rank one 1/R slice of every partial, it sums its slice in
       block order, and an allgather of the summed slices (float32) follows (bitwise for

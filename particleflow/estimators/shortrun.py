@@ -21,7 +21,7 @@ from ..moves import Adam, CosineDecay, ShortRun, UniformBox
 from ..random import Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import check_batch_size, check_data, noisy_batch
-from .contrastive import add_parameter_trainer, contrastive_gradient
+from .contrastive import add_parameter_trainer, contrastive_gradient, flatten
 
 MODES = {"short_run": "noise", "cd": "data", "pcd": "persistent"}
 
@@ -40,8 +40,9 @@ def short_run(energy, data, n_chains=64, n_steps=100, step_size=1.0, noise_scale
     ``noise_scale``, ``data_noise`` and ``lr`` may be schedules (callables of the
     iteration, e.g. ``moves.StepDecay`` / ``moves.CosineDecay``).  A checkpointed
     run resumes bitwise (chains, buffer ages and Adam's moments are state).
-    ``chain_block``: rows per block of chains (``moves.ShortRun``); a run over several
-    processes splits the blocks of every step's K Langevin steps over its ranks.
+    ``chain_block``: rows per block of chains (``moves.ShortRun``) and of the parameter
+    gradient (``contrastive_gradient_in_blocks``); a run over several processes splits the
+    blocks of every step's K Langevin steps and of its gradient over its ranks.
     ``add_short_run`` adds one more such learner to an existing Simulation."""
     data = check_data(data, energy)
     sim = Simulation({"data": Ensemble(data, name="data")}, seed=seed)
@@ -87,6 +88,11 @@ def add_short_run(sim, energy, n_chains=64, n_steps=100, step_size=1.0, noise_sc
 
     def gradient(step):
         x_data, x_q = positive(step), move.last_samples
+        if chain_block is not None and x_data.shape[0] == x_q.shape[0]:
+            g, e_data, e_model = contrastive_gradient_in_blocks(energy, x_data, x_q, chain_block,
+                                                                getattr(sim.device, "comm", None))
+            sim.context[f"f_data{suffix}"], sim.context[f"f_model{suffix}"] = -e_data, -e_model
+            return g
         sim.context[f"f_data{suffix}"] = -float(np.mean(energy.value(x_data)))
         sim.context[f"f_model{suffix}"] = -float(np.mean(energy.value(x_q)))
         return contrastive_gradient(energy, x_data, x_q)
@@ -95,6 +101,32 @@ def add_short_run(sim, energy, n_chains=64, n_steps=100, step_size=1.0, noise_sc
     sim.context.update({f"energy{suffix}": energy, f"short_run{suffix}": move, f"f_data{suffix}": float("nan"),
                         f"f_model{suffix}": float("nan")})
     return sim
+
+
+def contrastive_gradient_in_blocks(energy, x_data, x_q, block, comm=None):
+    """(flat float64 gradient of mean E(x_data) - mean E(x_q), mean E(x_data), mean E(x_q))
+    from blocks of ``block`` rows of both batches (the same number of rows).  Given the
+    communicator ``comm`` of a run over several processes, each rank computes the parts
+    of a contiguous range of the blocks, one allgather brings every part to every rank,
+    and the parts are added in block order: bitwise the same for any rank count
+    (data-parallel training)."""
+    n = x_q.shape[0]
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
+    parts = []
+    for a, b in blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]:
+        w = np.full(b - a, 1.0 / n)
+        pos, neg = energy.grad_params(x_data[a:b], w), energy.grad_params(x_q[a:b], w)
+        parts.append((flatten({k: pos[k] - neg[k] for k in pos}), float(to_numpy(energy.value(x_data[a:b])).sum()),
+                      float(to_numpy(energy.value(x_q[a:b])).sum())))
+    if size > 1:
+        parts = [p for rank_parts in comm.allgather(parts) for p in rank_parts]
+    g, e_data, e_model = parts[0][0].copy(), parts[0][1], parts[0][2]
+    for part, ed, em in parts[1:]:              # block order
+        g += part
+        e_data += ed
+        e_model += em
+    return g, e_data / n, e_model / n
 
 
 def generate(energy, z, n_steps, step_size=1.0):
@@ -158,5 +190,5 @@ def reconstruct(energy, x, n_steps, step_size=1.0, n_iter=200, lr=0.05, base=Non
     return z, out, losses
 
 
-__all__ = ["short_run", "add_short_run", "generate", "interpolate", "reconstruction_loss_and_grad", "reconstruct",
+__all__ = ["short_run", "add_short_run", "contrastive_gradient_in_blocks", "generate", "interpolate", "reconstruction_loss_and_grad", "reconstruct",
            "MODES"]

@@ -13,7 +13,7 @@ persistent-CD and CD-k variants of the same estimator.
                  the paper's code: 1 and 0.01), init ("uniform" on [-1, 1] | "gaussian"),
                  n_chains (m, also the data batch), data_noise (sigma), lr, schedule
                  (constant | cosine), buffer_size, reinit (pcd), chain_block (rows per
-                 block of chains; under mpiexec the ranks share the blocks)
+                 block of chains and of the gradient; under mpiexec the ranks share them)
     [output]     every, checkpoint_every, compression, plot
 
 The algorithm is ``particleflow.estimators.shortrun``.  Observables every
@@ -77,8 +77,8 @@ SHORT_RUN = {"mode": Field("str", "short_run", choices=tuple(MODES), doc="short_
              "buffer_size": Field("int", 10000, lo=1, doc="pcd: replay buffer size"),
              "reinit": Field("float", 0.05, lo=0, hi=1, doc="pcd: re-initialisation probability per use"),
              "chain_block": Field("int", 0, lo=0,
-                                  doc="rows per block of chains, each block run on its own; under mpiexec the "
-                                      "ranks share the blocks (0: the chains run as one batch, on every rank)")}
+                                  doc="rows per block of chains and of the gradient, each block computed on its "
+                                      "own; under mpiexec the ranks share the blocks (0: one batch, on every rank)")}
 N_EVAL = 20000
 
 
