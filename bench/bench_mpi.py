@@ -27,6 +27,8 @@ WORKLOADS = {
     "demo": ("runs/demo.toml", {"ensembles.chains.n": 100000}, [], 200),
     "dual_ebm (paper 001)": ("runs/dual_ebm_dual.toml", {"model.particles": 50000, "data.n": 25000},
                              ["data.n_test=2000"], 40),
+    # data-parallel MR-MAP: 256 rows per rank, the loss gradient in blocks of 256 rows shared by the ranks
+    "MR-MAP mixture (paper 000)": ("runs/mrmap_mixture.toml", {"mrmap.batch": 256}, ["mrmap.grad_block=256"], 200),
     # data-parallel DEEN: 128 rows per rank, the loss gradient in blocks of 64 rows shared by the ranks
     "DEEN digits (paper 002)": ("runs/deen_digits.toml", {"deen.batch": 128}, ["deen.grad_block=64"], 300),
     # the K = 100 Langevin steps of 64 chains per rank, in blocks of 16 rows shared by the ranks

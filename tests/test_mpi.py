@@ -156,6 +156,7 @@ RUNS_BITWISE = [
     # data-parallel: the ranks share the loss gradient's blocks (4 of 64 rows)
     ("deen_ring.toml", ["--steps", "30", "--set", "data.n=2000", "--set", "deen.grad_block=64"], (2, 3)),
     ("mrmap_mixture.toml", ["--steps", "20", "--set", "output.every=5"], (2, 3)),
+    ("mrmap_mixture.toml", ["--steps", "20", "--set", "output.every=5", "--set", "mrmap.grad_block=64"], (2, 3)),
     # the ranks share the chains' blocks (4 of 64 rows; 4 of 16 rows and a ConvNet)
     ("shortrun_ring.toml", ["--steps", "6", "--set", "short_run.chain_block=64", "--set", "short_run.K_values=[20]",
                             "--set", "data.n=2000", "--set", "output.every=2"], (2, 3)),
@@ -172,7 +173,7 @@ FAST_BITWISE = ("demo.toml",)          # the others run in the full suite only (
 @needs_mpi
 @pytest.mark.parametrize("config,args,ranks", [
     pytest.param(*r, marks=() if r[0] in FAST_BITWISE else pytest.mark.slow) for r in RUNS_BITWISE],
-    ids=[r[0] + ("/grad_block" if "deen.grad_block=64" in r[1] else "") for r in RUNS_BITWISE])
+    ids=[r[0] + ("/grad_block" if any("grad_block" in a for a in r[1]) else "") for r in RUNS_BITWISE])
 def test_runs_over_ranks_are_bitwise_one_process(tmp_path, config, args, ranks):
     common = [os.path.join(RUNS, config), "--set", "output.plot=false", "--quiet"] + args
     r = _launch(1, ["run", "--out", "r1.h5"] + common, tmp_path)

@@ -29,7 +29,7 @@ from ..checks import positive
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import check_batch_size
-from .contrastive import add_parameter_trainer
+from .contrastive import add_parameter_trainer, flatten
 
 
 
@@ -194,8 +194,33 @@ def relative_errors(x, xhat):
     return (r * r).sum(1) / (x * x).sum(1)
 
 
+def loss_and_grad_in_blocks(network, x, d, mask, alpha, gamma, block, comm=None):
+    """(losses, flat float64 gradient) of eq. 3.7 on one minibatch, computed in blocks of
+    ``block`` rows: each block's losses and gradient (means over its rows) weighted by its
+    share of the rows, added in block order.  Given the communicator ``comm`` of a run
+    over several processes, each rank computes a contiguous range of the blocks and one
+    allgather brings every part to every rank: bitwise the same for any rank count
+    (data-parallel training)."""
+    n = x.shape[0]
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
+    parts = []
+    for a, b in blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]:
+        losses, g = network.loss_and_grad(x[a:b], d[a:b], mask[a:b], alpha, gamma)
+        w = (b - a) / n
+        parts.append(({k: v * w for k, v in losses.items()}, flatten(g) * w))
+    if size > 1:
+        parts = [p for rank_parts in comm.allgather(parts) for p in rank_parts]
+    losses, g = dict(parts[0][0]), parts[0][1].copy()
+    for part_losses, part in parts[1:]:             # block order
+        g += part
+        for k in losses:
+            losses[k] += part_losses[k]
+    return losses, g
+
+
 def mrmap_training(network, data, sigma, known_fraction=1.0, batch_size=256, lr=1e-3, betas=(0.9, 0.999),
-                   weight_decay=1e-5, alpha=1.0, gamma=1.0, seed=0):
+                   weight_decay=1e-5, alpha=1.0, gamma=1.0, seed=0, grad_block=None):
     """Algorithm 3.2 as a Simulation of two ensembles:
 
     * ``data`` (static): the training set [n, p];
@@ -206,10 +231,16 @@ def mrmap_training(network, data, sigma, known_fraction=1.0, batch_size=256, lr=
 
     ``sim.context`` holds the latest ``loss``, ``re``, ``rp``, ``rc`` (before the first
     step: the untrained network's, on step 0's minibatch).  ``lr`` may be a
-    schedule (``moves.StepDecay`` halves it every so many steps, as the paper)."""
+    schedule (``moves.StepDecay`` halves it every so many steps, as the paper).
+    ``grad_block``: rows per block of the loss gradient (``loss_and_grad_in_blocks``;
+    in a run over several processes the ranks share the blocks); None: the whole batch
+    at once, on every rank."""
     positive(sigma, "sigma")
     check_fraction(known_fraction)
     check_batch_size(batch_size)
+    if grad_block is not None and (isinstance(grad_block, bool) or not isinstance(grad_block, (int, np.integer))
+                                   or grad_block < 1):
+        raise ValueError(f"grad_block must be None or an integer >= 1; got {grad_block!r}")
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[1] != network.dim:
         raise ValueError(f"data must have shape [n, {network.dim}] (the network's data dimension); "
@@ -227,7 +258,11 @@ def mrmap_training(network, data, sigma, known_fraction=1.0, batch_size=256, lr=
         return (x,) + observe(x, known_fraction, sigma, seed, step)
 
     def gradient(step):
-        losses, g = network.loss_and_grad(*batch(step), alpha, gamma)
+        if grad_block is None:
+            losses, g = network.loss_and_grad(*batch(step), alpha, gamma)
+        else:
+            losses, g = loss_and_grad_in_blocks(network, *batch(step), alpha, gamma, grad_block,
+                                                getattr(sim.device, "comm", None))
         sim.context.update(losses)
         return g
 

@@ -10,7 +10,7 @@ Algorithm 3.2 (``particleflow.estimators.mrmap``).
     [model]    q (embedding), layers (l), width (rows of each K_j; 0: q), beta, h,
                solver ("direct" | "cg"), cg_iter
     [mrmap]    sigma, known_fraction (training: each P_i observes this share of the
-               coordinates; 1: P = I), alpha, gamma (eq. 3.7), batch, lr, decay_every
+               coordinates; 1: P = I), alpha, gamma (eq. 3.7), batch, grad_block, lr, decay_every
                (the learning rate halves every this many steps), weight_decay,
                eval_fractions, eval_repeats (images: Table 1)
     [output]   every, checkpoint_every, compression, plot
@@ -64,6 +64,8 @@ MRMAP = {"sigma": positive(1.0, doc="noise s.d. of the latent data d = P x + eps
          "alpha": Field("float", 1.0, lo=0, doc="weight of the predictive error Rp"),
          "gamma": Field("float", 1.0, lo=0, doc="weight of the consistency error Rc"),
          "batch": Field("int", 256, lo=1, doc="minibatch size"),
+         "grad_block": Field("int", 0, lo=0, doc="rows per block of the loss gradient; under mpiexec the ranks "
+                             "share the blocks (data-parallel, bitwise for any rank count); 0: the whole batch"),
          "lr": positive(1e-3, doc="Adam learning rate"),
          "decay_every": Field("int", 0, lo=0, doc="halve the learning rate every this many steps (0: never)"),
          "weight_decay": Field("float", 1e-5, lo=0, doc="Adam's L2 weight decay"),
@@ -156,7 +158,7 @@ class MRMAP(Experiment):
         lr = StepDecay(mr["lr"], mr["decay_every"], 0.5) if mr["decay_every"] else mr["lr"]
         sim = mrmap_training(net, train, mr["sigma"], mr["known_fraction"], mr["batch"], lr,
                              weight_decay=mr["weight_decay"], alpha=mr["alpha"], gamma=mr["gamma"],
-                             seed=cfg["run"]["seed"])
+                             seed=cfg["run"]["seed"], grad_block=mr["grad_block"] or None)
         every = cfg["output"]["every"]
         for k in ("loss", "re", "rp", "rc"):
             sim.observe(k, lambda s, k=k: s.context[k], every=every)
