@@ -47,6 +47,24 @@ def shard_range(n, rank, size):
     return min(n, b0 * BLOCK), min(n, b1 * BLOCK)
 
 
+def rank_blocks(n, block, comm=None):
+    """The blocks of ``block`` rows (of ``n``) that this rank of ``comm`` computes, as
+    (start, stop) row ranges: a contiguous range of the blocks, balanced to within one
+    block (all of them in one process or with ``comm`` None).  Data-parallel training
+    splits a minibatch's work this way and gathers the parts with ``in_block_order``."""
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
+    return blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]
+
+
+def in_block_order(parts, comm=None):
+    """Every rank's ``parts`` (one per block of ``rank_blocks``), all ranks' in block order
+    (one allgather; ``parts`` itself in one process)."""
+    if comm is None or comm.size == 1:
+        return parts
+    return [p for rank_parts in comm.allgather(parts) for p in rank_parts]
+
+
 class SerialComm:
     """One process: every collective is the identity."""
 

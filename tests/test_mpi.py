@@ -264,26 +264,32 @@ def _rank_pid(out, rank, timeout=300):
     raise AssertionError(f"no rank {rank} process found")
 
 
+def _run_then_kill_rank_1(cfg, tmp_path, out, ckpt):
+    """Run ``cfg`` on 2 ranks to whole.h5; then again to ``out``, killing rank 1 (SIGKILL)
+    once ``ckpt`` exists.  Returns the killed job's (stdout, stderr)."""
+    r = _launch(2, ["run", "--out", "whole.h5"] + cfg, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "particleflow._main", "run",
+                             "--out", str(out)] + cfg, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim = _rank_pid(out, 1)
+    t0 = time.time()
+    while not ckpt.exists() and time.time() - t0 < 600 and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "the run never checkpointed"
+    os.kill(victim, signal.SIGKILL)
+    out_text, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    return out_text, err
+
+
 @pytest.mark.slow
 @needs_mpi
 def test_a_killed_rank_ends_the_job_and_resume_completes_to_the_same_bits(tmp_path):
     cfg = [os.path.join(RUNS, "demo.toml"), "--set", "output.plot=false", "--quiet", "--steps", "3000",
            "--set", "ensembles.chains.n=40000", "--set", "output.every=10", "--set", "output.checkpoint_every=100"]
-    r = _launch(2, ["run", "--out", "whole.h5"] + cfg, tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "cut.h5"
-    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "particleflow._main", "run",
-                             "--out", str(out)] + cfg, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    victim = _rank_pid(out, 1)
-    ckpt = tmp_path / "cut.h5.shards" / "rank-0001.ckpt"
-    t0 = time.time()
-    while not ckpt.exists() and time.time() - t0 < 600 and proc.poll() is None:
-        time.sleep(0.1)
-    assert ckpt.exists(), "the run never checkpointed"
-    os.kill(victim, signal.SIGKILL)
-    out_text, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    out_text, err = _run_then_kill_rank_1(cfg, tmp_path, out, tmp_path / "cut.h5.shards" / "rank-0001.ckpt")
     # the launcher names the dead rank and ends the others (MPICH's hydra: stdout)
     assert "Killed (signal 9)" in out_text + err or "killed" in (out_text + err).lower(), out_text + err
     # every shard keeps its committed frames (readable while flagged open, as SWMR allows)
@@ -307,21 +313,8 @@ def test_a_killed_rank_of_a_training_run_keeps_the_committed_frames_and_resume_e
     cfg = [os.path.join(RUNS, "shortrun_ring.toml"), "--set", "output.plot=false", "--quiet", "--steps", "1500",
            "--set", "short_run.chain_block=64", "--set", "short_run.K_values=[20]", "--set", "data.n=2000",
            "--set", "output.every=10", "--set", "output.checkpoint_every=100"]
-    r = _launch(2, ["run", "--out", "whole.h5"] + cfg, tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path / "cut.h5"
-    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "particleflow._main", "run",
-                             "--out", str(out)] + cfg, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    victim = _rank_pid(out, 1)
-    ckpt = tmp_path / "cut.h5.ckpt"
-    t0 = time.time()
-    while not ckpt.exists() and time.time() - t0 < 600 and proc.poll() is None:
-        time.sleep(0.05)
-    assert ckpt.exists(), "the run never checkpointed"
-    os.kill(victim, signal.SIGKILL)
-    proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    out, ckpt = tmp_path / "cut.h5", tmp_path / "cut.h5.ckpt"
+    _run_then_kill_rank_1(cfg, tmp_path, out, ckpt)
     with h5py.File(out, "r", libver="latest", swmr=True) as f:
         steps = f["particles/chains_K20/position/step"][()]
         assert len(steps) >= 1 and steps[0] == 0 and np.all(np.diff(steps) == 10)

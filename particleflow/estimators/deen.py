@@ -25,6 +25,7 @@ import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..ensemble import Ensemble
+from ..parallel import in_block_order, rank_blocks
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import HELDOUT, check_batch_size, check_data, noisy_batch
@@ -96,12 +97,11 @@ def dsm_loss_and_grad_in_blocks(energy, x, x_noisy, sigma, block, comm=None):
     every rank: the result is bitwise the same for any rank count (data-parallel
     training)."""
     B = x.shape[0]
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-    nb = (B + block - 1) // block
-    lo, hi = rank * nb // size * block, min(B, (rank + 1) * nb // size * block)
+    mine = rank_blocks(B, block, comm)
+    lo, hi = (mine[0][0], mine[-1][1]) if mine else (0, 0)
     losses, parts = dsm_block_partials(energy, x[lo:hi], x_noisy[lo:hi], sigma, block, B)
-    if size > 1:
-        gathered = [p for p in comm.allgather((losses, to_numpy(parts))) if len(p[0])]
+    if comm is not None and comm.size > 1:        # one part per rank: its blocks' rows of both arrays
+        gathered = [p for p in in_block_order([(losses, to_numpy(parts))], comm) if len(p[0])]
         losses = np.concatenate([p[0] for p in gathered])
         parts = np.concatenate([p[1] for p in gathered])
     return sum_block_partials(losses, parts, B)

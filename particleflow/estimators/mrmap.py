@@ -25,6 +25,7 @@ import numpy as np
 from scipy import optimize
 
 from ..ensemble import Ensemble
+from ..parallel import in_block_order, rank_blocks
 from ..checks import positive
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
@@ -202,15 +203,12 @@ def loss_and_grad_in_blocks(network, x, d, mask, alpha, gamma, block, comm=None)
     allgather brings every part to every rank: bitwise the same for any rank count
     (data-parallel training)."""
     n = x.shape[0]
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
     parts = []
-    for a, b in blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]:
+    for a, b in rank_blocks(n, block, comm):
         losses, g = network.loss_and_grad(x[a:b], d[a:b], mask[a:b], alpha, gamma)
         w = (b - a) / n
         parts.append(({k: v * w for k, v in losses.items()}, flatten(g) * w))
-    if size > 1:
-        parts = [p for rank_parts in comm.allgather(parts) for p in rank_parts]
+    parts = in_block_order(parts, comm)
     losses, g = dict(parts[0][0]), parts[0][1].copy()
     for part_losses, part in parts[1:]:             # block order
         g += part

@@ -18,6 +18,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..ensemble import Ensemble
 from ..moves import Adam, CosineDecay, ShortRun, UniformBox
+from ..parallel import in_block_order, rank_blocks
 from ..random import Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import check_batch_size, check_data, noisy_batch
@@ -111,16 +112,13 @@ def contrastive_gradient_in_blocks(energy, x_data, x_q, block, comm=None):
     and the parts are added in block order: bitwise the same for any rank count
     (data-parallel training)."""
     n = x_q.shape[0]
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
     parts = []
-    for a, b in blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]:
+    for a, b in rank_blocks(n, block, comm):
         w = np.full(b - a, 1.0 / n)
         pos, neg = energy.grad_params(x_data[a:b], w), energy.grad_params(x_q[a:b], w)
         parts.append((flatten({k: pos[k] - neg[k] for k in pos}), float(to_numpy(energy.value(x_data[a:b])).sum()),
                       float(to_numpy(energy.value(x_q[a:b])).sum())))
-    if size > 1:
-        parts = [p for rank_parts in comm.allgather(parts) for p in rank_parts]
+    parts = in_block_order(parts, comm)
     g, e_data, e_model = parts[0][0].copy(), parts[0][1], parts[0][2]
     for part, ed, em in parts[1:]:              # block order
         g += part

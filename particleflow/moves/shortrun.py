@@ -22,6 +22,7 @@ are bitwise reproducible whatever the thread count.
 import numpy as np
 
 from ..backend import array_module, to_device, to_numpy
+from ..parallel import in_block_order, rank_blocks
 from ..random import Purpose
 from . import fastpaths
 from ..checks import positive, probability as _probability
@@ -214,19 +215,16 @@ class ShortRun(Move):
         result is bitwise the same for any rank count (a different ``chain_block`` may
         round differently: network passes over fewer rows may take other BLAS paths).
         The move's own steps pass its ``chain_block``."""
-        n = x.shape[0]
+        xp = array_module(x)
         if chain_block is None:
             parts = [self._run_block(x, ids, stream, step)]
         else:
-            size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-            blocks = [(s, min(n, s + chain_block)) for s in range(0, n, chain_block)]
-            mine = blocks[rank * len(blocks) // size:(rank + 1) * len(blocks) // size]
-            parts = [self._run_block(x[a:b], ids[a:b], stream, step) for a, b in mine]
-            if size > 1:
-                xp = array_module(x)
-                gathered = comm.allgather([(to_numpy(xb), norms) for xb, norms in parts])
-                parts = [(xp.asarray(xb), norms) for rank_parts in gathered for xb, norms in rank_parts]
-        out = parts[0][0] if len(parts) == 1 else array_module(x).concatenate([xb for xb, _ in parts])
+            blocks = rank_blocks(x.shape[0], chain_block, comm)
+            parts = [self._run_block(x[a:b], ids[a:b], stream, step) for a, b in blocks]
+            if comm is not None and comm.size > 1:      # the end points travel through host memory
+                parts = [(xp.asarray(xb), norms) for xb, norms in
+                         in_block_order([(to_numpy(xb), norms) for xb, norms in parts], comm)]
+        out = parts[0][0] if len(parts) == 1 else xp.concatenate([xb for xb, _ in parts])
         norms = np.concatenate([nb for _, nb in parts], axis=1)           # [K, n]
         total = 0.0
         for k in range(self.n_steps):               # mean over the chains, then over the steps
