@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..checks import block_rows
 from ..ensemble import Ensemble
 from ..parallel import in_block_order, rank_blocks
 from ..random import Purpose, Stream, StreamBlock
@@ -180,9 +181,7 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
     sigma = _check_sigma(sigma)
     data = check_data(data, energy)
     check_batch_size(batch_size)
-    if grad_block is not None and (isinstance(grad_block, bool) or not isinstance(grad_block, (int, np.integer))
-                                   or grad_block < 1):
-        raise ValueError(f"grad_block must be None or an integer >= 1; got {grad_block!r}")
+    grad_block = block_rows(grad_block, "grad_block")
     sim = Simulation({"data": Ensemble(data.reshape(len(data), -1), name="data")}, seed=seed)
 
     def gradient(step):

@@ -26,7 +26,7 @@ from scipy import optimize
 
 from ..ensemble import Ensemble
 from ..parallel import in_block_order, rank_blocks
-from ..checks import positive
+from ..checks import block_rows, positive
 from ..random import Purpose, Stream, StreamBlock
 from ..simulation import Simulation
 from .batches import check_batch_size
@@ -236,9 +236,7 @@ def mrmap_training(network, data, sigma, known_fraction=1.0, batch_size=256, lr=
     positive(sigma, "sigma")
     check_fraction(known_fraction)
     check_batch_size(batch_size)
-    if grad_block is not None and (isinstance(grad_block, bool) or not isinstance(grad_block, (int, np.integer))
-                                   or grad_block < 1):
-        raise ValueError(f"grad_block must be None or an integer >= 1; got {grad_block!r}")
+    grad_block = block_rows(grad_block, "grad_block")
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[1] != network.dim:
         raise ValueError(f"data must have shape [n, {network.dim}] (the network's data dimension); "

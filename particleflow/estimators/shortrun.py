@@ -188,5 +188,5 @@ def reconstruct(energy, x, n_steps, step_size=1.0, n_iter=200, lr=0.05, base=Non
     return z, out, losses
 
 
-__all__ = ["short_run", "add_short_run", "contrastive_gradient_in_blocks", "generate", "interpolate", "reconstruction_loss_and_grad", "reconstruct",
-           "MODES"]
+__all__ = ["short_run", "add_short_run", "contrastive_gradient_in_blocks", "generate", "interpolate",
+           "reconstruction_loss_and_grad", "reconstruct", "MODES"]

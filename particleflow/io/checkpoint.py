@@ -103,7 +103,8 @@ def read_checkpoint(path, step=None):
                     st["next_id"] = int(st["next_id"])
                 return dict(step=state["step"], seed=int(f.attrs["seed"]), config=str(f.attrs["config"]),
                             state=state, ranks=int(f.attrs.get("ranks", 1)),
-                            sharded=bool(f.attrs.get("sharded", int(f.attrs.get("ranks", 1)) > 1)), frames={k: int(v) for k, v in f["frames"].attrs.items()})
+                            sharded=bool(f.attrs.get("sharded", int(f.attrs.get("ranks", 1)) > 1)),
+                            frames={k: int(v) for k, v in f["frames"].attrs.items()})
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             last_error = e
     raise ValueError(f"no readable checkpoint at {path} ({last_error or 'missing'}); "

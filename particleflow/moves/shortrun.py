@@ -25,7 +25,7 @@ from ..backend import array_module, to_device, to_numpy
 from ..parallel import in_block_order, rank_blocks
 from ..random import Purpose
 from . import fastpaths
-from ..checks import positive, probability as _probability
+from ..checks import block_rows, positive, probability as _probability
 from .base import Move
 
 
@@ -150,10 +150,7 @@ class ShortRun(Move):
                 raise ValueError(f"a replay buffer needs batch, an integer >= 1; got {batch!r}")
         self.batch = None if batch is None else int(batch)
         self.reinit = _probability(reinit, "reinit")
-        if chain_block is not None and (isinstance(chain_block, bool) or not isinstance(chain_block, (int, np.integer))
-                                        or chain_block < 1):
-            raise ValueError(f"chain_block must be None or an integer >= 1; got {chain_block!r}")
-        self.chain_block = None if chain_block is None else int(chain_block)
+        self.chain_block = block_rows(chain_block, "chain_block")
         self.last_samples = None
         self.state = {}
 
