@@ -55,21 +55,22 @@ def _simd_lanes():
     """SIMD lanes forced on the fused per-particle CPU kernels (Philox fills, fused
     analytic moves; see ``_forced_vector_width``).  LLVM's own choice is 4 (its cost
     model and 256-bit preference on AVX-512 CPUs).  Measured: Zen 4, 8 lanes 1.7x
-    faster than 4; Ice Lake server, alternating in one process: the 16-draw normal
-    panel 2.5-3.3 ns/normal at 8 lanes and 1.7-2.5 at 16 (32: as 16), the fused ULA
-    step of the 6-component mixture (n = 1e6) 9.55 -> 9.17 ms float32 and 18.0 ->
-    17.6 ms float64.  So 16 on Intel AVX-512 CPUs, 8 elsewhere;
+    faster than 4, and 16 faster still on the 8-draw normal panel (1.15 against 1.53
+    ns per float32 normal, one thread) with the fused mixture steps unchanged within
+    noise (ULA 11.5 / 11.8 ms, MALA 29.7 / 31.1 ms at n = 1e6, float32); Ice Lake
+    server: the normal panel 2.5-3.3 ns/normal at 8 lanes and 1.7-2.5 at 16 (32: as
+    16), the fused ULA step of the 6-component mixture (n = 1e6) 9.55 -> 9.17 ms
+    float32 and 18.0 -> 17.6 ms float64.  So 16 on AVX-512 CPUs, 8 elsewhere;
     ``PARTICLEFLOW_SIMD_LANES`` overrides.  Lanes change speed only, never values
     (the loops are elementwise, no fast-math): tested against the numpy oracles."""
     env = os.environ.get("PARTICLEFLOW_SIMD_LANES")
     if env:
         return int(env)
     try:
-        name = _llvm.get_host_cpu_name()
         avx512 = "+avx512f" in _llvm.get_host_cpu_features().flatten()
     except Exception:
         return 8
-    return 16 if avx512 and not name.startswith("znver") else 8
+    return 16 if avx512 else 8
 
 
 SIMD_LANES = _simd_lanes()

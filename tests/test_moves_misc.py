@@ -91,7 +91,7 @@ def test_dimension_mismatch_between_energy_and_ensemble():
 def test_langevin_array_path_equals_numpy_formula(dt, d):
     """The array path of ULA fills a reused noise buffer and updates in one parallel
     pass (kernels/elementwise.py), or, for tanh MLPs, inside the gradient pass
-    (``MLP.ula_update_into``, kernels/mlp.py): bitwise x - h grad E(x) + sqrt(2h) z
+    (``MLP.ula_step_into``, kernels/mlp.py, which also draws the noise): bitwise x - h grad E(x) + sqrt(2h) z
     with z the stream's normals, as numpy computes it."""
     for act in ("tanh", "relu"):            # relu: no whole-pass kernel, the hook declines
         net = pf.energies.MLP([d, 6, 1], activation=act, seed=2, dtype=dt)
@@ -105,4 +105,5 @@ def test_langevin_array_path_equals_numpy_formula(dt, d):
             z = stream.normal(step, np.arange(700), d, pf.random.Purpose.LANGEVIN_NOISE, dt)
             x = x - dt(0.01) * net.grad(x) + dt(np.sqrt(0.02)) * z
             np.testing.assert_array_equal(ens.x, x)
-        assert net.ula_update_into(x, z, 0.01, 0.1, np.empty_like(x)) == (act == "tanh")
+        keys = stream.key(pf.random.Purpose.LANGEVIN_NOISE)
+        assert net.ula_step_into(x, np.arange(700), 0, keys, 0.01, 0.1, np.empty_like(x)) == (act == "tanh")

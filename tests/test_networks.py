@@ -289,6 +289,48 @@ def test_tanh_mlp_whole_pass_kernels(dt):
     assert _bitwise_equal(two, ((e, g), (loss, grads)))
 
 
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("n,d", [(300, 3), (1300, 5), (700, 20)])
+def test_tanh_mlp_steps_that_draw_their_noise_in_the_pass_are_bitwise_the_unfused_steps(dt, n, d):
+    """kernels/mlp.py's ``noisy_ula_update`` and ``noisy_mala_step`` draw each chunk's
+    Langevin normals inside the chunk pass (one chunk, several with a partial last one;
+    d = 20 takes the 8-draw panels): bitwise the stream's normals followed by
+    ``ula_update``, and by the proposal update, ``value_and_grad`` and ``mala_finish``;
+    bitwise the same with 1 and 2 threads."""
+    import numba
+    from particleflow.energies.chunks import single_threaded_blas
+    from particleflow.energies.mlp_cpu import weights_and_biases
+    from particleflow.kernels import mlp as K
+    from particleflow.kernels.elementwise import langevin_update, mala_finish
+    from particleflow.random import Purpose, Stream
+    net = pf.energies.MLP([d, 16, 9, 1], seed=3, dtype=dt)
+    Ws, bs = weights_and_biases(net)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, d)).astype(dt)
+    ids = rng.permutation(n) + 10 ** 6                   # noise follows ids, not rows
+    stream, step = Stream(7, 2), 9
+    keys = stream.key(Purpose.LANGEVIN_NOISE)
+    h, c = dt(0.6), dt(np.sqrt(1.2))
+    with single_threaded_blas():
+        z = stream.normal(step, ids, d, Purpose.LANGEVIN_NOISE, dt)
+        ula = K.ula_update(x, Ws, bs, z, h, c, np.empty_like(x))
+        e, g = K.value_and_grad(x, Ws, bs)
+        logu = np.log(stream.uniform(step, ids, 1, Purpose.MH_ACCEPT, dt)[:, 0])
+        y = langevin_update(x, g, z, h, c, np.empty_like(x))
+        ey, gy = K.value_and_grad(y, Ws, bs)
+        la, acc, g_new = mala_finish(x, g, e, y, gy, ey, z, logu, h)
+
+        def fused():
+            kept = np.empty_like(x)
+            mala = K.noisy_mala_step(x, g, e, Ws, bs, ids, step, *keys, logu, h, c, kept)
+            return K.noisy_ula_update(x, Ws, bs, ids, step, *keys, h, c, np.empty_like(x)), mala + (kept,)
+        one = _with_threads(1, fused)
+        two = _with_threads(2, fused) if numba.config.NUMBA_NUM_THREADS >= 2 else one
+    assert 0 < acc.mean() < 1                            # both branches of the accept test ran
+    assert _bitwise_equal(one, two)
+    assert _bitwise_equal(one, (ula, (la, acc, ey, g_new, y)))
+
+
 def test_chunk_parallel_network_passes_are_thread_independent():
     """Networks run their chunks on a thread pool with single-threaded BLAS
     (particleflow/energies/chunks.py): bitwise the same for 1 and 2 workers, and equal

@@ -78,15 +78,33 @@ def grad_into(net, x, out):
     return True
 
 
-def ula_update_into(net, x, z, h, c, out):
-    """out <- x - h grad E(x) + c z in one pass; False where it does not apply."""
-    if not (whole_pass(net, x) and all(a.shape == x.shape and a.dtype == x.dtype and a.flags.c_contiguous
-                                       for a in (x, z, out))):
+def ula_step_into(net, x, ids, step, keys, h, c, out):
+    """out <- x - h grad E(x) + c z in one pass, z the Langevin normals of particles
+    ``ids`` at ``step`` under the Philox key words ``keys`` (drawn chunk by chunk
+    inside the pass); False where it does not apply."""
+    if not (whole_pass(net, x) and x.ndim == 2 and all(a.shape == x.shape and a.dtype == x.dtype
+                                                       and a.flags.c_contiguous for a in (x, out))):
         return False
     net._check(x)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
     with single_threaded_blas():
-        kernels.ula_update(x, *weights_and_biases(net), z, h, c, out)
+        kernels.noisy_ula_update(x, *weights_and_biases(net), ids, step, *keys, h, c, out)
     return True
+
+
+def mala_step_into(net, x, e, g, ids, step, keys, logu, h, c, out):
+    """One MALA step (``kernels.mlp.noisy_mala_step``: noise, proposal, the energy at
+    it and the accept test in one chunk pass) with ``out`` <- the kept states; returns
+    (log alpha, accepted, E and grad E of the kept states), or None where it does not
+    apply."""
+    if not (whole_pass(net, x) and x.ndim == 2 and all(a.shape == x.shape and a.dtype == x.dtype
+                                                       and a.flags.c_contiguous for a in (x, g, out))
+            and e.shape == (x.shape[0],) and e.dtype == x.dtype):
+        return None
+    net._check(x)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    with single_threaded_blas():
+        return kernels.noisy_mala_step(x, g, e, *weights_and_biases(net), ids, step, *keys, logu, h, c, out)
 
 
 def dsm_loss_and_flat_grad(net, x, x_noisy, sigma2):

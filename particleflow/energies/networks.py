@@ -285,11 +285,19 @@ class MLP(Network):
             out[...] = self.grad(x)
         return out
 
-    def ula_update_into(self, x, z, h, c, out):
-        """out <- x - h grad E(x) + c z in one pass (the Langevin move's hook; the
-        gradient of each 512-row chunk is used while in cache and never stored).
+    def ula_step_into(self, x, ids, step, keys, h, c, out):
+        """out <- x - h grad E(x) + c z with z the Langevin normals of particles ``ids``
+        at ``step`` (Philox key words ``keys``), in one pass that draws each 512-row
+        chunk's noise and uses its gradient while in cache (the Langevin move's hook).
         Returns False, doing nothing, where the whole-pass kernel does not apply."""
-        return mlp_cpu.ula_update_into(self, x, z, h, c, out)
+        return mlp_cpu.ula_step_into(self, x, ids, step, keys, h, c, out)
+
+    def mala_step_into(self, x, e, g, ids, step, keys, logu, h, c, out):
+        """The MALA move's hook: from E and grad E at x, one step in one chunk pass
+        (noise, proposal, E and grad E at it, accept test against ``logu``), ``out``
+        <- the kept states; (log alpha, accepted, E and grad E kept), or None where the
+        whole-pass kernel does not apply."""
+        return mlp_cpu.mala_step_into(self, x, e, g, ids, step, keys, logu, h, c, out)
 
     def dense_layers(self):
         return self.layers[0::2]

@@ -39,21 +39,22 @@ def langevin_update_into(x, g, z, h, c, out):
 
 def langevin_step(move, ens, stream, step, h, c, out):
     """One unadjusted Langevin step of ``move`` into ``out``; False where it does not
-    apply.  The noise goes into a reused buffer (a fresh 25 MB array costs its page
-    faults every step), then either the energy's own one-pass update (tanh MLPs: the
-    gradient is never stored) or the gradient and one parallel update pass.  (Drawing
-    the noise inside the update pass measured slower: 21 ms against 11 + 4 ms at
-    n = 1e5, d = 64.)"""
+    apply.  An energy with an ``ula_step_into`` hook (tanh MLPs) draws the noise of
+    each chunk of rows inside its one-pass update, where it stays in cache and the
+    gradient is never stored.  Otherwise the noise goes into a reused buffer (a fresh
+    25 MB array costs its page faults every step), then the gradient and one parallel
+    update pass."""
     if not _contiguous(ens.x, out):
         return False
+    energy = move.energy
+    hook = getattr(energy, "ula_step_into", None)
+    cached = ens.cached_energy(energy)
+    if cached is None and hook is not None and \
+            hook(ens.x, ens.ids, step, stream.key(Purpose.LANGEVIN_NOISE), h, c, out):
+        return True
     z = move.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
     stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
     z = z.reshape(ens.x.shape)
-    energy = move.energy
-    hook = getattr(energy, "ula_update_into", None)
-    cached = ens.cached_energy(energy)
-    if cached is None and hook is not None and hook(ens.x, z, h, c, out):
-        return True
     grad_into = getattr(energy, "grad_into", None)
     if cached is not None:
         g = cached[1]
@@ -71,20 +72,29 @@ def mala_step(move, ens, stream, step, h, c, out):
     energy: the proposal written straight into ``out`` in one pass, the energy at it,
     then ``kernels.elementwise.mala_finish`` (the accept test and the choice of rows in
     one pass, where the array code makes about ten passes with [n, d] temporaries).
-    Returns (log alpha, accepted, E and grad E of the kept states) with ``out`` holding
-    the kept states, or None where it does not apply."""
+    An energy with a ``mala_step_into`` hook (tanh MLPs) runs all of it, the noise
+    included, in one chunk pass.  Returns (log alpha, accepted, E and grad E of the
+    kept states) with ``out`` holding the kept states, or None where it does not
+    apply."""
     x = ens.x
     if not _contiguous(x, out):
         return None
     cached = ens.cached_energy(move.energy)
     e, g = cached if cached is not None else move.energy.value_and_grad(x)
+    g = np.ascontiguousarray(g)
+    logu = np.log(stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0])
+    hook = getattr(move.energy, "mala_step_into", None)
+    if hook is not None:
+        res = hook(x, np.ascontiguousarray(e), g, ens.ids, step, stream.key(Purpose.LANGEVIN_NOISE), logu, h, c,
+                   out)
+        if res is not None:
+            la, acc, ey, g_new = res
+            return la, acc, ey, g_new.reshape(x.shape)
     z = move.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
     stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
-    g = np.ascontiguousarray(g)
     langevin_update(x, g.reshape(x.shape), z.reshape(x.shape), h, c, out)
     ey, gy = move.energy.value_and_grad(out)
     ey, gy = np.array(ey, copy=True), np.ascontiguousarray(gy).reshape(ens.n, -1)
-    logu = np.log(stream.uniform(step, ens.ids, 1, Purpose.MH_ACCEPT, ens.dtype)[:, 0])
     la, acc, g_new = mala_finish(x.reshape(ens.n, -1), g.reshape(ens.n, -1), e, out.reshape(ens.n, -1), gy, ey, z,
                                  logu, h)
     return la, acc, ey, g_new.reshape(x.shape)
