@@ -55,9 +55,10 @@ def _simd_lanes():
     """SIMD lanes forced on the fused per-particle CPU kernels (Philox fills, fused
     analytic moves; see ``_forced_vector_width``).  LLVM's own choice is 4 (its cost
     model and 256-bit preference on AVX-512 CPUs).  Measured: Zen 4, 8 lanes 1.7x
-    faster than 4, and 16 faster still on the 8-draw normal panel (1.15 against 1.53
-    ns per float32 normal, one thread) with the fused mixture steps unchanged within
-    noise (ULA 11.5 / 11.8 ms, MALA 29.7 / 31.1 ms at n = 1e6, float32); Ice Lake
+    faster than 4, and 16 faster than 8 (one thread, n = 1e6, 3 alternating runs of
+    bench/bench_core.py): float32 MALA 27.6-28.7 against 31.1-36.9 ms, HMC 76-77
+    against 85-92 ms, Philox normals 9.5-9.8 against 11.0-14.4 ms, ULA within noise
+    (11.1-14.2 against 11.9-12.9 ms); Ice Lake
     server: the normal panel 2.5-3.3 ns/normal at 8 lanes and 1.7-2.5 at 16 (32: as
     16), the fused ULA step of the 6-component mixture (n = 1e6) 9.55 -> 9.17 ms
     float32 and 18.0 -> 17.6 ms float64.  So 16 on AVX-512 CPUs, 8 elsewhere;
