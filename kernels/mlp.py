@@ -367,10 +367,15 @@ def _noisy_mala(x, g, e, Ws, bs, ids, step, k0, k1, logu, h, c, inv4h, rows, y, 
 """,
 }
 _NOISY = {}
+# at most this many chunks run on the calling thread: with two chunks, one per thread, a
+# busy process on either core makes the step as slow as one thread plus the wake-up
+# (ULA at n = 1e3, one busy process: 2 threads / 1 thread measured 0.97-1.17)
+SERIAL_CHUNKS = 2
 
 
 def _noisy(kind, dtype):
-    """(one-chunk function, parallel driver) of ``kind`` in ``ula``, ``mala``."""
+    """(serial driver, parallel driver) of ``kind`` in ``ula``, ``mala``: the same loop
+    over chunks, on the calling thread or on numba's threads."""
     key = (kind, np.dtype(dtype).str)
     if key not in _NOISY:
         ns = dict(np=np, _fill=philox.row_filler("normal", dtype), ula_chunk=ula_chunk,
@@ -378,22 +383,26 @@ def _noisy(kind, dtype):
                   _mala_rows=elementwise._mala_rows)
         chunk = jit_source(ns, _NOISY_SRC[kind + "_chunk"], f"_noisy_{kind}_chunk", error_model="numpy",
                            nogil=True)
+        serial = jit_source(dict(_chunk=chunk, prange=range, min=min), _NOISY_SRC[kind], f"_noisy_{kind}",
+                            error_model="numpy", nogil=True)
         drive = jit_source(dict(_chunk=chunk, prange=prange, min=min), _NOISY_SRC[kind], f"_noisy_{kind}",
                            parallel=True, error_model="numpy")
-        _NOISY[key] = chunk, drive
+        _NOISY[key] = serial, drive
     return _NOISY[key]
+
+
+def _noisy_driver(kind, x, rows):
+    serial, drive = _noisy(kind, x.dtype)
+    return serial if x.shape[0] <= SERIAL_CHUNKS * rows else drive
 
 
 def noisy_ula_update(x, Ws, bs, ids, step, k0, k1, h, c, out, rows=ROWS):
     """``ula_update`` with z the Langevin normals of particles ``ids`` at ``step`` under
-    the Philox key (k0, k1) (``Stream.normal``'s draws), each chunk's drawn in its pass."""
+    the Philox key (k0, k1) (``Stream.normal``'s draws), each chunk's drawn in its pass.
+    Up to ``SERIAL_CHUNKS`` chunks run on the calling thread (the same numbers)."""
     fl = x.dtype.type
-    chunk, drive = _noisy("ula", x.dtype)
-    args = (x, tuple(Ws), tuple(bs), ids, np.int64(step), np.uint64(k0), np.uint64(k1), fl(h), fl(c))
-    if x.shape[0] <= rows:              # one chunk: on the calling thread, the same numbers
-        chunk(*args, out)
-    else:
-        drive(*args, rows, out)
+    _noisy_driver("ula", x, rows)(x, tuple(Ws), tuple(bs), ids, np.int64(step), np.uint64(k0), np.uint64(k1),
+                                  fl(h), fl(c), rows, out)
     return out
 
 
@@ -404,13 +413,9 @@ def noisy_mala_step(x, g, e, Ws, bs, ids, step, k0, k1, logu, h, c, y, rows=ROWS
     0/1, E and grad E of the kept states), bitwise those of the unfused steps."""
     n = x.shape[0]
     fl = x.dtype.type
-    chunk, drive = _noisy("mala", x.dtype)
     ey, g_out = np.empty(n, x.dtype), np.empty_like(x)
     la, acc = np.empty(n, x.dtype), np.empty(n, x.dtype)
-    args = (x, g, e, tuple(Ws), tuple(bs), ids, np.int64(step), np.uint64(k0), np.uint64(k1), logu, fl(h), fl(c),
-            1.0 / (4.0 * float(fl(h))))
-    if n <= rows:
-        chunk(*args, y, ey, g_out, la, acc)
-    else:
-        drive(*args, rows, y, ey, g_out, la, acc)
+    _noisy_driver("mala", x, rows)(x, g, e, tuple(Ws), tuple(bs), ids, np.int64(step), np.uint64(k0),
+                                   np.uint64(k1), logu, fl(h), fl(c), 1.0 / (4.0 * float(fl(h))), rows, y, ey,
+                                   g_out, la, acc)
     return la, acc, ey, g_out

@@ -82,21 +82,29 @@ def test_bad_step():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("d", [1, 5, 20, 66])
-def test_exact_width_panels_match_oracle_and_fill_out(dtype, d):
-    """Rows that are not a multiple of 4 or wider than 16 draws are filled by
-    vectorised panels (kernels/philox.py, wide_fill_kernel): same draws as the oracle
-    (bitwise for uniforms), into a caller's buffer with ``out=``."""
+@pytest.mark.parametrize("d", [1, 5, 12, 20, 66])
+@pytest.mark.parametrize("n", [300, 5000])
+def test_exact_width_panels_match_oracle_and_fill_out(dtype, d, n):
+    """Rows that are not a multiple of 4 or wider than 8 draws are filled by vectorised
+    8-draw panels (kernels/philox.py, ``row_filler``; 5000 rows: blocks of 2048 on the
+    threads, the last partial): same draws as the oracle (bitwise for uniforms) and
+    bitwise those of the generic per-particle kernel, into a caller's buffer with
+    ``out=``."""
+    from particleflow.backend import kernel_target
     s = Stream(5, 2)
-    ids = np.arange(300, dtype=np.int64) * 31 + 2 ** 33
+    ids = np.arange(n, dtype=np.int64) * 31 + 2 ** 33
     k0, k1 = s.key(Purpose.LANGEVIN_NOISE)
     u = s.uniform(9, ids, d, Purpose.LANGEVIN_NOISE, dtype)
-    assert u.shape == (300, d) and u.flags.c_contiguous
+    assert u.shape == (n, d) and u.flags.c_contiguous
     np.testing.assert_array_equal(u, P.uniform_numpy(k0, k1, 9, ids, d, dtype))
     tol = 1e-12 if dtype == np.float64 else 2e-5
     z = s.normal(9, ids, d, Purpose.LANGEVIN_NOISE, dtype)
     np.testing.assert_allclose(z, P.normal_numpy(k0, k1, 9, ids, d, dtype), rtol=tol, atol=tol)
-    buf = np.full((300, d), np.nan, dtype)
+    width = 4 * ((d + 3) // 4)
+    generic = np.empty(n * width, dtype)
+    P.fill_kernel("normal", kernel_target(ids), dtype)(n, generic, ids, width, 9, k0, k1)
+    np.testing.assert_array_equal(z, generic.reshape(n, width)[:, :d])
+    buf = np.full((n, d), np.nan, dtype)
     assert s.normal(9, ids, d, Purpose.LANGEVIN_NOISE, dtype, out=buf) is buf
     np.testing.assert_array_equal(buf, z)
     with pytest.raises(ValueError, match="out must be"):
