@@ -10,7 +10,8 @@ n; rounds alternate the order of the processes, and the table gives the median o
 rounds (and the range).  JAX runs from a separate venv (never a dependency):
 
     python bench/throughput_curve.py --jax-python /work/refvenv/bin/python [--rounds 2]
-        [--out docs/figures/throughput.png]
+        [--out docs/figures/throughput.png] [--json run.json] [--targets mlp]
+    python bench/throughput_curve.py --load run.json mlp.json --out docs/figures/throughput.png
 """
 import argparse
 import json
@@ -168,6 +169,9 @@ def main():
     ap.add_argument("--budget", type=float, default=0.6, help="seconds of timing per point")
     ap.add_argument("--out", default=None, help="write the log-log figure here (needs matplotlib)")
     ap.add_argument("--json", default=None, help="also write the raw medians here")
+    ap.add_argument("--load", nargs="+", default=None,
+                    help="measure nothing: table and figure from --json files of earlier runs (a later file's "
+                         "points replace an earlier one's)")
     ap.add_argument("--targets", nargs="+", default=["mixture", "mlp"], choices=("mixture", "mlp"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -178,10 +182,18 @@ def main():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE")
+    got = {}
+    if a.load:
+        for path in a.load:
+            with open(path) as f:
+                for key, v in json.load(f).items():
+                    impl, t, k = key.split("|")
+                    got[(impl, int(t), k)] = v
+        a.jax_python = a.jax_python or any(impl == "jax" for impl, _, _ in got)
+        a.rounds = min(len(v) for v in got.values())
     impls = [("pf", sys.executable)] + ([("jax", a.jax_python)] if a.jax_python else [])
     runs = [(impl, py, t) for impl, py in impls for t in (1, 2)]
-    got = {}
-    for r in range(a.rounds):
+    for r in range(0 if a.load else a.rounds):
         for impl, py, t in (runs if r % 2 == 0 else runs[::-1]):
             for k, v in run_worker(impl, t, py, a.budget, a.targets).items():
                 got.setdefault((impl, t, k), []).append(v)
