@@ -242,7 +242,18 @@ def _ula(x, Ws, bs, z, h, c, rows, out):
         ula_chunk(x[s0:s1], Ws, bs, z[s0:s1], h, c, out[s0:s1])
 
 
+_OFFSETS = {}
+
+
 def _offsets(Ws, bs):
+    key = tuple(W.shape for W in Ws) + tuple(b.shape for b in bs)
+    got = _OFFSETS.get(key)
+    if got is None:
+        got = _OFFSETS[key] = _compute_offsets(Ws, bs)
+    return got
+
+
+def _compute_offsets(Ws, bs):
     woff, boff, o = [], [], 0
     for W, b in zip(Ws, bs):
         woff.append(o)

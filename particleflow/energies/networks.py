@@ -55,24 +55,27 @@ class Network(Energy):
             layer.params[k] = xp.asarray(v, dtype=layer.params[k].dtype).copy()
         self.parameters_changed()
 
+    def single_dtype(self):
+        """Whether every parameter has one dtype (what ``set_flat_params`` needs)."""
+        dtypes = {p.dtype for layer in self.layers for p in layer.params.values()}
+        return len(dtypes) == 1
+
     def set_flat_params(self, v):
         """Set every parameter from one vector ``v`` in ``params`` order (``flatten``'s):
         one cast to the parameters' dtype into a fresh array, each parameter a view of
         it (the same numbers as ``set_params`` of the unflattened dict)."""
-        own = self.params
-        dtypes = {p.dtype for p in own.values()}
-        n = sum(int(p.size) for p in own.values())
-        if len(dtypes) != 1:
+        own = [(layer.params, k, p) for layer in self.layers for k, p in layer.params.items()]
+        first = own[0][2]
+        n = sum(p.size for _, _, p in own)
+        if any(p.dtype != first.dtype for _, _, p in own):
             raise ValueError("set_flat_params needs parameters of one dtype; use set_params")
         if tuple(v.shape) != (n,):
             raise ValueError(f"the flat parameter vector must have shape ({n},); got {tuple(v.shape)}")
-        first = next(iter(own.values()))
         xp = array_module(first)
         flat = xp.array(v, dtype=first.dtype, copy=True)
         i = 0
-        for name, p in own.items():
-            layer, k = name.split(".", 1)
-            self.layers[int(layer)].params[k] = flat[i:i + p.size].reshape(p.shape)
+        for params, k, p in own:
+            params[k] = flat[i:i + p.size].reshape(p.shape)
             i += p.size
         self.parameters_changed()
 

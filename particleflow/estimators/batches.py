@@ -1,6 +1,8 @@
 """Minibatches of a data set for estimators: rows drawn with replacement and
 Gaussian data noise, both from the Philox streams (a pure function of seed, step and
 split), and the checks of a data array against a model."""
+import math
+
 import numpy as np
 
 from ..random import Purpose, Stream, StreamBlock
@@ -18,7 +20,7 @@ def noisy_batch(data, sigma, seed, step, batch_size, split=TRAIN):
     u = stream.uniform(step, ids, 1, Purpose.MINIBATCH)[:, 0]
     rows = np.minimum((u * data.shape[0]).astype(np.int64), data.shape[0] - 1)
     x = data[rows]
-    d = int(np.prod(data.shape[1:]))
+    d = math.prod(data.shape[1:])
     z = stream.normal(step, ids, d, Purpose.DATA_NOISE, data.dtype).reshape(x.shape)
     return x, x + data.dtype.type(sigma) * z
 

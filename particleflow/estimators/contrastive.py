@@ -61,7 +61,8 @@ def load_parameters(model, ens):
     particle replaced by the projection, for a model with ``project``)."""
     project = getattr(model, "project", None)
     set_flat = getattr(model, "set_flat_params", None)
-    if project is None and set_flat is not None and len({v.dtype for v in model.params.values()}) == 1:
+    single_dtype = getattr(model, "single_dtype", None)
+    if project is None and set_flat is not None and single_dtype is not None and single_dtype():
         set_flat(to_numpy(ens.x[0]))
         return
     params = unflatten(model.params, to_numpy(ens.x[0]))

@@ -135,8 +135,9 @@ class Adam(_Optimiser):
                 x = x * fl(1 - lr * self.weight_decay)
             else:
                 g = g + fl(self.weight_decay) * x
-        m = self.state.get("m", xp.zeros_like(x))
-        v = self.state.get("v", xp.zeros_like(x))
+        m, v = self.state.get("m"), self.state.get("v")
+        if m is None:
+            m, v = xp.zeros_like(x), xp.zeros_like(x)
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         fast = fastpaths.lookup("adam", x)
