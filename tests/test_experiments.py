@@ -13,12 +13,18 @@ from particleflow.runner import build, execute
 
 
 class CountingMLP(pf.energies.MLP):
-    """An MLP that counts its value_and_grad calls."""
+    """An MLP that counts its network evaluations: value_and_grad calls, and MALA steps
+    through its one-pass hook (which evaluates the network once, at the proposal)."""
     calls = 0
 
     def value_and_grad(self, x):
         CountingMLP.calls += 1
         return super().value_and_grad(x)
+
+    def mala_step_into(self, *args):
+        out = super().mala_step_into(*args)
+        CountingMLP.calls += out is not None
+        return out
 
 
 @pytest.mark.parametrize("make,per_step", [

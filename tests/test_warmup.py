@@ -262,7 +262,7 @@ def test_rhat_nested_closed_form_and_behaviour():
     pass when the superchains hold the modes alike, fail when they do not."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 8)) + np.arange(8)[None] * 0.1
-    K, M, N = 2, 4, 5
+    K, M = 2, 4                      # 8 chains of 5 draws, 2 superchains of 4
     cm = x.mean(0).reshape(K, M)
     B = cm.mean(1).var(ddof=1)
     W = np.mean([cm[k].var(ddof=1) + x[:, 4 * k:4 * k + 4].var(0, ddof=1).mean() for k in range(K)])
