@@ -373,9 +373,12 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, delay):
     import signal
     import time
     text = edit("steps = 20", "steps = 100000")
+    # SIGINT as a terminal delivers it: a test session started in the background of a
+    # shell without job control inherits SIGINT ignored, and Python keeps it ignored
     p = subprocess.Popen([sys.executable, "-c", "from particleflow._main import main; main()", "run",
                           cfg(tmp_path, text), "--out", str(tmp_path / "i.h5"), "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
