@@ -64,11 +64,11 @@ class Network(Energy):
         """Set every parameter from one vector ``v`` in ``params`` order (``flatten``'s):
         one cast to the parameters' dtype into a fresh array, each parameter a view of
         it (the same numbers as ``set_params`` of the unflattened dict)."""
+        if not self.single_dtype():
+            raise ValueError("set_flat_params needs parameters of one dtype; use set_params")
         own = [(layer.params, k, p) for layer in self.layers for k, p in layer.params.items()]
         first = own[0][2]
         n = sum(p.size for _, _, p in own)
-        if any(p.dtype != first.dtype for _, _, p in own):
-            raise ValueError("set_flat_params needs parameters of one dtype; use set_params")
         if tuple(v.shape) != (n,):
             raise ValueError(f"the flat parameter vector must have shape ({n},); got {tuple(v.shape)}")
         xp = array_module(first)

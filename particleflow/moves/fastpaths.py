@@ -88,8 +88,7 @@ def mala_step(move, ens, stream, step, h, c, out):
         res = hook(x, np.ascontiguousarray(e), g, ens.ids, step, stream.key(Purpose.LANGEVIN_NOISE), logu, h, c,
                    out)
         if res is not None:
-            la, acc, ey, g_new = res
-            return la, acc, ey, g_new.reshape(x.shape)
+            return res
     z = move.buffer("noise", (ens.n, ens.dim), ens.dtype, np)
     stream.normal(step, ens.ids, ens.dim, Purpose.LANGEVIN_NOISE, ens.dtype, out=z)
     langevin_update(x, g.reshape(x.shape), z.reshape(x.shape), h, c, out)
