@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import message_lines
 
 from particleflow.cli import cli
 
@@ -382,7 +383,7 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, delay):
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = message_lines(err)
     assert p.returncode == 130 and len(lines) == 1 and "Traceback" not in err, (p.returncode, err)
     assert lines[0].startswith("interrupted")
 
