@@ -13,7 +13,8 @@ for the numpy-call version, in the same process.
 Determinism: chunks are fixed by ``rows``; each chunk's parameter gradient goes to its
 own slot and the slots are summed in chunk order after the loop, so the result does not
 depend on the thread count (tested).  The chunk size is small on purpose (512 rows: the
-~15 live [rows, 32] arrays stay in L2; 2048-row chunks were 2.5x slower per row).
+~15 live [rows, 32] arrays stay in L2; 2048-row chunks were 2.5x slower per row); DEEN
+cuts a smaller batch in two where each half is worth a thread (``dsm_rows``).
 
 tanh: a rational approximation in float32, ``vmath``'s exp in float64 (below).
 """
@@ -26,6 +27,8 @@ from . import elementwise, philox, vmath
 from ._jit import jit_source
 
 ROWS = 512
+MIN_SPLIT_ROWS = 64
+MIN_SPLIT_WORK = 10_000_000
 
 
 # float32 tanh: the odd/even rational approximation of Eigen's fast tanh (used by XLA
@@ -292,13 +295,36 @@ def sum_partials(losses, G, total):
     return float(losses.sum()) / total, (G.sum(0) if len(G) > 1 else G[0])
 
 
-def dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+def dsm_rows(batch, Ws):
+    """Rows per chunk of a whole batch's DEEN pass: ``ROWS``, except that a batch of at
+    most ``ROWS`` rows is cut in two halves where each keeps at least ``MIN_SPLIT_ROWS``
+    rows and ``MIN_SPLIT_WORK`` float32-equivalent FLOPs (about 12 per weight per row:
+    six GEMM passes; float64 counts twice), so that a batch of the papers' sizes runs
+    on two threads when its halves outweigh the cost of a parallel launch.  A function
+    of the batch and the network alone, never of the thread count: the sums depend on
+    the chunks.
+
+    Measured (2 cores, Zen 4, 2 threads, numba's OpenMP threads waiting passively,
+    whose launch and join cost 50-90 us here), one chunk against two, per DEEN
+    training iteration: [64, 128, 128, 256, 1] float32, 128 rows (44 MFLOP a half):
+    1.57 against 1.16 ms; [16, 64, 64, 64, 1] float32, 256 rows (14 MFLOP): 558
+    against 464 us; [2, 32, 32, 32, 1] float64, 512 rows (13 MFLOP equivalent): 596
+    against 522 us; the same, 256 rows (6.6 MFLOP): two chunks were slower (349-379
+    against 403-454 us), so it stays one.  At one thread two chunks cost 5-11 % more."""
+    per_row = 12 * sum(W.size for W in Ws) * max(1, Ws[0].dtype.itemsize // 4)
+    least = max(MIN_SPLIT_ROWS, -(-MIN_SPLIT_WORK // per_row))
+    return -(-batch // 2) if 2 * least <= batch <= ROWS else ROWS
+
+
+def dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows=None):
     """DEEN loss (1/B) sum |x - xn + sigma2 grad E(xn)|^2 and its gradient as one flat
-    vector (``dsm_partials`` of the whole batch, added)."""
-    return sum_partials(*dsm_partials(x, xn, Ws, bs, sigma2, x.shape[0], rows), x.shape[0])
+    vector (``dsm_partials`` of the whole batch in chunks of ``rows`` rows, by default
+    ``dsm_rows(B, Ws)``, added)."""
+    B = x.shape[0]
+    return sum_partials(*dsm_partials(x, xn, Ws, bs, sigma2, B, dsm_rows(B, Ws) if rows is None else rows), B)
 
 
-def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=ROWS):
+def dsm_loss_and_grad(x, xn, Ws, bs, sigma2, rows=None):
     """``dsm_loss_and_flat_grad`` with the gradient as [(dW_l, db_l)]."""
     loss, g = dsm_loss_and_flat_grad(x, xn, Ws, bs, sigma2, rows)
     woff, boff, _ = _offsets(Ws, bs)

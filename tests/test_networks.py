@@ -289,6 +289,40 @@ def test_tanh_mlp_whole_pass_kernels(dt):
     assert _bitwise_equal(two, ((e, g), (loss, grads)))
 
 
+def test_dsm_chunks_split_a_small_batch_in_two_only_when_each_half_is_worth_a_thread():
+    """``kernels.mlp.dsm_rows``: chunks of 512 rows, and two halves for a batch of at most
+    512 rows whose halves each keep >= 64 rows and >= 10 MFLOP (float32-equivalent); the
+    whole-batch gradient is the sum of those chunks' parts, bitwise the same at 1 and 2
+    threads."""
+    import numba
+    from particleflow.energies.mlp_cpu import weights_and_biases
+    from particleflow.kernels import mlp as K
+
+    def shapes(sizes, dt):
+        return [np.zeros((b, a), dt) for a, b in zip(sizes[:-1], sizes[1:])]
+    digits, ring = [64, 128, 128, 256, 1], [2, 32, 32, 32, 1]
+    assert K.dsm_rows(128, shapes(digits, np.float32)) == 64           # 2 x 44 MFLOP
+    assert K.dsm_rows(127, shapes(digits, np.float32)) == 512          # halves under 64 rows
+    assert K.dsm_rows(256, shapes(ring, np.float64)) == 512            # 2 x 6.6 MFLOP: one chunk
+    assert K.dsm_rows(512, shapes(ring, np.float64)) == 256            # 2 x 13 MFLOP
+    assert K.dsm_rows(512, shapes(ring, np.float32)) == 512            # float32 work counts once
+    assert K.dsm_rows(201, shapes([16, 64, 64, 64, 1], np.float32)) == 101
+    assert K.dsm_rows(1100, shapes(digits, np.float32)) == 512         # larger batches: 512 rows
+    net = pf.energies.MLP(digits, seed=1, dtype=np.float32)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((128, 64)).astype(np.float32)
+    xi = (x + 0.2 * rng.standard_normal(x.shape)).astype(np.float32)
+    Ws, bs = weights_and_biases(net)
+    losses, G = K.dsm_partials(x, xi, Ws, bs, 0.09, 128, 64)
+    assert len(losses) == 2
+    want = K.sum_partials(losses, G, 128)
+    one = _with_threads(1, lambda: net.dsm_loss_and_grad(x, xi, 0.3))
+    flat = np.concatenate([one[1][k].ravel() for k in net.params])
+    assert one[0] == want[0] and np.array_equal(flat, want[1])
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert _bitwise_equal(one, _with_threads(2, lambda: net.dsm_loss_and_grad(x, xi, 0.3)))
+
+
 @pytest.mark.parametrize("dt", [np.float64, np.float32])
 @pytest.mark.parametrize("n,d", [(300, 3), (1300, 5), (700, 20)])
 def test_tanh_mlp_steps_that_draw_their_noise_in_the_pass_are_bitwise_the_unfused_steps(dt, n, d):
