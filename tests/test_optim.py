@@ -53,12 +53,14 @@ def test_adam_converges_and_step_decay():
     assert [s(0), s(9), s(10), s(25)] == [1.0, 1.0, 0.5, 0.25]
 
 
+@pytest.mark.parametrize("n", [40_000, 250_000])            # the calling thread's pass; the parallel one
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_adam_kernel_is_bitwise_the_numpy_expressions(dtype):
-    from particleflow.kernels.elementwise import adam_update
+def test_fused_adam_kernel_is_bitwise_the_numpy_expressions(dtype, n):
+    from particleflow.kernels.elementwise import ADAM_SERIAL_WORK, adam_update
+    assert (n * np.dtype(dtype).itemsize // 4 > ADAM_SERIAL_WORK) == (n > 100_000)
     rng = np.random.default_rng(0)
-    x, g, m = (rng.standard_normal(40_000).astype(dtype) for _ in range(3))
-    v = (rng.standard_normal(40_000) ** 2).astype(dtype)
+    x, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = (rng.standard_normal(n) ** 2).astype(dtype)
     fl = np.dtype(dtype).type
     for t in (1, 7, 1000):
         b1, b2, lr, eps = 0.9, 0.999, 3e-3, 1e-8
