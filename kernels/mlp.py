@@ -310,7 +310,7 @@ def dsm_rows(batch, Ws):
     1.57 against 1.16 ms; [16, 64, 64, 64, 1] float32, 256 rows (14 MFLOP): 558
     against 464 us; [2, 32, 32, 32, 1] float64, 512 rows (13 MFLOP equivalent): 596
     against 522 us; the same, 256 rows (6.6 MFLOP): two chunks were slower (349-379
-    against 403-454 us), so it stays one.  At one thread two chunks cost 5-11 % more."""
+    against 403-454 us), so it stays one.  At one thread two chunks cost 7-11 % more."""
     per_row = 12 * sum(W.size for W in Ws) * max(1, Ws[0].dtype.itemsize // 4)
     least = max(MIN_SPLIT_ROWS, -(-MIN_SPLIT_WORK // per_row))
     return -(-batch // 2) if 2 * least <= batch <= ROWS else ROWS
