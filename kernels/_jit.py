@@ -38,6 +38,7 @@ import warnings
 import llvmlite.binding as _llvm
 import numpy as np
 import numba
+from numba.core import event as numba_event
 from numba import prange
 
 from . import vmath
@@ -242,6 +243,30 @@ def _write_manifest(path):
         os.replace(tmp, os.path.join(path, MANIFEST))
 
 
+# Compilations this process has seen, and how many of them the manifest records: a
+# process ended by SIGKILL runs no exit handler, so a Simulation records the cache after
+# every step in which something compiled (``record_kernel_cache``); otherwise the next
+# process would drop those files as unverified and compile them again.
+_COMPILED = [0, 0]
+
+
+class _CountCompiles(numba_event.Listener):
+    def on_start(self, event):
+        pass
+
+    def on_end(self, event):
+        _COMPILED[0] += 1
+
+
+def record_kernel_cache():
+    """Record the digests of the cache's files now if this process compiled anything
+    since it last recorded them (otherwise one comparison).  Call where the compiled
+    kernels have returned, so that numba has saved them (after a Simulation's step)."""
+    if _COMPILED[0] != _COMPILED[1] and _CACHE_DIR and _CACHE_DIR[0]:
+        _COMPILED[1] = _COMPILED[0]
+        _write_manifest(_CACHE_DIR[0])
+
+
 def _private(path):
     """Make a cache folder of ours private (0700); False if it is someone else's or
     stays writable by others (then it is not used: its code would run as ours)."""
@@ -271,6 +296,7 @@ def _cache_dir():
         return None
     _verify(path)
     atexit.register(_write_manifest, path)
+    numba_event.register("numba:compile", _CountCompiles())
     return path
 
 

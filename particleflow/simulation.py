@@ -30,6 +30,7 @@ import numpy as np
 from .backend import get_device
 from .ensemble import Ensemble
 from .errors import DivergenceError
+from .kernels._jit import record_kernel_cache
 from .moves.base import Move
 from .observers import Recorder, Spec
 from .parallel import Shard, n_blocks, shard_range
@@ -319,6 +320,7 @@ class Simulation:
                     ob.record(self.step, frames, values)
             for ob in self.observers:
                 ob.after_step(self)
+            record_kernel_cache()            # what this step compiled survives a SIGKILL
             if progress is not None:
                 progress(self)
             if stop is not None and stop():

@@ -118,7 +118,7 @@ def message_lines(text):
     indented lines that follow it on stdout), which a slow machine or a cold kernel cache
     may print before a config is refused, and other than the kernel cache's warning that
     it compiles again files it cannot verify (left, for one, by a process killed with
-    SIGKILL after it compiled: it never recorded them)."""
+    SIGKILL while a step compiled, before the step's end recorded them)."""
     return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("- ", "  "))
             and not (ln.startswith("warning: ") and "kernel cache files" in ln)]
 

@@ -149,3 +149,35 @@ def test_a_kernel_cache_that_cannot_be_written_is_named_in_the_error(tmp_path):
     msg = e.value.format_message()
     assert msg.startswith("cannot write the kernel cache") and "PARTICLEFLOW_KERNEL_CACHE" in msg, msg
     assert "--out" not in msg
+
+
+KILLED = r"""
+import os, signal, numpy as np
+import particleflow as pf
+
+e = pf.energies.GaussianMixture(pf.energies.ring_means(3, 2.0), scale=0.5)
+ens = pf.Ensemble(np.random.default_rng(0).normal(size=(2000, 2)).astype(np.float32))
+sim = pf.Simulation({"chains": ens}, seed=0)
+sim.schedule(pf.moves.MALA(e, 0.1), "chains")
+sim.run(2)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_after_compiling_leaves_a_manifest_that_verifies_its_kernels(tmp_path):
+    """SIGKILL runs no exit handler: the Simulation records the cache after the steps that
+    compiled, so the next process keeps those kernels (no warning, nothing recompiled)."""
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PARTICLEFLOW_KERNEL_CACHE=str(cache))
+    res = subprocess.run([sys.executable, "-c", KILLED], env=env, capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr[-2000:]
+    (sub,) = [p for p in cache.iterdir() if p.name.startswith("kernels-")]
+    files = _jit._cache_files(str(sub))
+    assert any(f.endswith(".nbc") for f in files)
+    assert _jit._read_manifest(str(sub)) == {f: _jit._digest_file(str(sub / f)) for f in files}
+    old = os.stat(sub).st_mtime - 2 * _jit.FRESH_SECONDS            # no longer "being written"
+    for f in files:
+        os.utime(sub / f, (old, old))
+    res = subprocess.run([sys.executable, "-W", "always", "-c", KILLED], env=env, capture_output=True, text=True)
+    assert res.returncode == -9 and "KernelCacheWarning" not in res.stderr, res.stderr[-2000:]
+    assert _jit._cache_files(str(sub)) == files                      # loaded, none dropped or added
