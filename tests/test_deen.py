@@ -278,3 +278,34 @@ def test_deen_training_in_blocks_matches_the_whole_batch_to_rounding():
     assert 0 < np.abs(runs[0] - runs[1]).max() < 1e-10
     with pytest.raises(ValueError, match="grad_block"):
         D.deen(pf.energies.MLP([2, 4, 1]), data, 0.2, grad_block=0)
+
+
+@pytest.mark.parametrize("shape,dt", [((20000, 2), np.float64), ((9, 5), np.float32), ((300, 64), np.float32),
+                                      ((50, 3, 4, 5), np.float64), ((7, 1), np.float32)])
+def test_the_minibatch_kernel_is_bitwise_the_array_code_and_draws_the_philox_oracle(shape, dt):
+    """``noisy_batch`` in one compiled call (kernels/batches.py; normals 4 or 8 to a row
+    up to d = 8, ``row_filler`` above): x and xi bitwise those of the numpy path for
+    several steps, batch sizes and both splits, and the rows and noise those of the
+    numpy Philox oracle."""
+    from particleflow.backend import reference_path
+    from particleflow.estimators.batches import HELDOUT, TRAIN
+    from particleflow.kernels.philox import normal_numpy, uniform_numpy
+    from particleflow.random import Purpose, Stream, StreamBlock
+    data = np.random.default_rng(1).standard_normal(shape).astype(dt)
+    for step in (0, 17, 2 ** 32 - 1):
+        for batch in (1, 33, 256):
+            for split in (TRAIN, HELDOUT):
+                got = D.noisy_batch(data, 0.3, 5, step, batch, split)
+                with reference_path():
+                    want = D.noisy_batch(data, 0.3, 5, step, batch, split)
+                for a, b in zip(got, want):
+                    assert a.dtype == dt and a.shape == (batch,) + shape[1:] and a.tobytes() == b.tobytes()
+    stream = Stream(5, StreamBlock.DATA + TRAIN)
+    ids = np.arange(256)
+    u = uniform_numpy(*stream.key(Purpose.MINIBATCH), 9, ids, 1)[:, 0]
+    rows = np.minimum((u * shape[0]).astype(np.int64), shape[0] - 1)
+    d = int(np.prod(shape[1:]))
+    z = normal_numpy(*stream.key(Purpose.DATA_NOISE), 9, ids, d, dt).reshape((256,) + shape[1:])
+    x, xi = D.noisy_batch(data, 0.3, 5, 9, 256)
+    tol = 1e-12 if dt == np.float64 else 2e-5                  # vmath's log and sincos vs numpy's
+    assert np.array_equal(x, data[rows]) and np.allclose(xi, data[rows] + dt(0.3) * z, rtol=tol, atol=tol)

@@ -5,7 +5,9 @@ import math
 
 import numpy as np
 
-from ..random import Purpose, Stream, StreamBlock
+from ..backend import fast_paths_on
+from ..kernels.batches import noisy_rows
+from ..random import Purpose, Stream, StreamBlock, _check_step
 
 # the split of a batch: its stream is StreamBlock.DATA + split
 TRAIN, HELDOUT = StreamBlock.TRAIN - StreamBlock.DATA, StreamBlock.HELDOUT - StreamBlock.DATA
@@ -14,8 +16,15 @@ TRAIN, HELDOUT = StreamBlock.TRAIN - StreamBlock.DATA, StreamBlock.HELDOUT - Str
 def noisy_batch(data, sigma, seed, step, batch_size, split=TRAIN):
     """(x, xi) for ``step``: ``batch_size`` data rows drawn uniformly with replacement
     and their noisy copies xi = x + sigma z, both from the Philox streams (a pure
-    function of seed, step and split)."""
+    function of seed, step and split).  C-contiguous float data on the host take one
+    compiled call (``kernels.batches.noisy_rows``), bitwise the array code below."""
     stream = Stream(seed, StreamBlock.DATA + split)
+    if (isinstance(data, np.ndarray) and data.dtype in (np.float32, np.float64) and data.ndim >= 2
+            and data.flags.c_contiguous and data.shape[0] >= 1 and data[0].size >= 1 and fast_paths_on()):
+        _check_step(step)                  # one compiled call, bitwise the array code below
+        x, xi = noisy_rows(data.reshape(data.shape[0], -1), sigma, int(batch_size), int(step),
+                           stream.key(Purpose.MINIBATCH), stream.key(Purpose.DATA_NOISE))
+        return x.reshape((batch_size,) + data.shape[1:]), xi.reshape((batch_size,) + data.shape[1:])
     ids = np.arange(batch_size)
     u = stream.uniform(step, ids, 1, Purpose.MINIBATCH)[:, 0]
     rows = np.minimum((u * data.shape[0]).astype(np.int64), data.shape[0] - 1)
