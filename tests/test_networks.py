@@ -89,6 +89,33 @@ def test_relu_networks_away_from_kinks():
         np.testing.assert_allclose(net.hvp(x, d), 0, atol=1e-12)   # piecewise linear
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_a_piecewise_linear_network_skips_the_hessian_pass_with_the_same_zeros(dt):
+    """ReLU / LeakyReLU networks (Nijkamp's ConvNet, an MLP) return hvp = 0 without a
+    pass: bitwise what the tangent passes compute (sigma'' = 0), and what central finite
+    differences of the gradient give away from the kinks; a non-finite input still takes
+    the pass.  A tanh network is not piecewise linear."""
+    conv = pf.energies.ConvNet.nijkamp(4, 8, channels=1, seed=1, dtype=dt)
+    mlp = pf.energies.MLP([3, 8, 8, 1], activation="relu", seed=2, dtype=dt)
+    assert conv.piecewise_linear() and mlp.piecewise_linear()
+    assert not pf.energies.MLP([3, 8, 1], activation="tanh").piecewise_linear()
+    for net in (conv, mlp):
+        x, v = (a.astype(dt) for a in inputs(net, 6, 7))
+        fast = net.hvp(x, v)
+        with reference_path():
+            full = net.hvp(x, v)
+        assert fast.dtype == full.dtype == dt and fast.tobytes() == full.tobytes() == np.zeros_like(x).tobytes()
+        x64, v64 = inputs(net, 6, 7)
+        if dt == np.float64:
+            assert np.abs(fd_dir(net.grad, x64, v64)).max() < 1e-6
+        for a in (x, v):                                       # non-finite input: the pass itself
+            a[2].flat[0] = np.nan
+            with reference_path():
+                full = net.hvp(x, v)
+            assert net.hvp(x, v).tobytes() == full.tobytes()
+        assert np.isnan(full[2]).any()                         # a NaN in v reaches the output
+
+
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), (4, 2, 1), (3, 1, 1), (4, 1, 0), (2, 3, 0)])
 def test_im2col_col2im_are_adjoint_and_match_numpy(k, s, p):
     rng = np.random.default_rng(0)
