@@ -43,7 +43,8 @@ def _range_kernel(kind, dtype, width):
 
 def _kernel(dtype, d):
     """The call for rows of ``d`` values: normals drawn 4 or 8 to a row by the unrolled
-    Philox fill where d <= 8 (``Stream.normal``'s own kernel), by ``row_filler`` above."""
+    Philox fill where d <= 8 (``Stream.normal``'s own kernel), by ``philox.row_filler``
+    for wider rows (as ``Stream.normal``'s wide fill draws them)."""
     width = 4 * ((d + 3) // 4) if d <= philox.MAX_UNROLLED_WIDTH else None
     key = (np.dtype(dtype).str, width)
     if key not in _KERNELS:
@@ -62,6 +63,7 @@ def noisy_rows(data, sigma, n, step, uniform_key, normal_key):
     x = np.empty((n, data.shape[1]), data.dtype)
     xi = np.empty_like(x)
     (ku0, ku1), (kz0, kz1) = uniform_key, normal_key
-    _kernel(data.dtype, data.shape[1])(data, data.dtype.type(sigma), n, np.int64(step), np.uint64(ku0), np.uint64(ku1),
-                        np.uint64(kz0), np.uint64(kz1), x, xi)
+    call = _kernel(data.dtype, data.shape[1])
+    call(data, data.dtype.type(sigma), n, np.int64(step), np.uint64(ku0), np.uint64(ku1), np.uint64(kz0),
+         np.uint64(kz1), x, xi)
     return x, xi
