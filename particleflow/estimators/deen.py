@@ -177,7 +177,8 @@ def deen(energy, data, sigma, batch_size=256, lr=1e-3, betas=(0.9, 0.999), seed=
     ``grad_block``: rows per block of the loss gradient (``dsm_loss_and_grad_in_blocks``):
     the blocks run on the CPU threads, and in a run over several processes the ranks
     share them (data-parallel training, bitwise the same for any rank count).  None:
-    the whole batch at once (a tanh MLP's kernel splits it in chunks of 512 rows)."""
+    the whole batch at once (a tanh MLP's kernel splits it in chunks of 512 rows, or a
+    smaller batch in two halves where each is worth a thread: ``kernels.mlp.dsm_rows``)."""
     sigma = _check_sigma(sigma)
     data = check_data(data, energy)
     check_batch_size(batch_size)
